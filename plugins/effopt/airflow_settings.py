@@ -1,0 +1,44 @@
+"""The Airflow side of :mod:`effopt.config`: read ``[effopt]`` from Airflow's configuration."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+
+from effopt.config import OPTIONS, Settings
+from effopt.store import EffoptStore
+
+_ENV_PREFIX = "AIRFLOW__EFFOPT__"
+
+
+def airflow_home() -> str:
+    from airflow.configuration import AIRFLOW_HOME
+
+    return AIRFLOW_HOME
+
+
+@cache
+def get_settings() -> Settings:
+    """Validated settings from ``airflow.cfg`` and ``AIRFLOW__EFFOPT__*``; raises ConfigError."""
+    from airflow.configuration import conf
+
+    section: dict[str, object] = dict(conf.getsection("effopt") or {}) if conf.has_section("effopt") else {}
+    # conf.get sees AIRFLOW__EFFOPT__<KEY> (and _CMD/_SECRET) even when airflow.cfg has no [effopt].
+    for option in OPTIONS:
+        value = conf.get("effopt", option.key, fallback=None)
+        if value is not None:
+            section[option.key] = value
+    # Unknown keys set through the environment are reported like unknown keys in airflow.cfg.
+    for name in os.environ:
+        if name.startswith(_ENV_PREFIX):
+            key = name[len(_ENV_PREFIX) :].lower()
+            for suffix in ("_cmd", "_secret"):
+                key = key.removesuffix(suffix)
+            section.setdefault(key, os.environ[name])
+    return Settings.from_mapping(section, airflow_home())
+
+
+@cache
+def get_store() -> EffoptStore:
+    """The effopt store configured by ``[effopt] store_url`` (one per process)."""
+    return EffoptStore(get_settings().store_url)

@@ -1,0 +1,180 @@
+"""effopt settings: the ``[effopt]`` section of the Airflow configuration.
+
+This module is plain Python (no Airflow import) so it can be validated and
+tested on its own.  :mod:`effopt.airflow_settings` feeds it the section read
+from Airflow (``airflow.cfg`` or ``AIRFLOW__EFFOPT__*`` environment variables).
+
+Every key is declared once in :data:`OPTIONS` with its type, default and
+accepted values; the README's configuration table is generated from the same
+declarations (``python -m effopt config show --markdown``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """An ``[effopt]`` option has a value effopt cannot use."""
+
+
+@dataclass(frozen=True)
+class Option:
+    key: str
+    default: str
+    help: str
+    kind: str = "str"  # str | bool | int | float | choice | path
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    secret: bool = False
+
+    def accepted(self) -> str:
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "choice":
+            return ", ".join(self.choices)
+        if self.kind in ("int", "float"):
+            lo = "" if self.minimum is None else f" >= {self.minimum:g}"
+            return f"a{'n integer' if self.kind == 'int' else ' number'}{lo}"
+        if self.kind == "path":
+            return "a filesystem path ({AIRFLOW_HOME} is expanded)"
+        return "a string"
+
+
+_TRUE = {"1", "true", "yes", "on", "t", "y"}
+_FALSE = {"0", "false", "no", "off", "f", "n"}
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "store_url",
+        "sqlite:///{AIRFLOW_HOME}/effopt.db",
+        "SQLAlchemy URL of the effopt store (task usage, audit records, report history). "
+        "A Postgres URL such as postgresql+psycopg2://user:pass@host/effopt is used as is.",
+    ),
+    Option(
+        "task_usage_listener",
+        "true",
+        "Record CPU seconds, peak RSS and wall time of every task instance.",
+        kind="bool",
+    ),
+    Option(
+        "cache_backend",
+        "auto",
+        "Backend of the computation cache: redis uses the effopt_redis connection, local a "
+        "directory on this machine, auto picks redis when that connection exists.",
+        kind="choice",
+        choices=("auto", "local", "redis"),
+    ),
+    Option(
+        "cache_dir",
+        "{AIRFLOW_HOME}/effopt-cache",
+        "Directory of the local cache backend.",
+        kind="path",
+    ),
+    Option(
+        "redis_conn_id",
+        "effopt_redis",
+        "Airflow connection of the Redis server used by the cache.",
+    ),
+    Option(
+        "prometheus_conn_id",
+        "effopt_prometheus",
+        "Airflow connection of the Prometheus server used as a metrics source.",
+    ),
+    Option(
+        "kubernetes_conn_id",
+        "kubernetes_default",
+        "Airflow connection of the Kubernetes cluster to read and patch.",
+    ),
+    Option("aws_conn_id", "aws_default", "Airflow connection of the AWS account."),
+    Option("smtp_conn_id", "smtp_default", "Airflow connection of the SMTP server for reports."),
+)
+
+_BY_KEY = {o.key: o for o in OPTIONS}
+
+
+def _convert(option: Option, raw: str, airflow_home: str) -> Any:
+    value = raw.strip()
+    if option.kind == "bool":
+        low = value.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+    elif option.kind == "choice":
+        if value.lower() in option.choices:
+            return value.lower()
+    elif option.kind in ("int", "float"):
+        conv: Callable[[str], Any] = int if option.kind == "int" else float
+        try:
+            number = conv(value)
+        except ValueError:
+            pass
+        else:
+            if option.minimum is None or number >= option.minimum:
+                return number
+    elif option.kind == "path":
+        if value:
+            return os.path.expanduser(value.replace("{AIRFLOW_HOME}", airflow_home))
+    else:
+        return value.replace("{AIRFLOW_HOME}", airflow_home)
+    raise ConfigError(
+        f"[effopt] {option.key} = {raw!r} is invalid; accepted values: {option.accepted()} "
+        f"(set it in airflow.cfg or AIRFLOW__EFFOPT__{option.key.upper()})"
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated ``[effopt]`` settings."""
+
+    store_url: str
+    task_usage_listener: bool
+    cache_backend: str
+    cache_dir: str
+    redis_conn_id: str
+    prometheus_conn_id: str
+    kubernetes_conn_id: str
+    aws_conn_id: str
+    smtp_conn_id: str
+
+    @classmethod
+    def from_mapping(cls, section: Mapping[str, Any], airflow_home: str) -> Settings:
+        """Validate a raw ``[effopt]`` section.
+
+        All invalid keys are reported together; unknown keys are rejected so a
+        typo (``cache_backed``) does not silently fall back to a default.
+        """
+        raw = {str(k).lower(): str(v) for k, v in section.items()}
+        errors: list[str] = []
+        values: dict[str, Any] = {}
+        for option in OPTIONS:
+            try:
+                values[option.key] = _convert(option, raw.get(option.key, option.default), airflow_home)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        unknown = sorted(set(raw) - set(_BY_KEY))
+        for key in unknown:
+            errors.append(f"[effopt] {key} is not an effopt option; known options: {', '.join(sorted(_BY_KEY))}")
+        if errors:
+            raise ConfigError("\n".join(errors))
+        return cls(**values)
+
+    def describe(self) -> list[tuple[str, str]]:
+        """(key, value) pairs for display, secrets masked."""
+        out = []
+        for option in OPTIONS:
+            value = getattr(self, option.key)
+            out.append((option.key, "***" if option.secret and value else str(value)))
+        return out
+
+
+def markdown_table() -> str:
+    """The README's configuration table."""
+    lines = ["| key | default | accepted | meaning |", "|---|---|---|---|"]
+    for o in OPTIONS:
+        lines.append(f"| `{o.key}` | `{o.default}` | {o.accepted()} | {o.help} |")
+    return "\n".join(lines)

@@ -1,0 +1,152 @@
+"""The effopt store: effopt's own tables, kept apart from Airflow's metadata DB.
+
+SQLAlchemy Core, so the same code runs on the embedded SQLite file (the
+default, under ``AIRFLOW_HOME``) and on Postgres in a scaled-out deployment.
+Plain Python: no Airflow import.
+
+Later capabilities add their tables to :data:`metadata`; :meth:`EffoptStore.ensure_schema`
+creates whatever is missing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+task_usage = sa.Table(
+    "effopt_task_usage",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("task_id", sa.String(250), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("map_index", sa.Integer, nullable=False, server_default="-1"),
+    sa.Column("try_number", sa.Integer, nullable=False),
+    sa.Column("hostname", sa.String(250)),
+    sa.Column("pid", sa.Integer),
+    sa.Column("start", sa.Float, nullable=False),  # epoch seconds
+    sa.Column("end", sa.Float, nullable=False),
+    sa.Column("wall_s", sa.Float, nullable=False),
+    sa.Column("cpu_user_s", sa.Float, nullable=False),
+    sa.Column("cpu_sys_s", sa.Float, nullable=False),
+    sa.Column("cpu_s", sa.Float, nullable=False),
+    sa.Column("peak_rss_bytes", sa.BigInteger, nullable=False),
+    sa.Column("rss_start_bytes", sa.BigInteger, nullable=False),
+    sa.Column("peak_scope", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.UniqueConstraint("dag_id", "task_id", "run_id", "map_index", "try_number", name="uq_effopt_task_usage_ti"),
+    sa.Index("ix_effopt_task_usage_task", "dag_id", "task_id", "start"),
+)
+
+
+@dataclass(frozen=True)
+class TaskUsageRecord:
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int
+    try_number: int
+    hostname: str
+    pid: int
+    start: float
+    end: float
+    wall_s: float
+    cpu_user_s: float
+    cpu_sys_s: float
+    cpu_s: float
+    peak_rss_bytes: int
+    rss_start_bytes: int
+    peak_scope: str
+    state: str
+
+
+class StoreUnavailable(RuntimeError):
+    """The effopt store cannot be reached or written."""
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets task processes write while the UI/CLI reads; busy_timeout makes
+    # concurrent writers queue instead of failing with "database is locked".
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+class EffoptStore:
+    """Access to the effopt tables at ``url``."""
+
+    def __init__(self, url: str, *, connect_timeout_s: float = 10.0) -> None:
+        self.url = url
+        kwargs: dict[str, Any] = {"future": True}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": connect_timeout_s}
+            # One task process writes a handful of rows: no pool to keep.
+            kwargs["poolclass"] = sa.pool.NullPool
+        else:
+            kwargs["pool_pre_ping"] = True
+            if url.startswith("postgresql"):
+                kwargs["connect_args"] = {"connect_timeout": int(connect_timeout_s)}
+        self.engine = sa.create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._schema_ready = False
+        self._lock = threading.Lock()
+
+    def ensure_schema(self) -> None:
+        with self._lock:
+            if self._schema_ready:
+                return
+            try:
+                metadata.create_all(self.engine, checkfirst=True)
+            except sa.exc.SQLAlchemyError as exc:
+                raise StoreUnavailable(f"effopt store {self._safe_url()} is unavailable: {exc}") from exc
+            self._schema_ready = True
+
+    def _safe_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    # -- task usage -------------------------------------------------------
+    def record_task_usage(self, record: TaskUsageRecord) -> None:
+        """Insert or replace the record of one task-instance try (idempotent)."""
+        self.ensure_schema()
+        row = asdict(record)
+        key = {k: row[k] for k in ("dag_id", "task_id", "run_id", "map_index", "try_number")}
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.delete(task_usage).filter_by(**key))
+                conn.execute(sa.insert(task_usage).values(**row))
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreUnavailable(f"effopt store {self._safe_url()} could not be written: {exc}") from exc
+
+    def task_usage(
+        self,
+        dag_id: str | None = None,
+        task_id: str | None = None,
+        run_id: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[TaskUsageRecord]:
+        """Records, oldest first, filtered by any of the arguments."""
+        self.ensure_schema()
+        q = sa.select(task_usage).order_by(task_usage.c.start, task_usage.c.id)
+        for col, value in (("dag_id", dag_id), ("task_id", task_id), ("run_id", run_id)):
+            if value is not None:
+                q = q.where(task_usage.c[col] == value)
+        if since is not None:
+            q = q.where(task_usage.c.start >= since)
+        if limit is not None:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            rows: Iterable[Mapping[str, Any]] = conn.execute(q).mappings().all()
+        fields = TaskUsageRecord.__dataclass_fields__
+        return [TaskUsageRecord(**{k: r[k] for k in fields}) for r in rows]
+
+    def dispose(self) -> None:
+        self.engine.dispose()
