@@ -14,6 +14,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("effopt.cli.config_cmd", "check and show the [effopt] configuration"),
     "usage": ("effopt.cli.usage_cmd", "measured resource usage of Airflow task instances"),
+    "standalone": ("effopt.standalone", "run Airflow standalone with the effopt bundle and plugin"),
 }
 
 
