@@ -16,7 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins"))
 sys.path.insert(0, str(REPO))
 
-from tests.services import RedisServer, ServiceUnavailable  # noqa: E402
+import json  # noqa: E402
+
+from tests.services import MotoServer, PrometheusServer, RedisServer, ServiceUnavailable, SmtpServer  # noqa: E402
 
 
 def _start(factory):
@@ -40,6 +42,93 @@ def redis_instance():
     server = _start(lambda: RedisServer().start())
     yield server
     server.close()
+
+
+@pytest.fixture
+def prometheus_factory():
+    """Start real Prometheus servers pre-filled with OpenMetrics history: ``prometheus_factory(text)``."""
+    servers: list[PrometheusServer] = []
+
+    def make(openmetrics: str) -> PrometheusServer:
+        server = _start(lambda: PrometheusServer(openmetrics))
+        servers.append(server)
+        return server.start()
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def _smtp_session():
+    server = _start(lambda: SmtpServer().start())
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def smtp_server(_smtp_session):
+    """The session's real SMTP server, emptied for this test."""
+    _smtp_session.messages.clear()
+    _smtp_session.fail_with = None
+    yield _smtp_session
+    _smtp_session.fail_with = None
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """The moto AWS server (EC2 and friends) on a free loopback port."""
+    server = _start(lambda: MotoServer().start())
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def aws_env(moto_server, monkeypatch):
+    """Point boto3 and the ``aws_default`` connection at moto for this test."""
+    moto_server.reset()
+    env = aws_connection_env(moto_server)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+def aws_connection_env(moto: MotoServer) -> dict[str, str]:
+    return {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
+            {"conn_type": "aws", "login": "testing", "password": "testing",
+             "extra": {"region_name": "us-east-1", "endpoint_url": moto.url}}
+        ),
+    }
+
+
+def smtp_connection_uri(smtp: SmtpServer) -> str:
+    return json.dumps(
+        {"conn_type": "smtp", "host": "127.0.0.1", "port": smtp.port,
+         "extra": {"disable_tls": True, "disable_ssl": True, "from_email": "effopt@localhost"}}
+    )
+
+
+@pytest.fixture(scope="session")
+def airflow(tmp_path_factory, redis_server, _smtp_session, moto_server):
+    """A real Airflow 3.3 standalone (SQLite, LocalExecutor) running effopt's bundle and plugin.
+
+    Its connections point at the session's real Redis, SMTP and moto servers.
+    Yields :class:`tests.airflow_harness.AirflowServer`; ``.client`` talks REST.
+    """
+    from tests.airflow_harness import AirflowServer
+
+    env = {
+        "AIRFLOW_CONN_EFFOPT_REDIS": redis_server.url,
+        "AIRFLOW_CONN_SMTP_DEFAULT": smtp_connection_uri(_smtp_session),
+        **aws_connection_env(moto_server),
+    }
+    server = AirflowServer(tmp_path_factory.mktemp("airflow-home"), env).start()
+    yield server
+    server.stop()
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -7,6 +7,10 @@ waits until it answers, and stops it (and everything it started) on ``stop()``.
 
 from __future__ import annotations
 
+import email
+import email.message
+import email.policy
+import json
 import os
 import shutil
 import signal
@@ -14,7 +18,10 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 
 class ServiceUnavailable(RuntimeError):
@@ -104,3 +111,148 @@ class RedisServer:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
+
+
+class PrometheusServer:
+    """A real Prometheus server whose TSDB is pre-filled with history.
+
+    ``openmetrics`` text (with explicit timestamps in seconds, ending in
+    ``# EOF``) is turned into TSDB blocks by ``promtool tsdb
+    create-blocks-from openmetrics`` before the server starts, so tests can
+    query days of usage at once.  Retention is long enough that old samples
+    stay queryable.
+    """
+
+    def __init__(self, openmetrics: str | None = None) -> None:
+        self.binary = require_binary("prometheus", "apt-get install prometheus")
+        self.promtool = require_binary("promtool", "apt-get install prometheus")
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="effopt-prometheus-"))
+        self.data = self.dir / "data"
+        self.data.mkdir()
+        self.openmetrics = openmetrics
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def load(self, openmetrics: str) -> None:
+        """Write ``openmetrics`` history into the TSDB (only while the server is stopped)."""
+        if self.proc is not None:
+            raise RuntimeError("load history before start(): blocks are picked up at startup")
+        if not openmetrics.rstrip().endswith("# EOF"):
+            openmetrics = openmetrics.rstrip("\n") + "\n# EOF\n"
+        source = self.dir / "history.om"
+        source.write_text(openmetrics)
+        res = subprocess.run(
+            [self.promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(self.data)],
+            capture_output=True,
+            text=True,
+        )
+        if res.returncode != 0:
+            raise RuntimeError(f"promtool could not import the history: {res.stderr.strip() or res.stdout.strip()}")
+
+    def start(self) -> PrometheusServer:
+        if self.openmetrics:
+            self.load(self.openmetrics)
+        config = self.dir / "prometheus.yml"
+        config.write_text("global:\n  scrape_interval: 1h\nscrape_configs: []\n")
+        self.proc = subprocess.Popen(
+            [self.binary, f"--config.file={config}", f"--storage.tsdb.path={self.data}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=100y",
+             "--web.enable-admin-api"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_until(self.ready, 60, f"prometheus on port {self.port}", self.proc)
+        return self
+
+    def ready(self) -> bool:
+        with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as resp:
+            return resp.status == 200
+
+    def query(self, promql: str, at: float | None = None) -> list[dict]:
+        params = {"query": promql}
+        if at is not None:
+            params["time"] = str(at)
+        with urllib.request.urlopen(f"{self.url}/api/v1/query?{urllib.parse.urlencode(params)}", timeout=10) as r:
+            body = json.load(r)
+        if body.get("status") != "success":
+            raise RuntimeError(f"prometheus query {promql!r} failed: {body}")
+        return body["data"]["result"]
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class SmtpServer:
+    """A real SMTP server (aiosmtpd) on a free loopback port that keeps what it receives.
+
+    ``messages`` holds :class:`email.message.EmailMessage` objects with the
+    envelope in ``X-Envelope-From`` / ``X-Envelope-To`` headers.  ``fail_with``
+    makes the server reject every DATA command with that SMTP reply (e.g.
+    ``"451 4.3.0 try again later"``) to test delivery failures.
+    """
+
+    def __init__(self) -> None:
+        try:
+            from aiosmtpd.controller import Controller
+        except ImportError as exc:  # pragma: no cover - dev requirement
+            raise ServiceUnavailable("aiosmtpd is not installed (pip install -r requirements-dev.txt)") from exc
+        self.messages: list[email.message.EmailMessage] = []
+        self.fail_with: str | None = None
+        self.port = free_port()
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd handler API
+        if self.fail_with:
+            return self.fail_with
+        msg = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
+        msg["X-Envelope-From"] = envelope.mail_from
+        msg["X-Envelope-To"] = ", ".join(envelope.rcpt_tos)
+        self.messages.append(msg)
+        return "250 Message accepted for delivery"
+
+    def start(self) -> SmtpServer:
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    close = stop
+
+
+class MotoServer:
+    """The moto AWS emulator (``moto[server]``) in a thread on a free loopback port."""
+
+    def __init__(self) -> None:
+        try:
+            from moto.server import ThreadedMotoServer
+        except ImportError as exc:  # pragma: no cover - dev requirement
+            raise ServiceUnavailable("moto[server] is not installed (pip install -r requirements-dev.txt)") from exc
+        self.port = free_port()
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MotoServer:
+        self._server.start()
+        return self
+
+    def reset(self) -> None:
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST"), timeout=10)
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    close = stop

@@ -77,6 +77,9 @@ class Standalone:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        # standalone starts its components as `airflow ...` from PATH.
+        bindir = str(Path(sys.executable).parent)
+        env["PATH"] = os.pathsep.join((bindir, env.get("PATH", "")))
         # DAG files import effopt from the plugins folder (Airflow puts it on sys.path).
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self.plugins_folder), env.get("PYTHONPATH")) if p)
         env.update(self.extra_env)
@@ -96,7 +99,7 @@ class Standalone:
     def start(self) -> Standalone:
         self.home.mkdir(parents=True, exist_ok=True)
         self.check_config()
-        airflow = Path(sys.executable).with_name("airflow")
+        airflow = Path(sys.executable).parent / "airflow"
         self.proc = subprocess.Popen(
             [str(airflow), "standalone"],
             env=self.env(),

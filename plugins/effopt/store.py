@@ -70,6 +70,12 @@ class StoreUnavailable(RuntimeError):
     """The effopt store cannot be reached or written."""
 
 
+def _reason(exc: sa.exc.SQLAlchemyError) -> str:
+    """The driver's one-line reason, without SQLAlchemy's statement dump and help link."""
+    orig = getattr(exc, "orig", None)
+    return f"{type(orig).__name__}: {orig}" if orig is not None else str(exc).splitlines()[0]
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets task processes write while the UI/CLI reads; busy_timeout makes
@@ -106,7 +112,7 @@ class EffoptStore:
             try:
                 metadata.create_all(self.engine, checkfirst=True)
             except sa.exc.SQLAlchemyError as exc:
-                raise StoreUnavailable(f"effopt store {self._safe_url()} is unavailable: {exc}") from exc
+                raise StoreUnavailable(f"effopt store {self._safe_url()} is unavailable: {_reason(exc)}") from exc
             self._schema_ready = True
 
     def _safe_url(self) -> str:
@@ -123,7 +129,7 @@ class EffoptStore:
                 conn.execute(sa.delete(task_usage).filter_by(**key))
                 conn.execute(sa.insert(task_usage).values(**row))
         except sa.exc.SQLAlchemyError as exc:
-            raise StoreUnavailable(f"effopt store {self._safe_url()} could not be written: {exc}") from exc
+            raise StoreUnavailable(f"effopt store {self._safe_url()} could not be written: {_reason(exc)}") from exc
 
     def task_usage(
         self,

@@ -1,0 +1,71 @@
+"""[effopt] configuration: defaults, validation messages, environment overrides."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from effopt.config import OPTIONS, ConfigError, Settings, markdown_table
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_defaults_expand_airflow_home():
+    s = Settings.from_mapping({}, "/srv/airflow")
+    assert s.store_url == "sqlite:////srv/airflow/effopt.db"
+    assert s.cache_dir == "/srv/airflow/effopt-cache"
+    assert s.task_usage_listener is True
+    assert s.cache_backend == "auto"
+    assert s.smtp_conn_id == "smtp_default"
+
+
+def test_values_are_converted():
+    s = Settings.from_mapping(
+        {"task_usage_listener": "False", "cache_backend": "REDIS", "store_url": "postgresql://u:p@db/effopt"}, "/h"
+    )
+    assert s.task_usage_listener is False
+    assert s.cache_backend == "redis"
+    assert s.store_url == "postgresql://u:p@db/effopt"
+
+
+def test_every_bad_key_is_named_with_its_accepted_values():
+    with pytest.raises(ConfigError) as err:
+        Settings.from_mapping({"cache_backend": "memcached", "task_usage_listener": "sometimes", "cache_backed": "x"}, "/h")
+    text = str(err.value)
+    assert "[effopt] cache_backend = 'memcached' is invalid; accepted values: auto, local, redis" in text
+    assert "[effopt] task_usage_listener = 'sometimes' is invalid; accepted values: true or false" in text
+    assert "[effopt] cache_backed is not an effopt option" in text
+    assert "AIRFLOW__EFFOPT__CACHE_BACKEND" in text
+
+
+def test_markdown_table_lists_every_option():
+    table = markdown_table()
+    for option in OPTIONS:
+        assert f"| `{option.key}` |" in table
+
+
+def _cli(*args, env):
+    full = {**os.environ, "PYTHONPATH": os.path.join(REPO, "plugins"), **env}
+    return subprocess.run([sys.executable, "-m", "effopt", *args], env=full, capture_output=True, text=True)
+
+
+def test_check_reads_airflow_environment_overrides(tmp_path):
+    env = {"AIRFLOW_HOME": str(tmp_path), "AIRFLOW__EFFOPT__CACHE_BACKEND": "nope"}
+    res = _cli("config", "check", env=env)
+    assert res.returncode == 1
+    assert "cache_backend = 'nope' is invalid" in res.stderr
+
+    ok = _cli("config", "show", env={"AIRFLOW_HOME": str(tmp_path), "AIRFLOW__EFFOPT__CACHE_BACKEND": "local"})
+    assert ok.returncode == 0, ok.stderr
+    assert "cache_backend = local" in ok.stdout
+    assert f"store_url = sqlite:///{tmp_path}/effopt.db" in ok.stdout
+
+
+def test_check_reads_airflow_cfg(tmp_path):
+    (tmp_path / "airflow.cfg").write_text("[effopt]\ntask_usage_listener = perhaps\n")
+    res = _cli("config", "check", env={"AIRFLOW_HOME": str(tmp_path)})
+    assert res.returncode == 1
+    assert "task_usage_listener = 'perhaps' is invalid" in res.stderr

@@ -1,0 +1,53 @@
+"""The effopt store on SQLite files (the embedded default)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from effopt.store import EffoptStore, StoreUnavailable, TaskUsageRecord
+
+
+def _record(**over) -> TaskUsageRecord:
+    base = dict(dag_id="d", task_id="t", run_id="r1", map_index=-1, try_number=1, hostname="h", pid=1,
+                start=100.0, end=102.5, wall_s=2.5, cpu_user_s=1.0, cpu_sys_s=0.25, cpu_s=1.25,
+                peak_rss_bytes=300 << 20, rss_start_bytes=100 << 20, peak_scope="span", state="success")
+    base.update(over)
+    return TaskUsageRecord(**base)
+
+
+def test_round_trip_and_filters(tmp_path):
+    store = EffoptStore(f"sqlite:///{tmp_path / 'e.db'}")
+    a = _record()
+    b = _record(task_id="u", start=50.0)
+    c = _record(run_id="r2", start=200.0)
+    for r in (a, b, c):
+        store.record_task_usage(r)
+    assert store.task_usage() == [b, a, c]  # oldest first
+    assert store.task_usage(run_id="r1") == [b, a]
+    assert store.task_usage(task_id="t", since=150) == [c]
+
+
+def test_same_try_is_replaced_not_duplicated(tmp_path):
+    store = EffoptStore(f"sqlite:///{tmp_path / 'e.db'}")
+    store.record_task_usage(_record(state="failed"))
+    store.record_task_usage(_record(state="success", cpu_s=2.0))
+    store.record_task_usage(_record(try_number=2))
+    rows = store.task_usage()
+    assert [(r.try_number, r.state) for r in rows] == [(1, "success"), (2, "success")]
+    assert rows[0].cpu_s == 2.0
+
+
+def test_second_process_sees_records(tmp_path):
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    EffoptStore(url).record_task_usage(_record())
+    assert dataclasses.asdict(EffoptStore(url).task_usage()[0])["peak_rss_bytes"] == 300 << 20
+
+
+def test_unreachable_store_raises_store_unavailable(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    store = EffoptStore(f"sqlite:///{blocker / 'e.db'}")
+    with pytest.raises(StoreUnavailable, match="effopt store .* is unavailable"):
+        store.record_task_usage(_record())
