@@ -49,13 +49,14 @@ def test_pip_installed_plugin_loads_through_its_entry_point(wheel, tmp_path):
         import effopt
         print(plugin.name, [m.__name__ for m in plugin.listeners], effopt.__file__)
         # The plugins-folder shim stands down when the entry point exists (no duplicate registration).
-        import runpy
-        ns = runpy.run_path(%r)
+        import runpy, sys
+        ns = runpy.run_path(sys.argv[1])
         print("shim-defines-plugin", "EffoptPlugin" in ns)
-        """ % str(REPO / "plugins" / "effopt_plugin.py")
+        """
     )
     env = {**os.environ, "PYTHONPATH": str(target), "AIRFLOW_HOME": str(tmp_path / "home")}
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+    shim = str(REPO / "plugins" / "effopt_plugin.py")
+    res = subprocess.run([sys.executable, "-c", code, shim], env=env, capture_output=True, text=True, timeout=120,
                          cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     first, second = res.stdout.strip().splitlines()[-2:]

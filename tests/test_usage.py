@@ -6,9 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
-
-from effopt.usage import UsageSnapshot, thread_cpu
+from effopt.usage import UsageSnapshot
 
 
 def _burn(seconds: float) -> None:
@@ -53,26 +51,3 @@ def test_peak_rss_covers_the_span_only():
     growth, scope = int(out[0]), out[1]
     assert scope == "span"
     assert 95 * 2**20 <= growth < 250 * 2**20  # the 300 MB before the span is not counted
-
-
-def test_helper_thread_cpu_can_be_excluded():
-    import threading
-
-    measured: list[tuple[float, float]] = []
-
-    def helper():
-        u0, s0 = thread_cpu()
-        _burn(0.3)
-        u1, s1 = thread_cpu()
-        measured.append((u1 - u0, s1 - s0))
-
-    start = UsageSnapshot.take()
-    t = threading.Thread(target=helper)
-    t.start()
-    t.join()
-    end = UsageSnapshot.take()
-    (user, system), = measured
-    assert user + system >= 0.29
-    without = start.delta(end, exclude_user=user, exclude_sys=system)
-    assert without.cpu_s < start.delta(end).cpu_s - 0.25
-    assert np.isfinite(without.cpu_s) and without.cpu_s >= 0

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from functools import cache
+from typing import TYPE_CHECKING
 
 from effopt.config import OPTIONS, Settings
-from effopt.store import EffoptStore
+
+if TYPE_CHECKING:
+    from effopt.store import EffoptStore
 
 _ENV_PREFIX = "AIRFLOW__EFFOPT__"
 
@@ -41,4 +44,6 @@ def get_settings() -> Settings:
 @cache
 def get_store() -> EffoptStore:
     """The effopt store configured by ``[effopt] store_url`` (one per process)."""
+    from effopt.store import EffoptStore
+
     return EffoptStore(get_settings().store_url)

@@ -75,6 +75,58 @@ OPTIONS: tuple[Option, ...] = (
         kind="path",
     ),
     Option(
+        "cache_secret",
+        "",
+        "Secret key that signs every cache entry (HMAC-SHA256), at least 16 characters; every worker sharing "
+        "the cache needs the same value (e.g. AIRFLOW__EFFOPT__CACHE_SECRET in each worker's environment). "
+        "Shown masked.",
+        secret=True,
+    ),
+    Option(
+        "cache_max_bytes",
+        "10737418240",
+        "Size bound of the local cache backend in bytes; least recently read entries are evicted above it.",
+        kind="int",
+        minimum=65536,
+    ),
+    Option(
+        "cache_max_entry_bytes",
+        "268435456",
+        "Largest cache entry in bytes; a larger result is returned but not cached (with a warning).",
+        kind="int",
+        minimum=1024,
+    ),
+    Option(
+        "cache_compress_min_bytes",
+        "1048576",
+        "Cache entries at least this many bytes long are zstandard-compressed when a sample of them compresses.",
+        kind="int",
+        minimum=0,
+    ),
+    Option(
+        "cache_lock_lease_s",
+        "30",
+        "Seconds a single-flight lock outlives a crashed holder before a waiting worker takes over "
+        "(a live holder renews it every third of that).",
+        kind="float",
+        minimum=1,
+    ),
+    Option(
+        "cache_lock_timeout_s",
+        "3600",
+        "Seconds a cached call waits for another worker computing the same inputs before it fails with a "
+        "timeout error.",
+        kind="float",
+        minimum=0,
+    ),
+    Option(
+        "cache_timeout_s",
+        "5",
+        "Seconds a cache backend operation may take; past it the call computes without the cache (fail-open).",
+        kind="float",
+        minimum=0.1,
+    ),
+    Option(
         "redis_conn_id",
         "effopt_redis",
         "Airflow connection of the Redis server used by the cache.",
@@ -135,6 +187,13 @@ class Settings:
     task_usage_listener: bool
     cache_backend: str
     cache_dir: str
+    cache_secret: str
+    cache_max_bytes: int
+    cache_max_entry_bytes: int
+    cache_compress_min_bytes: int
+    cache_lock_lease_s: float
+    cache_lock_timeout_s: float
+    cache_timeout_s: float
     redis_conn_id: str
     prometheus_conn_id: str
     kubernetes_conn_id: str

@@ -2,13 +2,12 @@
 
 Airflow 3 calls task-instance listeners inside the task's own process, so the
 figures come from that process and the children it waited for
-(:mod:`effopt.usage`).  The listener never fails a task: every error is
-caught, and an unreachable store is reported by one warning.
-
-To keep the task's critical path short, the store is opened (engine, schema)
-in a helper thread while the task runs; the CPU time of that thread is
-measured with ``RUSAGE_THREAD`` and subtracted, so it does not count as the
-task's.
+(:mod:`effopt.usage`).  The end snapshot is taken before the store is
+touched, so writing the record never counts as the task's usage.  The store
+module is imported with the plugin, so the hooks themselves only take two
+snapshots and write one row.  The
+listener never fails a task: every error is caught, and an unreachable store
+is reported by one warning.
 """
 
 from __future__ import annotations
@@ -16,50 +15,25 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
-from dataclasses import dataclass
 from typing import Any
 
 from airflow.listeners import hookimpl
 
-from effopt.usage import UsageSnapshot, thread_cpu
+from effopt.airflow_settings import get_store
+from effopt.store import TaskUsageRecord
+from effopt.usage import UsageSnapshot
 
 log = logging.getLogger(__name__)
 
 _TI_KEY = tuple[str, str, str, int, int]
 
-
-@dataclass
-class _Span:
-    start: UsageSnapshot
-    warmup: threading.Thread | None = None
-    store: Any = None
-    error: BaseException | None = None
-    helper_cpu: tuple[float, float] = (0.0, 0.0)
-
-
-_spans: dict[_TI_KEY, _Span] = {}
+_spans: dict[_TI_KEY, UsageSnapshot] = {}
 _warned = False
 
 
 def _key(ti: Any) -> _TI_KEY:
     map_index = getattr(ti, "map_index", -1)
     return (ti.dag_id, ti.task_id, ti.run_id, -1 if map_index is None else int(map_index), int(ti.try_number))
-
-
-def _open_store(span: _Span) -> None:
-    user0, sys0 = thread_cpu()
-    try:
-        from effopt.airflow_settings import get_store
-
-        store = get_store()
-        store.ensure_schema()
-        span.store = store
-    except BaseException as exc:  # noqa: BLE001 - reported when the task ends
-        span.error = exc
-    finally:
-        user1, sys1 = thread_cpu()
-        span.helper_cpu = (user1 - user0, sys1 - sys0)
 
 
 def _warn_once(message: str, *args: Any) -> None:
@@ -71,35 +45,18 @@ def _warn_once(message: str, *args: Any) -> None:
 
 def start(ti: Any) -> None:
     """Begin measuring ``ti`` (called when it starts running)."""
-    snapshot = UsageSnapshot.take(reset_peak=True)
-    span = _Span(start=snapshot)
-    span.warmup = threading.Thread(target=_open_store, args=(span,), name="effopt-store-open", daemon=True)
-    _spans[_key(ti)] = span
-    span.warmup.start()
+    _spans[_key(ti)] = UsageSnapshot.take(reset_peak=True)
 
 
 def finish(ti: Any, state: str) -> None:
     """Stop measuring ``ti`` and write its record."""
-    from effopt.store import TaskUsageRecord
-
     end = UsageSnapshot.take()
-    span = _spans.pop(_key(ti), None)
-    if span is None:
+    begin = _spans.pop(_key(ti), None)
+    if begin is None:
         # Called outside the task's process (e.g. the scheduler failing a
         # task whose process died): nothing was measured, nothing to record.
         return
-    assert span.warmup is not None
-    span.warmup.join(timeout=30)
-    if span.warmup.is_alive() or span.store is None:
-        _warn_once(
-            "effopt: task usage of %s.%s not recorded, the effopt store is unavailable: %s "
-            "(check [effopt] store_url)",
-            ti.dag_id,
-            ti.task_id,
-            span.error or "opening it timed out",
-        )
-        return
-    usage = span.start.delta(end, exclude_user=span.helper_cpu[0], exclude_sys=span.helper_cpu[1])
+    usage = begin.delta(end)
     dag_id, task_id, run_id, map_index, try_number = _key(ti)
     record = TaskUsageRecord(
         dag_id=dag_id,
@@ -121,9 +78,14 @@ def finish(ti: Any, state: str) -> None:
         state=state,
     )
     try:
-        span.store.record_task_usage(record)
+        get_store().record_task_usage(record)
     except Exception as exc:  # noqa: BLE001 - the listener must never fail a task
-        _warn_once("effopt: task usage of %s.%s not recorded: %s", ti.dag_id, ti.task_id, exc)
+        _warn_once(
+            "effopt: task usage of %s.%s not recorded, the effopt store is unavailable: %s (check [effopt] store_url)",
+            ti.dag_id,
+            ti.task_id,
+            exc,
+        )
 
 
 def _guard(fn: Any, *args: Any) -> None:

@@ -91,14 +91,10 @@ class UsageSnapshot:
             peak_reset=reset,
         )
 
-    def delta(self, end: UsageSnapshot, exclude_user: float = 0.0, exclude_sys: float = 0.0) -> UsageDelta:
-        """Usage between this snapshot and ``end``.
-
-        ``exclude_*`` removes CPU time that effopt itself spent in a helper
-        thread during the span, so the figures are the task's alone.
-        """
-        user = (end.self_user - self.self_user) + (end.child_user - self.child_user) - exclude_user
-        system = (end.self_sys - self.self_sys) + (end.child_sys - self.child_sys) - exclude_sys
+    def delta(self, end: UsageSnapshot) -> UsageDelta:
+        """Usage between this snapshot and ``end``."""
+        user = (end.self_user - self.self_user) + (end.child_user - self.child_user)
+        system = (end.self_sys - self.self_sys) + (end.child_sys - self.child_sys)
         peak = peak_rss_bytes()
         if end.child_maxrss > self.child_maxrss:
             peak = max(peak, end.child_maxrss)
@@ -128,12 +124,3 @@ class UsageDelta:
     @property
     def cpu_s(self) -> float:
         return self.cpu_user_s + self.cpu_sys_s
-
-
-def thread_cpu() -> tuple[float, float]:
-    """(user, system) CPU seconds of the calling thread (Linux); (0, 0) elsewhere."""
-    who = getattr(resource, "RUSAGE_THREAD", None)
-    if who is None:
-        return 0.0, 0.0
-    ru = resource.getrusage(who)
-    return ru.ru_utime, ru.ru_stime

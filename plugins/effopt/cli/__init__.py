@@ -14,6 +14,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("effopt.cli.config_cmd", "check and show the [effopt] configuration"),
     "usage": ("effopt.cli.usage_cmd", "measured resource usage of Airflow task instances"),
+    "cache": ("effopt.cli.cache", "inspect and invalidate the computation cache"),
+    "graph": ("effopt.cli.graph", "validate, plan, draw and run computation graphs"),
     "standalone": ("effopt.standalone", "run Airflow standalone with the effopt bundle and plugin"),
 }
 

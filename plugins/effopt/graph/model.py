@@ -124,6 +124,8 @@ class Node:
     @property
     def fn_name(self) -> str:
         """Readable name of the function (dotted path where there is one)."""
+        if isinstance(self.fn, FusedCall):
+            return "fused(" + ", ".join(s.fn_name.rsplit(".", 1)[-1] for s in self.fn.steps) + ")"
         return fn_key(self.fn)
 
     def replace(self, **changes: Any) -> Node:

@@ -1,0 +1,824 @@
+"""ComputationCache: compute each (function, version, inputs) once, across processes and workers.
+
+One call runs this flow (the same code drives sync and async functions)::
+
+    key = namespace : module.qualname : version : xxh3-128(canonical inputs)
+    read entry -> verified hit: return it
+    take the single-flight lock of key -> held by another worker: wait, polling
+        the entry (hit when it appears) and the lock (take it over when the
+        holder released it or crashed); give up after lock_timeout_s
+    read again (another worker may have just finished), compute, store, release
+
+Every backend failure makes the call compute without the cache (fail-open):
+one warning per outage, ``errors`` counted, and for ``retry_after_s`` seconds
+calls do not even try the backend.  Statistics are counted in the process and
+added to the backend's shared counters after every miss, at most
+``stats_flush_s`` after a hit, by :meth:`ComputationCache.flush_stats`, and
+at interpreter exit; counts of calls made while the backend was down are
+added once it answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import functools
+import inspect
+import logging
+import math
+import os
+import threading
+import time
+import types
+import weakref
+from collections.abc import Callable, Collection, Coroutine, Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from effopt.cache.base import BackendError, BackendLock, CacheBackend, CacheKey, validate_name
+from effopt.cache.codec import EntryTooLarge, RejectedEntry, open_entry, seal_entry
+from effopt.cache.hashing import UnhashableInput, _Encoder, code_version, function_name
+
+__all__ = [
+    "REFERENCE_MARKER",
+    "CacheReferenceError",
+    "CallResult",
+    "ComputationCache",
+    "FunctionSpec",
+    "Lookup",
+    "SingleFlightTimeout",
+    "is_cache_reference",
+]
+
+log = logging.getLogger("effopt.cache")
+
+#: Key marking a dict as a cache reference (see :meth:`ComputationCache.reference`).
+REFERENCE_MARKER = "__effopt_cache_ref__"
+
+_POLL_FIRST_S = 0.005
+_POLL_MAX_S = 0.1
+_UNSET: Any = object()
+
+
+class SingleFlightTimeout(TimeoutError):
+    """Waited ``lock_timeout_s`` for another worker computing the same key."""
+
+
+class CacheReferenceError(LookupError):
+    """A cache reference cannot be resolved (entry gone, rejected, or backend unreachable)."""
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """How a function is cached: its key parts and defaults (built by :meth:`ComputationCache.function_spec`)."""
+
+    func: Callable[..., Any]
+    name: str
+    version: str
+    signature: inspect.Signature
+    ignore: frozenset[str]
+    ttl: float | None
+    tags: tuple[str, ...]
+    is_async: bool
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Outcome of reading one key."""
+
+    hit: bool
+    value: Any = None
+    nbytes: int = 0
+    compute_s: float = 0.0
+    rejected: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """Outcome of one cached call.
+
+    ``hit``: the value came from the cache (the body did not run here).
+    ``saved_s``: computation time the hit avoided (the time the entry took to
+    compute, less the time spent waiting for another worker to compute it).
+    ``nbytes``: size of the entry read or written (0 when nothing was).
+    ``error``: why the cache was bypassed (backend failure), else ``None``.
+    """
+
+    value: Any
+    key: CacheKey
+    hit: bool
+    stored: bool
+    nbytes: int
+    compute_s: float
+    saved_s: float
+    waited_s: float
+    rejected: int
+    error: str | None
+
+
+class _Sleep(NamedTuple):
+    seconds: float
+
+
+class _Io(NamedTuple):
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+
+
+class _Compute:
+    """Effect: run the cached function."""
+
+
+_COMPUTE = _Compute()
+_Flow = Generator[Any, Any, CallResult]
+
+
+def _drive_sync(flow: _Flow, func: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> CallResult:
+    send: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            effect = flow.throw(error) if error is not None else flow.send(send)
+        except StopIteration as stop:
+            return stop.value
+        send, error = None, None
+        try:
+            if effect is _COMPUTE:
+                send = func(*args, **kwargs)
+            elif isinstance(effect, _Sleep):
+                time.sleep(effect.seconds)
+            else:
+                send = effect.fn(*effect.args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the flow, which re-raises what it does not handle
+            error = exc
+
+
+async def _drive_async(
+    flow: _Flow, func: Callable[..., Coroutine[Any, Any, Any]], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> CallResult:
+    send: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            effect = flow.throw(error) if error is not None else flow.send(send)
+        except StopIteration as stop:
+            return stop.value
+        send, error = None, None
+        try:
+            if effect is _COMPUTE:
+                send = await func(*args, **kwargs)
+            elif isinstance(effect, _Sleep):
+                await asyncio.sleep(effect.seconds)
+            else:  # backend I/O would block the event loop
+                send = await asyncio.to_thread(effect.fn, *effect.args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the flow, which re-raises what it does not handle
+            error = exc
+
+
+class _LeaseKeeper:
+    """Renews a single-flight lock's lease from a thread while its holder computes."""
+
+    def __init__(self, lock: BackendLock, lease_s: float, key: CacheKey) -> None:
+        self._lock = lock
+        self._interval = lease_s / 3
+        self._key = key
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="effopt-cache-lease", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                kept = self._lock.extend()
+            except BackendError as exc:
+                log.warning("effopt cache: could not renew the lock of %s: %s", self._key, exc)
+                continue
+            if not kept and not self._stop.is_set():
+                log.warning(
+                    "effopt cache: lost the single-flight lock of %s (its lease expired); "
+                    "another worker may compute the same value",
+                    self._key,
+                )
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def is_cache_reference(value: Any) -> bool:
+    """Whether ``value`` is a reference made by :meth:`ComputationCache.reference`."""
+    return isinstance(value, dict) and value.get(REFERENCE_MARKER) == 1 and isinstance(value.get("key"), str)
+
+
+def _positive(value: Any, what: str, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise TypeError(f"{what} must be a number, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{what} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return float(value)
+
+
+def _names(value: Any, what: str) -> tuple[str, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Collection):
+        raise TypeError(f"{what} must be a collection of strings such as ({value!r},), got {value!r}")
+    return tuple(value)
+
+
+_LIVE: weakref.WeakSet[ComputationCache] = weakref.WeakSet()
+
+
+class ComputationCache:
+    """Results of functions, stored signed in ``backend`` under ``namespace``.
+
+    ``secret`` (at least 16 bytes; a ``str`` is UTF-8 encoded) signs every
+    entry with HMAC-SHA256; every worker sharing entries needs the same one.
+
+    ``max_entry_bytes``: larger results are returned but not stored (one
+    warning per function).  ``compress_min_bytes``: bodies at least this large
+    are zstandard-compressed when a sample shows they compress.
+    ``lock_lease_s``: how long a crashed worker's lock blocks the others
+    (renewed every third of it while computing).  ``lock_timeout_s``: how long
+    a call waits for another worker computing the same key before
+    :class:`SingleFlightTimeout`.  ``retry_after_s``: after a backend failure,
+    calls skip the backend for this long.  ``stats_flush_s``: hits are added
+    to the shared statistics at most this late.
+    """
+
+    def __init__(
+        self,
+        backend: CacheBackend,
+        secret: bytes | str,
+        namespace: str = "default",
+        *,
+        max_entry_bytes: int = 256 * 2**20,
+        compress_min_bytes: int = 2**20,
+        compress_level: int = 3,
+        lock_lease_s: float = 30.0,
+        lock_timeout_s: float = 3600.0,
+        retry_after_s: float = 2.0,
+        stats_flush_s: float = 1.0,
+    ) -> None:
+        if not isinstance(backend, CacheBackend):
+            raise TypeError(f"backend must be a LocalBackend or RedisBackend, got {type(backend).__name__}")
+        if isinstance(secret, str):
+            secret = secret.encode()
+        if not isinstance(secret, (bytes, bytearray)):
+            raise TypeError(f"secret must be bytes or str, got {type(secret).__name__}")
+        if len(secret) < 16:
+            raise ValueError(f"secret must be at least 16 bytes long, got {len(secret)} bytes")
+        self.backend = backend
+        self._secret = bytes(secret)
+        self.namespace = validate_name(namespace, "namespace")
+        self.max_entry_bytes = int(_positive(max_entry_bytes, "max_entry_bytes"))
+        self.compress_min_bytes = int(_positive(compress_min_bytes, "compress_min_bytes", allow_zero=True))
+        self.compress_level = int(compress_level)
+        self.lock_lease_s = _positive(lock_lease_s, "lock_lease_s")
+        self.lock_timeout_s = _positive(lock_timeout_s, "lock_timeout_s", allow_zero=True)
+        self.retry_after_s = _positive(retry_after_s, "retry_after_s", allow_zero=True)
+        self.stats_flush_s = _positive(stats_flush_s, "stats_flush_s", allow_zero=True)
+        self._init_state()
+        _LIVE.add(self)
+
+    def _init_state(self) -> None:
+        self._state = threading.Lock()
+        self._pending: dict[tuple[str, str], dict[str, float]] = {}
+        self._last_flush = time.monotonic()
+        self._failed_at: float | None = None  # monotonic time of the last backend failure of the current outage
+        self._warned: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"ComputationCache({self.backend!r}, namespace={self.namespace!r})"
+
+    # -- functions and keys ----------------------------------------------------
+    def function_spec(
+        self,
+        func: Callable[..., Any],
+        *,
+        ttl: float | None = None,
+        version: str | int | None = None,
+        ignore: Collection[str] = (),
+        tags: Collection[str] = (),
+        name: str | None = None,
+    ) -> FunctionSpec:
+        """Validate the caching options of ``func`` (see :meth:`cached`)."""
+        if not isinstance(func, types.FunctionType):
+            raise TypeError(f"only Python functions can be cached, got {type(func).__name__} {func!r}")
+        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+            raise TypeError(f"{function_name(func)} is a generator function; cache a function returning a value")
+        signature = inspect.signature(func)
+        ignored = frozenset(_names(ignore, "ignore"))
+        unknown = sorted(ignored - set(signature.parameters))
+        if unknown:
+            raise ValueError(
+                f"ignore names {', '.join(map(repr, unknown))}, which {'is' if len(unknown) == 1 else 'are'} not "
+                f"a parameter of {function_name(func)}{signature}"
+            )
+        tag_names = tuple(validate_name(t, "each tag") for t in _names(tags, "tags"))
+        if ttl is not None:
+            ttl = _positive(ttl, "ttl")
+        qualified = validate_name(name if name is not None else function_name(func), "name")
+        if version is not None:
+            ver = "v" + validate_name(str(version), "version")
+        else:
+            ver = "c" + code_version(func, skip_defaults=tuple(ignored))
+        return FunctionSpec(
+            func=func,
+            name=qualified,
+            version=ver,
+            signature=signature,
+            ignore=ignored,
+            ttl=ttl,
+            tags=tag_names,
+            is_async=inspect.iscoroutinefunction(func),
+        )
+
+    def _spec(self, func: Callable[..., Any] | FunctionSpec) -> FunctionSpec:
+        if isinstance(func, FunctionSpec):
+            return func
+        spec = getattr(func, "__effopt_cache_spec__", None)
+        return spec if isinstance(spec, FunctionSpec) else self.function_spec(func)
+
+    def key(
+        self, func: Callable[..., Any] | FunctionSpec, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None
+    ) -> CacheKey:
+        """The key of calling ``func(*args, **kwargs)``.
+
+        Arguments are bound to the signature first, so ``f(1, b=2)``,
+        ``f(1, 2)`` and ``f(1)`` (when ``b`` defaults to 2) share a key.  An
+        argument that cannot be hashed deterministically raises
+        :class:`~effopt.cache.hashing.UnhashableInput` (a ``TypeError``) naming it.
+        """
+        spec = self._spec(func)
+        try:
+            bound = spec.signature.bind(*args, **(kwargs or {}))
+        except TypeError as exc:
+            raise TypeError(f"{spec.name}(): {exc}") from None
+        bound.apply_defaults()
+        enc = _Encoder()
+        for arg, value in bound.arguments.items():
+            if arg in spec.ignore:
+                continue
+            enc.feed(arg, "name")
+            try:
+                enc.feed(value, arg)
+            except UnhashableInput as exc:
+                raise UnhashableInput(
+                    f"cannot hash argument {arg!r} of {spec.name} deterministically: {exc}; "
+                    f"to leave it out of the cache key, pass ignore=({arg!r},)",
+                    exc.path,
+                    exc.type_name,
+                ) from None
+        return CacheKey(self.namespace, spec.name, spec.version, enc.digest().hex())
+
+    # -- decorator -------------------------------------------------------------
+    def cached(
+        self,
+        func: Callable[..., Any] | None = None,
+        /,
+        *,
+        ttl: float | None = None,
+        version: str | int | None = None,
+        ignore: Collection[str] = (),
+        tags: Collection[str] = (),
+        name: str | None = None,
+    ) -> Any:
+        """Decorate a sync or async function so each distinct call computes once.
+
+        ``ttl``: seconds an entry lives (``None`` = until invalidated or evicted).
+        ``version``: the function's version in its keys; by default a hash of
+        its code (:func:`~effopt.cache.hashing.code_version`), which does not
+        see helper functions it calls, globals it reads or the state of
+        objects its closure holds -- give ``version=`` (and bump it) when
+        those change.  ``ignore``: parameter names left out of the key (a
+        logger, a client).  ``tags``: labels for :meth:`invalidate`.
+        ``name``: file entries and statistics under this name instead of
+        ``module.qualname``.
+
+        The wrapper keeps the function's signature and adds
+        ``.refresh(*args, **kwargs)`` (recompute and overwrite),
+        ``.call(args, kwargs, refresh=False, ttl=...)`` (returns a
+        :class:`CallResult`), ``.key(*args, **kwargs)`` and ``.invalidate()``.
+        numpy arrays returned by a hit are read-only views of the entry.
+        """
+
+        def decorate(f: Callable[..., Any]) -> Any:
+            spec = self.function_spec(f, ttl=ttl, version=version, ignore=ignore, tags=tags, name=name)
+            wrapper: Any
+            if spec.is_async:
+
+                @functools.wraps(f)
+                async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                    return (await self.acall(spec, args, kwargs)).value
+
+                async def refresh(*args: Any, **kwargs: Any) -> Any:
+                    return (await self.acall(spec, args, kwargs, refresh=True)).value
+
+                wrapper.call = functools.partial(self.acall, spec)
+            else:
+
+                @functools.wraps(f)
+                def wrapper(*args: Any, **kwargs: Any) -> Any:
+                    return self.call(spec, args, kwargs).value
+
+                def refresh(*args: Any, **kwargs: Any) -> Any:
+                    return self.call(spec, args, kwargs, refresh=True).value
+
+                wrapper.call = functools.partial(self.call, spec)
+            wrapper.refresh = refresh
+            wrapper.key = lambda *args, **kwargs: self.key(spec, args, kwargs)
+            wrapper.invalidate = lambda: self.invalidate(function=spec.name)
+            wrapper.cache = self
+            wrapper.__effopt_cache_spec__ = spec
+            return wrapper
+
+        return decorate(func) if func is not None else decorate
+
+    # -- calls -----------------------------------------------------------------
+    def call(
+        self,
+        func: Callable[..., Any] | FunctionSpec,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        refresh: bool = False,
+        ttl: float | None = _UNSET,
+    ) -> CallResult:
+        """Call a sync ``func`` through the cache; ``refresh=True`` recomputes and overwrites.
+
+        ``ttl`` overrides the function's TTL for the entry this call writes.
+        """
+        spec = self._spec(func)
+        if spec.is_async:
+            raise TypeError(f"{spec.name} is async: use acall()")
+        kwargs = dict(kwargs or {})
+        flow = self._flow(spec, tuple(args), kwargs, refresh=refresh, ttl=spec.ttl if ttl is _UNSET else ttl)
+        return _drive_sync(flow, spec.func, args, kwargs)
+
+    async def acall(
+        self,
+        func: Callable[..., Any] | FunctionSpec,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        refresh: bool = False,
+        ttl: float | None = _UNSET,
+    ) -> CallResult:
+        """:meth:`call` for an async function (backend I/O runs in a worker thread)."""
+        spec = self._spec(func)
+        if not spec.is_async:
+            raise TypeError(f"{spec.name} is not async: use call()")
+        kwargs = dict(kwargs or {})
+        flow = self._flow(spec, tuple(args), kwargs, refresh=refresh, ttl=spec.ttl if ttl is _UNSET else ttl)
+        return await _drive_async(flow, spec.func, args, kwargs)
+
+    def _flow(
+        self, spec: FunctionSpec, args: tuple[Any, ...], kwargs: dict[str, Any], *, refresh: bool, ttl: float | None
+    ) -> _Flow:
+        if ttl is not None:
+            ttl = _positive(ttl, "ttl")
+        key = self.key(spec, args, kwargs)
+        error: str | None = None
+        found: Lookup | None = None
+        lock: BackendLock | None = None
+        rejected = 0
+        waited_s = 0.0
+        if not self._backend_usable():
+            error = "cache bypassed after a recent backend failure"
+        else:
+            try:
+                found, lock, rejected, waited_s = yield from self._acquire(key, spec, refresh)
+            except BackendError as exc:
+                error = self._failed(exc)
+        if found is not None and found.hit:
+            saved_s = max(0.0, found.compute_s - waited_s)
+            self._count(spec.name, hits=1, saved_s=saved_s, rejected=rejected)
+            if time.monotonic() - self._last_flush >= self.stats_flush_s:
+                yield _Io(self.flush_stats, ())
+            return CallResult(
+                value=found.value,
+                key=key,
+                hit=True,
+                stored=False,
+                nbytes=found.nbytes,
+                compute_s=0.0,
+                saved_s=saved_s,
+                waited_s=waited_s,
+                rejected=rejected,
+                error=None,
+            )
+
+        nbytes = 0
+        keeper = _LeaseKeeper(lock, self.lock_lease_s, key) if lock is not None and lock.needs_extension else None
+        try:
+            t0 = time.perf_counter()
+            value = yield _COMPUTE
+            compute_s = time.perf_counter() - t0
+            if error is None:
+                try:
+                    nbytes = yield _Io(self._store, (key, spec.name, value, compute_s, ttl, spec.tags))
+                except BackendError as exc:
+                    error = self._failed(exc)
+        finally:
+            if keeper is not None:
+                keeper.stop()
+            if lock is not None:
+                error = self._release(lock) or error
+        self._count(
+            spec.name, misses=1, compute_s=compute_s, bytes=nbytes, rejected=rejected, errors=int(error is not None)
+        )
+        if error is None:
+            self._recovered()
+            yield _Io(self.flush_stats, ())
+        return CallResult(
+            value=value,
+            key=key,
+            hit=False,
+            stored=nbytes > 0,
+            nbytes=nbytes,
+            compute_s=compute_s,
+            saved_s=0.0,
+            waited_s=waited_s,
+            rejected=rejected,
+            error=error,
+        )
+
+    def _release(self, lock: BackendLock) -> str | None:
+        try:
+            lock.release()
+        except BackendError as exc:
+            return self._failed(exc)
+        return None
+
+    def _acquire(
+        self, key: CacheKey, spec: FunctionSpec, refresh: bool
+    ) -> Generator[Any, Any, tuple[Lookup | None, BackendLock | None, int, float]]:
+        """Read the entry, else take the lock, waiting while another worker holds it.
+
+        Returns ``(hit or None, lock or None, entries rejected, seconds waited)``;
+        raises BackendError.
+        """
+        rejected = 0
+        if not refresh:
+            found = yield _Io(self._read, (key,))
+            rejected += found.rejected
+            if found.hit:
+                return found, None, rejected, 0.0
+        wait_started: float | None = None
+        delay = _POLL_FIRST_S
+        while True:
+            lock = yield _Io(self.backend.try_lock, (key, self.lock_lease_s))
+            if lock is not None:
+                break
+            if wait_started is None:
+                wait_started = time.monotonic()
+            if not refresh:
+                found = yield _Io(self._read, (key,))
+                rejected += found.rejected
+                if found.hit:
+                    return found, None, rejected, time.monotonic() - wait_started
+            if time.monotonic() - wait_started >= self.lock_timeout_s:
+                raise SingleFlightTimeout(
+                    f"effopt cache: waited {self.lock_timeout_s:g} s for another worker computing {spec.name} "
+                    f"(key {key}) without a result; raise lock_timeout_s ([effopt] cache_lock_timeout_s) "
+                    "if the computation takes longer"
+                )
+            yield _Sleep(delay)
+            delay = min(delay * 1.5, _POLL_MAX_S)
+        waited_s = 0.0 if wait_started is None else time.monotonic() - wait_started
+        if not refresh:
+            # The previous holder may have stored the value between our read and our lock.
+            try:
+                found = yield _Io(self._read, (key,))
+            except BaseException:
+                self._release(lock)
+                raise
+            rejected += found.rejected
+            if found.hit:
+                self._release(lock)
+                return found, None, rejected, waited_s
+        return None, lock, rejected, waited_s
+
+    # -- entries ---------------------------------------------------------------
+    def _read(self, key: CacheKey) -> Lookup:
+        blob = self.backend.get(key)
+        if blob is None:
+            return Lookup(hit=False)
+        try:
+            opened = open_entry(blob, key=str(key), secret=self._secret)
+        except RejectedEntry as exc:
+            log.warning("effopt cache: rejected the entry of %s: %s; it is deleted and recomputed", key, exc.reason)
+        except Exception as exc:  # noqa: BLE001 - an authentic entry whose value no longer loads (code changed)
+            log.warning("effopt cache: the entry of %s could not be loaded (%s: %s); recomputing", key, type(exc).__name__, exc)
+        else:
+            return Lookup(hit=True, value=opened.value, nbytes=opened.nbytes, compute_s=opened.compute_s)
+        self.backend.delete(key)
+        return Lookup(hit=False, rejected=True)
+
+    def _store(
+        self, key: CacheKey, function: str, value: Any, compute_s: float, ttl: float | None, tags: Sequence[str]
+    ) -> int:
+        try:
+            sealed = seal_entry(
+                value,
+                key=str(key),
+                secret=self._secret,
+                compute_s=compute_s,
+                compress_min_bytes=self.compress_min_bytes,
+                compress_level=self.compress_level,
+                max_bytes=self.max_entry_bytes,
+            )
+        except EntryTooLarge as exc:
+            self._warn_once(
+                f"oversize:{function}",
+                "effopt cache: the result of %s is %d bytes, over max_entry_bytes=%d: returned but not cached",
+                function,
+                exc.nbytes,
+                exc.limit,
+            )
+            return 0
+        except Exception as exc:  # noqa: BLE001 - unpicklable result: return it uncached rather than fail the call
+            self._warn_once(
+                f"pickle:{function}",
+                "effopt cache: the result of %s cannot be serialised (%s: %s): returned but not cached",
+                function,
+                type(exc).__name__,
+                exc,
+            )
+            return 0
+        self.backend.put(key, sealed.segments, sealed.nbytes, ttl_s=ttl, tags=tags)
+        return sealed.nbytes
+
+    def get(self, key: CacheKey) -> Lookup:
+        """Read and verify ``key`` (no statistics; a backend failure is reported in ``Lookup.error``)."""
+        try:
+            return self._read(key)
+        except BackendError as exc:
+            return Lookup(hit=False, error=self._failed(exc))
+
+    def put(
+        self, key: CacheKey, value: Any, *, ttl: float | None = None, tags: Collection[str] = (), compute_s: float = 0.0
+    ) -> int:
+        """Sign and store ``value`` under ``key``; return the entry size, 0 when not stored (oversized,
+        unpicklable, or the backend failed: logged)."""
+        if ttl is not None:
+            ttl = _positive(ttl, "ttl")
+        tag_names = tuple(validate_name(t, "each tag") for t in _names(tags, "tags"))
+        try:
+            return self._store(key, key.function, value, compute_s, ttl, tag_names)
+        except BackendError as exc:
+            self._failed(exc)
+            return 0
+
+    # -- references ------------------------------------------------------------
+    def reference(self, key: CacheKey, nbytes: int = 0) -> dict[str, Any]:
+        """A small JSON-serialisable stand-in for the entry of ``key`` (pass it instead of a large value)."""
+        return {
+            REFERENCE_MARKER: 1,
+            "key": str(key),
+            "backend": self.backend.kind,
+            "location": self.backend.describe(),
+            "nbytes": int(nbytes),
+        }
+
+    def resolve(self, ref: Mapping[str, Any]) -> Any:
+        """The value a :meth:`reference` points to; :class:`CacheReferenceError` if it is gone or invalid."""
+        if not is_cache_reference(ref):
+            raise TypeError(f"resolve() needs a cache reference made by ComputationCache.reference(), got {ref!r:.200}")
+        if ref.get("backend") != self.backend.kind:
+            raise CacheReferenceError(
+                f"the reference points into a {ref.get('backend')} cache at {ref.get('location')}, "
+                f"but this cache uses the {self.backend.kind} backend at {self.backend.describe()}"
+            )
+        key = CacheKey.parse(ref["key"])
+        try:
+            blob = self.backend.get(key)
+        except BackendError as exc:
+            raise CacheReferenceError(f"cannot resolve the cache reference {key}: {exc}") from exc
+        if blob is None:
+            raise CacheReferenceError(
+                f"the cache entry {key} (at {ref.get('location')}) no longer exists: it expired, was evicted or "
+                "invalidated; rerun the task that produced it"
+            )
+        try:
+            return open_entry(blob, key=str(key), secret=self._secret).value
+        except RejectedEntry as exc:
+            self._count(key.function, rejected=1)
+            raise CacheReferenceError(f"the cache entry {key} was rejected: {exc.reason}") from exc
+
+    # -- statistics ------------------------------------------------------------
+    def _count(self, function: str, **fields: float) -> None:
+        with self._state:
+            row = self._pending.setdefault((self.namespace, function), {})
+            for name, value in fields.items():
+                if value:
+                    row[name] = row.get(name, 0) + value
+
+    def flush_stats(self) -> bool:
+        """Add this process's pending counts to the backend; ``False`` (kept for later) if it is unreachable."""
+        with self._state:
+            pending, self._pending = self._pending, {}
+            self._last_flush = time.monotonic()
+        if not pending:
+            return True
+        try:
+            self.backend.add_stats(pending)
+        except BackendError as exc:
+            with self._state:
+                for k, fields in pending.items():
+                    row = self._pending.setdefault(k, {})
+                    for name, value in fields.items():
+                        row[name] = row.get(name, 0) + value
+            self._failed(exc)
+            return False
+        return True
+
+    def stats(self, namespace: str | None = None) -> dict[str, dict[str, float]]:
+        """``{function: {"hits", "misses", "rejected", "errors", "compute_s", "saved_s", "bytes"}}``.
+
+        Shared by every process using the backend, for this cache's namespace
+        (or ``namespace``).  ``bytes`` is the total size of the entries written;
+        ``saved_s`` the computation time hits avoided.  Raises
+        :class:`~effopt.cache.base.BackendError` when the backend is unreachable.
+        """
+        self.flush_stats()
+        ns = self.namespace if namespace is None else validate_name(namespace, "namespace")
+        return self.backend.read_stats(ns).get(ns, {})
+
+    # -- invalidation ----------------------------------------------------------
+    def invalidate(
+        self, function: Callable[..., Any] | str | None = None, namespace: str | None = None, tag: str | None = None
+    ) -> int:
+        """Delete entries: of ``function`` (every version), of a whole ``namespace``, or carrying ``tag``.
+
+        Filters combine; ``function`` and ``tag`` apply to this cache's
+        namespace unless ``namespace`` is given.  Returns the number of entries
+        deleted.  Raises :class:`~effopt.cache.base.BackendError` when the
+        backend is unreachable.
+        """
+        if function is None and namespace is None and tag is None:
+            raise ValueError("invalidate() needs function=, namespace= or tag=")
+        name: str | None
+        if function is None or isinstance(function, str):
+            name = function
+        else:
+            spec = getattr(function, "__effopt_cache_spec__", None)
+            name = spec.name if isinstance(spec, FunctionSpec) else function_name(function)
+        if name is not None:
+            validate_name(name, "function")
+        if tag is not None:
+            validate_name(tag, "tag")
+        ns = self.namespace if namespace is None else validate_name(namespace, "namespace")
+        return self.backend.invalidate(namespace=ns, function=name, tag=tag)
+
+    # -- fail-open bookkeeping ---------------------------------------------------
+    def _backend_usable(self) -> bool:
+        with self._state:
+            return self._failed_at is None or time.monotonic() - self._failed_at >= self.retry_after_s
+
+    def _failed(self, exc: BaseException) -> str:
+        with self._state:
+            first = self._failed_at is None
+            self._failed_at = time.monotonic()
+        if first:
+            log.warning(
+                "effopt cache: %s; calls compute without the cache until the backend answers again", exc
+            )
+        return str(exc)
+
+    def _recovered(self) -> None:
+        with self._state:
+            if self._failed_at is None:
+                return
+            self._failed_at = None
+        log.info("effopt cache: backend %s answers again; caching resumed", self.backend.describe())
+
+    def _warn_once(self, what: str, message: str, *args: Any) -> None:
+        with self._state:
+            if what in self._warned:
+                return
+            self._warned.add(what)
+        log.warning(message, *args)
+
+    def close(self) -> None:
+        """Flush pending statistics and release the backend's connections."""
+        self.flush_stats()
+        self.backend.close()
+        _LIVE.discard(self)
+
+
+def _flush_all_at_exit() -> None:
+    for cache in list(_LIVE):
+        cache.flush_stats()
+
+
+def _after_fork_in_child() -> None:
+    # Counts made by the parent are the parent's to flush; locks may have been held mid-fork.
+    for cache in list(_LIVE):
+        cache._init_state()
+
+
+atexit.register(_flush_all_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,488 @@
+"""Compile computation graphs into Airflow DAGs (the only module of effopt.graph importing Airflow).
+
+:func:`to_airflow` adds one :class:`GraphNodeOperator` task per (fused) node
+of the optimised graph to a DAG:
+
+- dependencies are exactly the data edges, so Airflow runs any task whose
+  inputs are ready; ``stage_barriers=True`` adds an empty barrier task between
+  consecutive plan stages instead;
+- TaskGroups are for display only (``prefix_group_id=False``, so task ids
+  stay stable when the plan changes): one per stage by default, one per
+  declared node ``group`` with ``group_by="group"``, none with ``"none"``;
+- ``parallel=False`` nodes go to a one-slot pool (``serial_pool``) and GPU
+  nodes to ``gpu_pool`` with ``pool_slots`` = their GPU count; both pools must
+  exist (``airflow pools set effopt_serial 1 ...``, ``airflow pools set
+  effopt_gpu <gpus> ...``), else the scheduler leaves those tasks queued;
+- graph inputs are DAG params (defaults from the spec) that a run's ``conf``
+  overrides;
+- each output is pushed as an XCom whose key is the data name: small values
+  inline, large ones as a reference to a :class:`~effopt.graph.values.ValueStore`
+  (Airflow object storage under ``storage_base`` unless another store, such
+  as the computation cache, is given);
+- the critical path goes first: ``priority_weight`` is the remaining path
+  cost (absolute weight rule).
+
+:func:`dags_from_specs` builds one DAG per ``*.yaml`` spec (the bundle file
+``dags/effopt_graphs.py``).  One Python file has one import-error slot, so an
+invalid spec becomes an :class:`InvalidGraphSpecDag`: DagBag validates every
+DAG of a file on its own, records the failure of this one as the file's import
+error (naming the spec, its DAG id and every problem of every invalid spec)
+and still loads the file's other DAGs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import DAG, BaseOperator, ObjectStoragePath, Param, TaskGroup
+
+from effopt.graph.compiled import CompiledPlan, compile_graph, compile_spec
+from effopt.graph.errors import GraphValidationError
+from effopt.graph.model import ComputationGraph, Node, call_node
+from effopt.graph.naming import task_id_for, task_ids
+from effopt.graph.values import ValueCodec, ValueStore
+
+DEFAULTS: dict[str, Any] = {
+    "group_by": "stage",
+    "stage_barriers": False,
+    "serial_pool": "effopt_serial",
+    "gpu_pool": "effopt_gpu",
+    "xcom_max_bytes": 65536,
+    "max_task_id_length": 100,
+    "max_active_tasks": 16,
+}
+DAG_ID_PREFIX = "effopt_graph_"
+SPECS_ENV = "EFFOPT_GRAPH_SPECS"
+CACHE_ENV = "EFFOPT_GRAPH_CACHE_DIR"
+STORAGE_ENV = "EFFOPT_GRAPH_STORAGE"
+_MISSING_XCOM = object()
+
+
+def _airflow_home() -> str:
+    return os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+
+
+def default_storage_base() -> str:
+    """``$EFFOPT_GRAPH_STORAGE``, else ``file://$AIRFLOW_HOME/effopt-graph-data``."""
+    return os.environ.get(STORAGE_ENV) or f"file://{_airflow_home()}/effopt-graph-data"
+
+
+def default_cache_dir() -> str:
+    """``$EFFOPT_GRAPH_CACHE_DIR``, else ``$AIRFLOW_HOME/effopt-graph-cache``."""
+    return os.environ.get(CACHE_ENV) or os.path.join(_airflow_home(), "effopt-graph-cache")
+
+
+class ObjectStorageValueStore:
+    """Large values as files under an Airflow object-storage path (``file://``, ``s3://conn@bucket/...``)."""
+
+    kind = "objectstorage"
+
+    def __init__(self, base: str | None = None) -> None:
+        self.base = base or default_storage_base()
+
+    def put(self, key: str, data: bytes) -> str:
+        path = ObjectStoragePath(self.base) / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return str(path)
+
+    def get(self, location: str) -> bytes:
+        return ObjectStoragePath(location).read_bytes()
+
+    def __repr__(self) -> str:
+        return f"ObjectStorageValueStore({self.base!r})"
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.=-]+")
+
+
+class GraphNodeOperator(BaseOperator):
+    """Runs one (fused) graph node: pulls its inputs, calls the function, pushes each output.
+
+    ``sources`` maps each data item the node reads to ``("input", name)`` (a
+    graph input, read from the run's params/conf) or ``("task", task_id)``
+    (an XCom of that task whose key is the data name).
+    """
+
+    ui_color = "#e3f1e8"
+
+    def __init__(
+        self,
+        *,
+        node: Node,
+        sources: Mapping[str, tuple[str, str]],
+        value_store: ValueStore,
+        readers: Sequence[ValueStore] = (),
+        xcom_max_bytes: int = DEFAULTS["xcom_max_bytes"],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.node = node
+        self.sources = dict(sources)
+        self.value_store = value_store
+        self.readers = tuple(readers)
+        self.xcom_max_bytes = xcom_max_bytes
+
+    def execute(self, context: Any) -> None:
+        codec = ValueCodec(self.value_store, max_inline_bytes=self.xcom_max_bytes, readers=self.readers)
+        ti = context["ti"]
+        params = context["params"]
+        values: dict[str, Any] = {}
+        for data, (kind, where) in self.sources.items():
+            if kind == "input":
+                if data not in params:
+                    raise ValueError(f"graph input {data!r} is missing: pass it in the DAG run conf")
+                values[data] = params[data]
+            else:
+                raw = ti.xcom_pull(task_ids=where, key=data, default=_MISSING_XCOM)
+                if raw is _MISSING_XCOM:
+                    raise ValueError(f"node {self.node.id!r}: no XCom {data!r} from task {where!r}")
+                values[data] = codec.decode(raw)
+        outputs = call_node(self.node, values)
+        run = _UNSAFE.sub("_", str(context["run_id"]))
+        for name, value in outputs.items():
+            encoded = codec.encode(value, f"{self.dag_id}/{run}/{self.task_id}/{name}")
+            ti.xcom_push(key=name, value=encoded)
+            how = "by reference" if isinstance(encoded, dict) and encoded.get("__effopt_value__") == "ref" else "inline"
+            self.log.info("output %s: %s pushed %s", name, type(value).__name__, how)
+
+
+@dataclass
+class CompiledGraph:
+    """What :func:`to_airflow` added to the DAG."""
+
+    dag: DAG
+    compiled: CompiledPlan
+    tasks: dict[str, BaseOperator]  # node id -> task
+    task_ids: dict[str, str]  # node id -> task id
+    groups: dict[str, TaskGroup] = field(default_factory=dict)  # group id -> TaskGroup
+    barriers: list[BaseOperator] = field(default_factory=list)
+
+    @property
+    def outputs(self) -> dict[str, tuple[str, str]]:
+        """requested output -> (task id, XCom key) holding it."""
+        graph = self.compiled.graph
+        return {name: (self.task_ids[graph.producers[data]], data) for name, data in graph.requested.items()}
+
+
+def _option(graph: ComputationGraph, given: Any, key: str) -> Any:
+    if given is not None:
+        return given
+    return dict(graph.settings.get("airflow", {})).get(key, DEFAULTS[key])
+
+
+def graph_params(graph: ComputationGraph) -> dict[str, Param]:
+    """DAG params for the graph inputs (no default: the run's conf must give it)."""
+    out = {}
+    for item in graph.inputs:
+        kwargs: dict[str, Any] = {}
+        if item.type:
+            kwargs["type"] = item.type
+        if item.description:
+            kwargs["description"] = item.description
+        out[item.name] = Param(item.default, **kwargs) if not item.required else Param(**kwargs)
+    return out
+
+
+def to_airflow(
+    graph: ComputationGraph | CompiledPlan,
+    dag: DAG,
+    *,
+    optimized: bool = True,
+    capacity: Mapping[str, Any] | None = None,
+    group_by: str | None = None,
+    stage_barriers: bool | None = None,
+    serial_pool: str | None = None,
+    gpu_pool: str | None = None,
+    xcom_max_bytes: int | None = None,
+    max_task_id_length: int | None = None,
+    storage_base: str | None = None,
+    value_store: ValueStore | None = None,
+    readers: Sequence[ValueStore] = (),
+) -> CompiledGraph:
+    """Add ``graph`` to ``dag``: one task per (fused) node, dependencies = data edges.
+
+    ``graph`` is optimised and planned first (``optimized=False`` keeps it as
+    is) unless it is already a :class:`CompiledPlan`.  Options left None come
+    from the spec's ``airflow`` section, else :data:`DEFAULTS`.  Large values
+    go to ``value_store`` (default: object storage under ``storage_base``,
+    default :func:`default_storage_base`); ``readers`` are further stores
+    whose references tasks can read.
+    """
+    compiled = graph if isinstance(graph, CompiledPlan) else compile_graph(graph, capacity=capacity, optimized=optimized)
+    g = compiled.graph
+    group_by = _option(g, group_by, "group_by")
+    if group_by not in ("stage", "group", "none"):
+        raise ValueError(f"group_by must be 'stage', 'group' or 'none', not {group_by!r}")
+    barriers = _option(g, stage_barriers, "stage_barriers")
+    serial_pool = _option(g, serial_pool, "serial_pool")
+    gpu_pool = _option(g, gpu_pool, "gpu_pool")
+    xcom_max = _option(g, xcom_max_bytes, "xcom_max_bytes")
+    max_len = _option(g, max_task_id_length, "max_task_id_length")
+    store = value_store or ObjectStorageValueStore(storage_base)
+
+    for name, param in graph_params(g).items():
+        if name not in dag.params:
+            dag.params[name] = param
+    tids = task_ids(g.nodes, max_len)
+    taken = set(tids.values()) | set(dag.task_ids)
+    node_group = _groups(g, compiled, group_by, dag, taken, max_len)
+    order = [nid for stage in compiled.plan.stages for nid in stage]
+    bottom = _remaining_cost(g)
+    tasks: dict[str, BaseOperator] = {}
+    for nid in order:
+        node = g.nodes[nid]
+        sources = {}
+        for data in dict.fromkeys(node.inputs.values()):
+            if data in g.input_names:
+                sources[data] = ("input", data)
+            else:
+                sources[data] = ("task", tids[g.producers[data]])
+        extra: dict[str, Any] = {}
+        if node.resources.gpu > 0:
+            extra = {"pool": gpu_pool, "pool_slots": node.resources.gpu}
+        elif not node.parallel:
+            extra = {"pool": serial_pool, "pool_slots": 1}
+        group = node_group.get(nid)
+        if group is not None:
+            extra["task_group"] = group
+        tasks[nid] = GraphNodeOperator(
+            task_id=tids[nid],
+            node=node,
+            sources=sources,
+            value_store=store,
+            readers=readers,
+            xcom_max_bytes=xcom_max,
+            dag=dag,
+            priority_weight=min(int(math.ceil(bottom[nid] * 100)) + 1, 2**31 - 1),
+            weight_rule="absolute",
+            doc_md=_task_doc(node),
+            **extra,
+        )
+    for producer, consumer, _ in g.data_edges():
+        tasks[consumer].set_upstream(tasks[producer])
+    result = CompiledGraph(dag, compiled, tasks, tids, {gid: grp for gid, grp in _unique_groups(node_group)})
+    if barriers:
+        result.barriers = _add_barriers(compiled, tasks, dag, taken)
+    return result
+
+
+def _unique_groups(node_group: Mapping[str, TaskGroup]) -> list[tuple[str, TaskGroup]]:
+    seen: dict[str, TaskGroup] = {}
+    for group in node_group.values():
+        seen.setdefault(group.group_id, group)
+    return list(seen.items())
+
+
+def _free_id(wanted: str, taken: set[str], max_len: int) -> str:
+    candidate = task_id_for(wanted, max_len)
+    n = 1
+    while candidate in taken:
+        n += 1
+        candidate = task_id_for(f"{wanted}_{n}", max_len)
+    taken.add(candidate)
+    return candidate
+
+
+def _groups(
+    graph: ComputationGraph, compiled: CompiledPlan, group_by: str, dag: DAG, taken: set[str], max_len: int
+) -> dict[str, TaskGroup]:
+    """node id -> its TaskGroup (display only: prefix_group_id=False keeps task ids as they are)."""
+    if group_by == "none":
+        return {}
+    out: dict[str, TaskGroup] = {}
+    if group_by == "stage":
+        stages = compiled.plan.stages
+        width = len(str(len(stages)))
+        for i, stage in enumerate(stages, start=1):
+            slowest = max(graph.nodes[n].cost for n in stage)
+            group = TaskGroup(
+                _free_id(f"stage_{i:0{width}d}", taken, max_len),
+                dag=dag,
+                prefix_group_id=False,
+                tooltip=f"plan stage {i} of {len(stages)}: {len(stage)} node(s), ~{slowest:g} s",
+            )
+            for nid in stage:
+                out[nid] = group
+        return out
+    by_name: dict[str, TaskGroup] = {}
+    for nid, node in graph.nodes.items():
+        if node.group is None:
+            continue
+        if node.group not in by_name:
+            by_name[node.group] = TaskGroup(
+                _free_id(node.group, taken, max_len), dag=dag, prefix_group_id=False, tooltip=f"group {node.group}"
+            )
+        out[nid] = by_name[node.group]
+    return out
+
+
+def _add_barriers(compiled: CompiledPlan, tasks: Mapping[str, BaseOperator], dag: DAG, taken: set[str]) -> list[BaseOperator]:
+    from airflow.providers.standard.operators.empty import EmptyOperator
+
+    stages = compiled.plan.stages
+    width = len(str(len(stages)))
+    out = []
+    for i in range(len(stages) - 1):
+        barrier = EmptyOperator(task_id=_free_id(f"stage_{i + 1:0{width}d}_done", taken, 100), dag=dag)
+        for nid in stages[i]:
+            tasks[nid].set_downstream(barrier)
+        for nid in stages[i + 1]:
+            tasks[nid].set_upstream(barrier)
+        out.append(barrier)
+    return out
+
+
+def _remaining_cost(graph: ComputationGraph) -> dict[str, float]:
+    bottom: dict[str, float] = {}
+    for nid in reversed(graph.topological_order()):
+        bottom[nid] = graph.nodes[nid].cost + max((bottom[d] for d in graph.dependents(nid)), default=0.0)
+    return bottom
+
+
+def _task_doc(node: Node) -> str:
+    lines = [node.description] if node.description else []
+    lines.append(f"`{node.fn_name}`" if not node.fused_from else "fused: " + " -> ".join(node.fused_from))
+    if node.inputs:
+        lines.append("inputs: " + ", ".join(f"{a}={d}" for a, d in node.inputs.items()))
+    lines.append("outputs (XCom keys): " + ", ".join(node.outputs))
+    lines.append(f"estimated cost: {node.cost:g} s")
+    return "\n\n".join(lines)
+
+
+# -- the bundle: one DAG per spec --------------------------------------------------
+
+
+class InvalidGraphSpecDag(DAG):
+    """Stands in for the DAG of an invalid spec: fails DagBag's per-DAG validation.
+
+    DagBag validates each DAG of a file separately; this one's failure becomes
+    the file's import error (with every invalid spec's problems) while the
+    file's valid DAGs still load.
+    """
+
+    effopt_error: str = ""
+
+    def validate(self) -> None:
+        raise GraphSpecImportError(self.effopt_error)
+
+
+class GraphSpecImportError(ValueError):
+    """One or more graph specs are invalid; the message lists each spec, its DAG id and its problems."""
+
+
+def _dag_doc(compiled: CompiledPlan, spec: Path, result: CompiledGraph, pools: Mapping[str, str]) -> str:
+    g, report, plan = compiled.graph, compiled.report, compiled.plan
+    lines = [f"# {g.name}", ""]
+    if g.settings.get("description"):
+        lines += [str(g.settings["description"]), ""]
+    lines += [f"Compiled by effopt from `{spec.name}` (spec sha256 `{compiled.spec_hash[:12]}`).", ""]
+    if g.inputs:
+        lines += ["**Inputs** (DAG run conf):", ""]
+        for item in g.inputs:
+            default = "required" if item.required else f"default `{item.default!r}`"
+            lines.append(f"- `{item.name}` ({default}){': ' + item.description if item.description else ''}")
+        lines.append("")
+    lines += ["**Outputs** (task id / XCom key):", ""]
+    lines += [f"- `{name}`: `{tid}` / `{key}`" for name, (tid, key) in result.outputs.items()]
+    lines += [
+        "",
+        f"**Optimisation**: {report.nodes_before} nodes -> {report.nodes_after} tasks; "
+        f"{len(report.merged)} merged, {len(report.culled)} culled, {len(report.fused)} chain(s) fused.",
+        "",
+    ]
+    lines += [f"- merged `{m.removed}` into `{m.kept}`: {m.reason}" for m in report.merged]
+    lines += [f"- culled `{c.node}`: {c.reason}" for c in report.culled]
+    lines += [f"- fused {' -> '.join(f.nodes)} into `{f.into}`" for f in report.fused]
+    lines += [
+        "",
+        f"**Plan**: {len(plan.stages)} stage(s); critical path {' -> '.join(plan.critical_path)} "
+        f"({plan.critical_path_s:g} s); estimated makespan {plan.makespan_s:g} s; parallelism {plan.parallelism:g}.",
+        "",
+        f"Pools: `parallel: false` nodes use `{pools['serial_pool']}` (1 slot), GPU nodes `{pools['gpu_pool']}`.",
+    ]
+    return "\n".join(lines)
+
+
+def dag_for_plan(compiled: CompiledPlan, spec: Path, *, storage_base: str | None = None) -> DAG:
+    """The DAG ``effopt_graph_<name>`` of a compiled spec."""
+    g = compiled.graph
+    settings = dict(g.settings)
+    airflow = dict(settings.get("airflow", {}))
+    description = str(settings.get("description") or f"effopt computation graph {g.name}")
+    dag = DAG(
+        dag_id=DAG_ID_PREFIX + g.name,
+        schedule=None,
+        catchup=False,
+        description=description.splitlines()[0][:200],
+        tags=sorted({"effopt", "effopt-graph", *settings.get("tags", [])}),
+        default_args={"owner": settings.get("owner", "effopt"), "retries": settings.get("retries", 1)},
+        params=graph_params(g),
+        max_active_tasks=airflow.get("max_active_tasks", DEFAULTS["max_active_tasks"]),
+        max_active_runs=4,
+    )
+    result = to_airflow(compiled, dag, storage_base=storage_base)
+    pools = {key: airflow.get(key, DEFAULTS[key]) for key in ("serial_pool", "gpu_pool")}
+    dag.doc_md = _dag_doc(compiled, spec, result, pools)
+    return dag
+
+
+def spec_files(specs_dir: str | Path) -> list[Path]:
+    folder = Path(specs_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def dags_from_specs(
+    specs_dir: str | Path,
+    *,
+    cache_dir: str | Path | None = None,
+    storage_base: str | None = None,
+) -> list[DAG]:
+    """One DAG per spec in ``specs_dir``; an invalid spec yields an :class:`InvalidGraphSpecDag`.
+
+    Compiled plans are cached under ``cache_dir`` (default :func:`default_cache_dir`).
+    """
+    cache_dir = cache_dir or default_cache_dir()
+    dags: list[DAG] = []
+    failures: list[tuple[str, Path, str]] = []
+    owners: dict[str, Path] = {}
+    for spec in spec_files(specs_dir):
+        dag_id = DAG_ID_PREFIX + spec.stem
+        try:
+            compiled = compile_spec(spec, cache_dir)
+            dag_id = DAG_ID_PREFIX + compiled.name
+            if compiled.name in owners:
+                raise ValueError(f"graph name {compiled.name!r} is already used by {owners[compiled.name].name}; names must be unique")
+            owners[compiled.name] = spec
+            dags.append(dag_for_plan(compiled, spec, storage_base=storage_base))
+        except GraphValidationError as exc:
+            failures.append((dag_id, spec, "\n".join(f"    {line}" for line in str(exc).splitlines()[1:])))
+        except Exception as exc:  # noqa: BLE001 - any failure of one spec must cost only that spec's DAG
+            failures.append((dag_id, spec, f"    - {type(exc).__name__}: {exc}"))
+    if failures:
+        message = f"{len(failures)} graph spec(s) in {specs_dir} are invalid; their DAGs are not loaded:\n" + "\n".join(
+            f"  {spec.name} (DAG {dag_id}):\n{problems}" for dag_id, spec, problems in failures
+        )
+        used = {dag.dag_id for dag in dags}
+        for dag_id, spec, _ in failures:
+            while dag_id in used:
+                dag_id += "_invalid"
+            used.add(dag_id)
+            stand_in = InvalidGraphSpecDag(
+                dag_id=dag_id,
+                schedule=None,
+                tags=["effopt", "effopt-graph"],
+                default_args={"owner": "effopt", "retries": 1},
+                doc_md=f"Invalid graph spec `{spec.name}`.",
+            )
+            stand_in.effopt_error = message
+            dags.append(stand_in)
+    return dags
