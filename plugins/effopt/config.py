@@ -235,5 +235,6 @@ def markdown_table() -> str:
     """The README's configuration table."""
     lines = ["| key | default | accepted | meaning |", "|---|---|---|---|"]
     for o in OPTIONS:
-        lines.append(f"| `{o.key}` | `{o.default}` | {o.accepted()} | {o.help} |")
+        default = f"`{o.default}`" if o.default else "(empty)"
+        lines.append(f"| `{o.key}` | {default} | {o.accepted()} | {o.help} |")
     return "\n".join(lines)

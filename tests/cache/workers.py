@@ -9,9 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import decimal
-import json
 import os
-import sys
 import time
 from typing import Any
 
@@ -91,9 +89,3 @@ def key_report() -> dict[str, str]:
     report["key"] = str(cache.key(keyed, ({"alpha", "beta"}, sample_inputs())))
     return report
 
-
-if __name__ == "__main__":
-    if sys.argv[1:] == ["keys"]:
-        print(json.dumps(key_report()))
-    else:
-        sys.exit(f"usage: python -m tests.cache.workers keys (got {sys.argv[1:]})")

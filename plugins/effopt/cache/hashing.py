@@ -190,7 +190,7 @@ class _Encoder:
             self._fields(b"n", value, list(t._fields), path)
         elif isinstance(value, (int, float, str, bytes, list, tuple, dict, set, frozenset)):
             self._builtin_subclass(value, path)
-        elif isinstance(value, (types.FunctionType, type)):
+        elif isinstance(value, (types.FunctionType, types.BuiltinFunctionType, type)):
             self._callable(value, path)
         else:
             raise self._unhashable(value, path)

@@ -342,11 +342,13 @@ class ComputationGraph:
 
     @cached_property
     def producers(self) -> dict[str, str]:
-        """data name -> id of the (first) node producing it."""
+        """data name -> id of the (first) node producing it (graph inputs take precedence)."""
         out: dict[str, str] = {}
+        inputs = self.input_names
         for node in self.nodes.values():
             for name in node.outputs:
-                out.setdefault(name, node.id)
+                if name not in inputs:
+                    out.setdefault(name, node.id)
         return out
 
     @cached_property

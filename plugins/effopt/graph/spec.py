@@ -122,7 +122,7 @@ def _load_yaml(text: bytes | str) -> tuple[Any, Problem | None]:
     try:
         return yaml.load(text, Loader=loader), None  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
-        return None, Problem("spec", f"not valid YAML: {_clip(str(exc), 400)}")
+        return None, Problem("spec", f"not valid YAML: {_clip(' '.join(str(exc).split()), 400)}")
     except RecursionError:
         return None, Problem("spec", "not valid YAML: nested too deeply")
 
@@ -381,10 +381,9 @@ class _SpecReader:
         for node_id, body in raw.items():
             if not self.name("node id", node_id, NODE_ID, MAX_NAME):
                 continue
-            before = len(self.problems)
             node, outputs = self.node(node_id, body)
-            if node is not None and len(self.problems) == before:
-                nodes[node_id] = node
+            if node is not None:
+                nodes[node_id] = node  # checked further (inputs, function) even if some fields were invalid
             else:
                 known.update(outputs)
         return nodes, known
@@ -397,7 +396,8 @@ class _SpecReader:
             return None, []
         self.keys(where, body, NODE_KEYS, ids)
         fn = body.get("fn")
-        if not isinstance(fn, str) or not fn.strip() or len(fn) > 1000:
+        fn_ok = isinstance(fn, str) and bool(fn.strip()) and len(fn) <= 1000
+        if not fn_ok:
             self.fail(f"{where}: 'fn' must be the dotted path of a callable (package.module.function), not {_clip(repr(fn), 60)}", ids)
         outputs = self.outputs_list(f"{where} 'outputs'", body.get("outputs"), required=True, nodes=ids)
         inputs = self.node_inputs(where, body.get("inputs"), ids)
@@ -405,6 +405,7 @@ class _SpecReader:
         if not isinstance(params, Mapping):
             self.fail(f"{where}: 'params' must be a mapping of argument -> value, not {type(params).__name__}", ids)
             params = {}
+        valid_params = {}
         for key, value in params.items():
             if not isinstance(key, str) or not key.isidentifier():
                 self.fail(f"{where}: param name {show(key)} is not a valid argument name", ids)
@@ -412,6 +413,8 @@ class _SpecReader:
             problem = _json_problem(value)
             if problem:
                 self.problems.append(Problem("bad-param-type", f"{where}: param {show(key)}: {problem}", ids))
+            else:
+                valid_params[key] = value
         cost = body.get("cost", 1.0)
         if not (_number(cost) and cost >= 0):
             self.fail(f"{where}: 'cost' must be a number >= 0 (estimated seconds), not {_clip(repr(cost), 40)}", ids)
@@ -432,13 +435,15 @@ class _SpecReader:
         if not isinstance(description, str):
             self.fail(f"{where}: 'description' must be a string", ids)
         resources = self.numbers(f"{where}: 'resources'", body.get("resources"), RESOURCE_KEYS, ints=("gpu",), nodes=ids)
+        if not fn_ok or not outputs:
+            return None, outputs
         try:
             node = Node(
                 node_id,
                 fn,
                 inputs,
                 tuple(outputs),
-                dict(params),
+                valid_params,
                 float(cost) if _number(cost) else 1.0,
                 flags["parallel"] is not False,
                 Resources(**resources),

@@ -1,0 +1,179 @@
+"""Entries that fail verification are rejected, counted and recomputed, and never unpickled."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import sqlite3
+
+import pytest
+
+from effopt.cache import CacheKey, ComputationCache, LocalBackend
+from effopt.cache.codec import seal_entry
+from tests.cache.workers import SECRET
+
+
+class SideEffect:
+    """Unpickling this creates the directory ``path``: the proof that bytes were unpickled."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+def stored_bytes(backend, key: CacheKey) -> bytes:
+    blob = backend.get(key)
+    assert blob is not None
+    return bytes(blob)
+
+
+def overwrite(backend, key: CacheKey, data: bytes) -> None:
+    """Replace the stored bytes of ``key`` as someone with write access to the store would."""
+    if isinstance(backend, LocalBackend):
+        with sqlite3.connect(backend.path / "index.sqlite3") as db:
+            row = db.execute("SELECT file FROM entries WHERE key = ?", (str(key),)).fetchone()
+        if row is None:  # no entry yet: add one through the index
+            backend.put(key, [data], len(data), ttl_s=None)
+        else:
+            (backend.path / "entries" / row[0]).write_bytes(data)
+    else:
+        backend.client.set(f"{backend.prefix}:e:{key}", data)
+
+
+def flip_byte(backend, key: CacheKey, offset: int) -> None:
+    """Change one byte of the stored entry in place."""
+    if isinstance(backend, LocalBackend):
+        with sqlite3.connect(backend.path / "index.sqlite3") as db:
+            (rel,) = db.execute("SELECT file FROM entries WHERE key = ?", (str(key),)).fetchone()
+        with open(backend.path / "entries" / rel, "r+b") as f:
+            f.seek(offset)
+            original = f.read(1)
+            f.seek(offset)
+            f.write(bytes([original[0] ^ 0x01]))
+    else:
+        name = f"{backend.prefix}:e:{key}"
+        original = backend.client.getrange(name, offset, offset)
+        backend.client.setrange(name, offset, bytes([original[0] ^ 0x01]))
+
+
+@pytest.fixture
+def counted(cache):
+    runs: list[int] = []
+
+    @cache.cached
+    def value(n: int) -> dict:
+        runs.append(n)
+        return {"n": n, "squares": [i * i for i in range(n)]}
+
+    return value, runs
+
+
+def rejected_count(cache, fn) -> int:
+    return cache.stats()[fn.__effopt_cache_spec__.name]["rejected"]
+
+
+def test_payload_used_below_really_has_a_side_effect(tmp_path):
+    probe = tmp_path / "probe"
+    pickle.loads(pickle.dumps(SideEffect(str(probe))))
+    assert probe.is_dir()
+
+
+def test_one_flipped_byte_is_rejected_and_recomputed(cache, counted):
+    value, runs = counted
+    key = value.key(5)
+    value(5)
+    size = len(stored_bytes(cache.backend, key))
+    flip_byte(cache.backend, key, size // 2)
+
+    result = value.call((5,))
+    assert not result.hit and result.rejected == 1
+    assert result.value == {"n": 5, "squares": [0, 1, 4, 9, 16]}
+    assert runs == [5, 5]
+    assert value.call((5,)).hit  # the recomputed entry replaced the tampered one
+    assert rejected_count(cache, value) == 1
+
+
+def test_truncated_entry_is_rejected(cache, counted):
+    value, runs = counted
+    key = value.key(3)
+    value(3)
+    overwrite(cache.backend, key, stored_bytes(cache.backend, key)[:-7])
+    assert value.call((3,)).rejected == 1
+    assert runs == [3, 3]
+
+
+def test_entry_copied_under_another_key_is_rejected(cache, counted):
+    value, runs = counted
+    value(3)
+    overwrite(cache.backend, value.key(4), stored_bytes(cache.backend, value.key(3)))
+    result = value.call((4,))
+    assert result.rejected == 1 and result.value["n"] == 4
+    assert runs == [3, 4]
+
+
+def test_unsigned_pickle_is_rejected_without_being_unpickled(cache, counted, tmp_path):
+    value, runs = counted
+    marker = tmp_path / "unsigned-was-unpickled"
+    key = value.key(2)
+    value(2)
+    overwrite(cache.backend, key, pickle.dumps(SideEffect(str(marker))))
+
+    result = value.call((2,))
+    assert not marker.exists()
+    assert result.rejected == 1 and result.value == {"n": 2, "squares": [0, 1]}
+    assert runs == [2, 2]
+
+
+def test_well_formed_entry_signed_with_another_secret_is_never_unpickled(cache, counted, tmp_path):
+    value, runs = counted
+    marker = tmp_path / "forged-was-unpickled"
+    key = value.key(2)
+    forged = seal_entry(
+        SideEffect(str(marker)), key=str(key), secret=b"attacker-does-not-know-it", compute_s=0.0, compress_min_bytes=0
+    )
+    overwrite(cache.backend, key, forged.tobytes())
+
+    result = value.call((2,))
+    assert not marker.exists()
+    assert result.rejected == 1 and not result.hit
+    assert runs == [2]
+    assert rejected_count(cache, value) == 1
+
+
+def test_valid_entry_with_its_body_swapped_is_never_unpickled(cache, counted, tmp_path):
+    value, runs = counted
+    marker = tmp_path / "swapped-was-unpickled"
+    key = value.key(6)
+    value(6)
+    genuine = stored_bytes(cache.backend, key)
+    evil = seal_entry(SideEffect(str(marker)), key=str(key), secret=SECRET, compute_s=0.0, compress_min_bytes=1 << 30)
+    evil_bytes = evil.tobytes()
+    # Keep the genuine header and MAC, put the malicious pickle stream in the body.
+    body_start = 64 * -(-(8 + int.from_bytes(genuine[4:8], "little")) // 64)
+    evil_body = evil_bytes[64 * -(-(8 + int.from_bytes(evil_bytes[4:8], "little")) // 64) : -32]
+    spliced = genuine[:body_start] + evil_body + genuine[-32:]
+    overwrite(cache.backend, key, spliced)
+
+    assert value.call((6,)).rejected == 1
+    assert not marker.exists()
+    assert runs == [6, 6]
+
+
+def test_the_secret_never_appears_in_logs_or_reprs(backend, caplog):
+    secret = b"do-not-log-this-secret-value-123"
+    cache = ComputationCache(backend, secret, namespace="tests")
+
+    @cache.cached
+    def f(x):
+        return x
+
+    with caplog.at_level(logging.DEBUG):
+        f(1)
+        overwrite(backend, f.key(1), b"garbage")
+        f(1)
+    assert "rejected the entry" in caplog.text
+    for text in (caplog.text, repr(cache), repr(backend), str(vars(cache.backend))):
+        assert secret.decode() not in text
