@@ -87,7 +87,7 @@ def hit_latency(url: str, sizes: list[int], quick: bool) -> None:
         def raw() -> np.ndarray:
             return np.frombuffer(client.get("bench:raw"), dtype=np.float64)
 
-        def hit() -> np.ndarray:
+        def hit(nbytes: int = nbytes) -> np.ndarray:
             return make(nbytes)
 
         np.testing.assert_array_equal(raw(), hit())

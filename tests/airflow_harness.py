@@ -143,8 +143,13 @@ class AirflowClient:
         """Task states plus the logs of failed tasks, for assertion messages."""
         lines = [f"task states: {self.task_states(dag_id, run_id)}"]
         for ti in self.task_instances(dag_id, run_id):
-            if ti["state"] not in ("success", "skipped"):
-                lines.append(f"--- log of {ti['task_id']} ---\n{self.task_log(dag_id, run_id, ti['task_id'], max(1, ti['try_number']))}")
+            if ti["state"] in ("success", "skipped") or not ti["try_number"]:
+                continue
+            try:
+                log = self.task_log(dag_id, run_id, ti["task_id"], ti["try_number"])
+            except AirflowApiError as exc:
+                log = f"(log not available: {exc})"
+            lines.append(f"--- log of {ti['task_id']} (try {ti['try_number']}) ---\n{log}")
         return "\n".join(lines)
 
     def import_errors(self) -> list[dict]:

@@ -123,6 +123,7 @@ def airflow(tmp_path_factory, redis_server, _smtp_session, moto_server):
 
     env = {
         "AIRFLOW_CONN_EFFOPT_REDIS": redis_server.url,
+        "AIRFLOW__EFFOPT__CACHE_SECRET": "effopt-e2e-" + "s" * 32,
         "AIRFLOW_CONN_SMTP_DEFAULT": smtp_connection_uri(_smtp_session),
         **aws_connection_env(moto_server),
     }

@@ -69,3 +69,14 @@ def test_check_reads_airflow_cfg(tmp_path):
     res = _cli("config", "check", env={"AIRFLOW_HOME": str(tmp_path)})
     assert res.returncode == 1
     assert "task_usage_listener = 'perhaps' is invalid" in res.stderr
+
+
+def test_secret_option_is_masked_and_cmd_forms_are_rejected(tmp_path):
+    env = {"AIRFLOW_HOME": str(tmp_path), "AIRFLOW__EFFOPT__CACHE_SECRET": "x" * 32}
+    res = _cli("config", "show", env=env)
+    assert res.returncode == 0, res.stderr
+    assert "cache_secret = ***" in res.stdout and "x" * 32 not in res.stdout
+
+    cmd = _cli("config", "check", env={**env, "AIRFLOW__EFFOPT__STORE_URL_CMD": "echo sqlite:///x.db"})
+    assert cmd.returncode == 1
+    assert "[effopt] store_url_cmd is not an effopt option" in cmd.stderr

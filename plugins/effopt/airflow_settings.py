@@ -34,9 +34,9 @@ def get_settings() -> Settings:
     # Unknown keys set through the environment are reported like unknown keys in airflow.cfg.
     for name in os.environ:
         if name.startswith(_ENV_PREFIX):
+            # Airflow runs _CMD / _SECRET forms only for its own sensitive options, so
+            # AIRFLOW__EFFOPT__STORE_URL_CMD is reported as the unknown key store_url_cmd.
             key = name[len(_ENV_PREFIX) :].lower()
-            for suffix in ("_cmd", "_secret"):
-                key = key.removesuffix(suffix)
             section.setdefault(key, os.environ[name])
     return Settings.from_mapping(section, airflow_home())
 

@@ -72,6 +72,8 @@ class Standalone:
                 "AIRFLOW__API__PORT": str(self.port),
                 "AIRFLOW__API__BASE_URL": self.url,
                 "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+                # Large @cached_task results travel as cache references; tasks pulling them get the value.
+                "AIRFLOW__CORE__XCOM_BACKEND": "effopt.xcom.CacheReferenceXCom",
                 # A bundle edited while running shows up within seconds.
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
                 "PYTHONUNBUFFERED": "1",

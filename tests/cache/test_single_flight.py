@@ -77,10 +77,12 @@ def test_waiter_takes_over_when_the_holder_is_killed(backend, tmp_path):
     holder = CTX.Process(target=call_compute, args=(spec, 20, str(log), str(gate), None, results))
     holder.start()
     wait_for(lambda: f"{holder.pid}" in log.read_text() if log.exists() else False, 30, "the holder to start")
-    waiter = CTX.Process(target=call_compute, args=(spec, 20, str(log), str(gate), None, results))
+    ready = CTX.Event()
+    waiter = CTX.Process(target=call_compute, args=(spec, 20, str(log), str(gate), None, results, ready))
     waiter.start()
     try:
-        time.sleep(0.5)  # the waiter finds the lock held and polls
+        assert ready.wait(30)
+        time.sleep(0.3)  # the waiter finds the lock held and polls
         assert lines(log).count("start") == 1
         gate.unlink()  # the waiter's own computation will not hold
         os.kill(holder.pid, signal.SIGKILL)  # mid-computation: nothing stored, lock not released
@@ -104,3 +106,32 @@ def test_waiter_takes_over_when_the_holder_is_killed(backend, tmp_path):
     cache = ComputationCache(backend, SECRET, namespace="tests")
     again = cache.cached(ignore=("log", "gate"))(compute).call((20, str(log), str(gate)))
     assert again.hit and again.value.tolist() == outcome["value"]
+
+
+def test_holder_renews_its_lease_through_a_long_computation(redis_server, redis_prefix, tmp_path):
+    from effopt.cache import RedisBackend
+
+    backend = RedisBackend(redis_server.url, prefix=redis_prefix)
+    spec = backend_spec(backend)  # workers use lock_lease_s=1.0
+    log, gate = tmp_path / "log", tmp_path / "gate"
+    gate.touch()
+    results = CTX.Queue()
+    ready = CTX.Event()
+    procs = [
+        CTX.Process(target=call_compute, args=(spec, 9, str(log), str(gate), None, results, event))
+        for event in (None, ready)
+    ]
+    procs[0].start()
+    try:
+        wait_for(lambda: "start" in lines(log), 30, "the holder to start")
+        procs[1].start()
+        assert ready.wait(30)
+        time.sleep(2.5)  # 2.5 leases: without renewal the waiter would have taken the lock over
+        gate.unlink()
+        outcomes = [results.get(timeout=30) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(30)
+    assert lines(log).count("start") == 1
+    assert sorted(o["hit"] for o in outcomes) == [False, True]
+    backend.close()

@@ -42,12 +42,19 @@ def compute(n: int, log: str, gate: str) -> np.ndarray:
     return np.arange(n, dtype=np.int64) ** 2
 
 
-def call_compute(spec: dict[str, Any], n: int, log: str, gate: str, barrier: Any, results: Any) -> None:
-    """Worker process: wait for the others, call ``compute`` through the cache, report the outcome."""
+def call_compute(
+    spec: dict[str, Any], n: int, log: str, gate: str, barrier: Any, results: Any, ready: Any = None
+) -> None:
+    """Worker process: wait for the others, call ``compute`` through the cache, report the outcome.
+
+    ``ready`` (an Event) is set just before the call, once the cache is built.
+    """
     cache = make_cache(spec)
     cached = cache.cached(ignore=("log", "gate"))(compute)
     if barrier is not None:
         barrier.wait(30)
+    if ready is not None:
+        ready.set()
     result = cached.call((n, log, gate))
     results.put({"pid": os.getpid(), "hit": result.hit, "waited_s": result.waited_s, "value": result.value.tolist()})
     cache.close()  # flush this process's statistics (a forked child skips atexit)

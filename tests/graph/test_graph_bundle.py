@@ -54,7 +54,7 @@ def test_a_bad_spec_is_this_file_import_error_and_the_others_still_load(specs_co
     bag = parse(specs_copy, monkeypatch)
     assert set(bag.dag_ids) == EXPECTED
     assert len(bag.import_errors) == 1
-    (where, message), = bag.import_errors.items()
+    ((where, message),) = bag.import_errors.items()
     assert where.endswith("effopt_graphs.py")
     assert message.startswith("GraphSpecImportError: 2 graph spec(s)")
     assert "broken.yaml (DAG effopt_graph_broken)" in message
@@ -110,3 +110,10 @@ def test_a_cached_plan_imports_no_function_at_parse_time(specs_copy, monkeypatch
     monkeypatch.setenv("EFFOPT_GRAPH_CACHE_DIR", str(tmp_path / "empty-cache"))
     fresh = parse(specs_copy, monkeypatch)
     assert fresh.dag_ids == [] and "no module named 'graph_bundle_test_fns'" in next(iter(fresh.import_errors.values()))
+
+
+def test_a_missing_spec_folder_is_a_clear_import_error(tmp_path, monkeypatch):
+    bag = parse(tmp_path / "nowhere", monkeypatch)
+    assert bag.dag_ids == []
+    (message,) = bag.import_errors.values()
+    assert f"graph spec folder {tmp_path / 'nowhere'} does not exist (set EFFOPT_GRAPH_SPECS)" in message

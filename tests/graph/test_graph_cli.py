@@ -17,7 +17,17 @@ ML = str(SPECS / "ml_models.yaml")
 def test_plan_json_has_the_keys_other_tools_read(capsys):
     assert main(["graph", "plan", "--json", ML]) == 0
     data = json.loads(capsys.readouterr().out)
-    for key in ("nodes_before", "nodes_after", "merged", "culled", "fused", "stages", "critical_path", "makespan_s", "parallelism"):
+    for key in (
+        "nodes_before",
+        "nodes_after",
+        "merged",
+        "culled",
+        "fused",
+        "stages",
+        "critical_path",
+        "makespan_s",
+        "parallelism",
+    ):
         assert key in data
     assert (data["nodes_before"], data["nodes_after"]) == (17, 10)
     assert ["ridge_features", "lasso_features"] in data["merged"] and len(data["merged"]) == 5
@@ -92,7 +102,9 @@ def test_run_prints_outputs_and_a_progress_bar(capsys):
 
 def test_run_errors_are_clear(tmp_path, capsys):
     spec = tmp_path / "needs.yaml"
-    spec.write_text("inputs: [x]\noutputs: [y]\nnodes:\n  a: {fn: tests.graph.graph_fns.fail, inputs: {a: x}, outputs: [y]}\n")
+    spec.write_text(
+        "inputs: [x]\noutputs: [y]\nnodes:\n  a: {fn: tests.graph.graph_fns.fail, inputs: {a: x}, outputs: [y]}\n"
+    )
     assert main(["graph", "run", str(spec), "--quiet"]) == 1
     assert "needs input(s) 'x'" in capsys.readouterr().err
     assert main(["graph", "run", str(spec), "--quiet", "-i", "x=3"]) == 1

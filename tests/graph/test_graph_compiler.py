@@ -97,7 +97,9 @@ def test_serial_and_gpu_pools():
     assert pools.pop("train_mlp_wide") == ("effopt_gpu", 1)
     assert pools.pop("load_prices") == ("effopt_serial", 1)
     assert set(pools.values()) == {("default_pool", 1)}
-    two = ComputationGraph.from_nodes("two", [Node("big", F + "add", {"a": "x"}, ("y",), resources={"gpu": 2})], ["x"], ["y"])
+    two = ComputationGraph.from_nodes(
+        "two", [Node("big", F + "add", {"a": "x"}, ("y",), resources={"gpu": 2})], ["x"], ["y"]
+    )
     other = new_dag("two")
     to_airflow(two, other, gpu_pool="a100", serial_pool="one_at_a_time")
     assert (other.get_task("big").pool, other.get_task("big").pool_slots) == ("a100", 2)
@@ -126,7 +128,9 @@ def test_long_and_invalid_node_ids_get_readable_stable_hashed_task_ids():
     ids = result.task_ids
     assert len(set(ids.values())) == 4
     assert ids["fine-id"] == "fine-id"
-    assert ids["has space+plus"].startswith("has_space_plus_") and len(ids["has space+plus"]) == len("has_space_plus_") + 8
+    assert (
+        ids["has space+plus"].startswith("has_space_plus_") and len(ids["has space+plus"]) == len("has_space_plus_") + 8
+    )
     for long in (long_a, long_b):
         assert len(ids[long]) == 40 and ids[long].startswith("feature_xxx")
     assert ids[long_a] != ids[long_b]
@@ -172,7 +176,11 @@ class TaskInstanceDouble:
 def run_tasks(dag: DAG, params: dict[str, Any]) -> dict[tuple[str, str], str]:
     store: dict[tuple[str, str], str] = {}
     for task in dag.topological_sort():
-        context = {"ti": TaskInstanceDouble(task.task_id, store), "params": params, "run_id": "manual__2026-01-01T00:00:00+00:00"}
+        context = {
+            "ti": TaskInstanceDouble(task.task_id, store),
+            "params": params,
+            "run_id": "manual__2026-01-01T00:00:00+00:00",
+        }
         task.execute(context)
     return store
 
@@ -214,7 +222,14 @@ def test_codec_round_trips(tmp_path):
     codec = ValueCodec(ObjectStorageValueStore(f"file://{tmp_path}"), max_inline_bytes=1000)
     small = np.arange(10, dtype=np.int16).reshape(2, 5)
     big = np.linspace(0, 1, 1000)
-    cases = {"small": small, "big": big, "json": {"a": [1, 2.5, None]}, "big_json": list(range(1000)), "tuple": (1, "a"), "none": None}
+    cases = {
+        "small": small,
+        "big": big,
+        "json": {"a": [1, 2.5, None]},
+        "big_json": list(range(1000)),
+        "tuple": (1, "a"),
+        "none": None,
+    }
     encoded = {name: json.loads(json.dumps(codec.encode(value, f"run/{name}"))) for name, value in cases.items()}
     assert encoded["small"][TAG] == "npy"
     assert encoded["big"][TAG] == "ref" and encoded["big"]["nbytes"] > 8000

@@ -23,7 +23,10 @@ def tracker() -> graph_fns.Tracker:
 
 
 def fan(n: int, **node_kwargs: Any) -> list[Node]:
-    return [Node(f"t{i}", F + "tracked", {"x": "x"}, (f"o{i}",), {"name": f"t{i}", "seconds": 0.1}, **node_kwargs) for i in range(n)]
+    return [
+        Node(f"t{i}", F + "tracked", {"x": "x"}, (f"o{i}",), {"name": f"t{i}", "seconds": 0.1}, **node_kwargs)
+        for i in range(n)
+    ]
 
 
 def test_seed_pipeline_equals_the_functions_called_by_hand():
@@ -69,7 +72,9 @@ def test_failing_node_is_named_and_its_consumers_never_run(tracker):
 
 def test_wrong_number_of_return_values_is_named():
     graph = ComputationGraph.from_nodes("a", [Node("arity", F + "wrong_arity", {"a": "x"}, ("p", "q"))], ["x"], ["q"])
-    with pytest.raises(NodeExecutionError, match="declares 2 outputs \\(p, q\\) but its function returned a tuple of length 3"):
+    with pytest.raises(
+        NodeExecutionError, match="declares 2 outputs \\(p, q\\) but its function returned a tuple of length 3"
+    ):
         run_local(graph, {"x": 1})
 
 
@@ -157,3 +162,40 @@ def test_results_go_through_a_cache_object(tracker):
     assert run_local(graph, {"x": 5}, cache=cache) == first
     assert (cache.hits, cache.misses) == (4, 4)
     assert set(tracker.overlaps) == {"a"}, "the cached node body ran only once"
+
+
+def test_with_the_effopt_computation_cache(tmp_path, tracker):
+    from effopt.cache import ComputationCache, LocalBackend
+
+    cache = ComputationCache(
+        LocalBackend(tmp_path / "cache"), secret=b"graph-test-secret-0123456789", namespace="graph"
+    )
+    graph = compile_graph(load_spec(SPECS / "ml_models.yaml")).graph
+    first = run_local(graph, {"limit": 400}, cache=cache)
+    second = run_local(graph, {"limit": 400}, cache=cache)
+    assert json_equal(first, second)
+    stats = cache.stats()
+    assert stats["effopt.graph.examples.load_data"]["hits"] == 1
+    assert stats["effopt.graph.examples.load_data"]["misses"] == 1
+    assert sum(s["hits"] for s in stats.values()) == sum(s["misses"] for s in stats.values()) > 0
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    import json
+
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def test_the_graph_package_imports_no_airflow():
+    import subprocess
+    import sys
+
+    code = "import sys, effopt.graph, effopt.graph.examples, effopt.graph.dot, effopt.cli.graph; print(sorted(m for m in sys.modules if m.split('.')[0] == 'airflow'))"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(SPECS.parents[1] / "plugins")},
+    )
+    assert done.stdout.strip() == "[]"

@@ -41,7 +41,9 @@ def random_graphs(draw: st.DrawFn, max_nodes: int = 24) -> tuple[ComputationGrap
                 equal[new] = equal[old]
         else:
             fn, args, count = FNS[draw(st.sampled_from(sorted(FNS)))]
-            node_inputs = {arg: draw(st.sampled_from(available)) for j, arg in enumerate(args) if j == 0 or draw(st.booleans())}
+            node_inputs = {
+                arg: draw(st.sampled_from(available)) for j, arg in enumerate(args) if j == 0 or draw(st.booleans())
+            }
             params = {"k": draw(st.integers(0, 3))}
             outputs = [f"d{i}_{j}" for j in range(count)]
             for name in outputs:
@@ -77,12 +79,18 @@ def oracle_merge_count(graph: ComputationGraph) -> int:
         for i, a in enumerate(ids):
             for b in ids[i + 1 :]:
                 na, nb = nodes[a], nodes[b]
-                if not (na.pure and nb.pure) or (na.fn, na.params, len(na.outputs)) != (nb.fn, nb.params, len(nb.outputs)):
+                if not (na.pure and nb.pure) or (na.fn, na.params, len(na.outputs)) != (
+                    nb.fn,
+                    nb.params,
+                    len(nb.outputs),
+                ):
                     continue
                 ia = {k: rename.get(v, v) for k, v in na.inputs.items()}
                 ib = {k: rename.get(v, v) for k, v in nb.inputs.items()}
                 if ia == ib:
-                    keep, drop = (a, b) if graph.topological_order().index(a) < graph.topological_order().index(b) else (b, a)
+                    keep, drop = (
+                        (a, b) if graph.topological_order().index(a) < graph.topological_order().index(b) else (b, a)
+                    )
                     for x, y in zip(nodes[drop].outputs, nodes[keep].outputs, strict=True):
                         rename[x] = y
                     for k, v in list(rename.items()):
@@ -95,7 +103,7 @@ def oracle_merge_count(graph: ComputationGraph) -> int:
     return len(graph) - len(nodes)
 
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS

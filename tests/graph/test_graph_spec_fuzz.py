@@ -12,7 +12,16 @@ from hypothesis import strategies as st
 from effopt.graph import ComputationGraph, GraphValidationError, parse_spec
 from tests.graph.conftest import SPECS
 
-KINDS = {"spec", "missing-producer", "duplicate-producer", "cycle", "unresolvable-fn", "bad-param-type", "bad-argument", "duplicate-node"}
+KINDS = {
+    "spec",
+    "missing-producer",
+    "duplicate-producer",
+    "cycle",
+    "unresolvable-fn",
+    "bad-param-type",
+    "bad-argument",
+    "duplicate-node",
+}
 BASE = yaml.safe_load((SPECS / "ml_models.yaml").read_text())
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

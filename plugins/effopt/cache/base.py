@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "FLOAT_STATS",
@@ -47,8 +47,7 @@ class BackendError(RuntimeError):
     """The backend could not be reached or did not answer in time (the cache fails open on it)."""
 
 
-@dataclass(frozen=True)
-class CacheKey:
+class CacheKey(NamedTuple):
     """Where a result lives: namespace + function + version + digest of the inputs."""
 
     namespace: str

@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 from effopt.cache.base import BackendError, BackendLock, CacheBackend, CacheKey, validate_name
 from effopt.cache.codec import EntryTooLarge, RejectedEntry, open_entry, seal_entry
 from effopt.cache.hashing import UnhashableInput, _Encoder, code_version, function_name
+from effopt.config import Settings
 
 __all__ = [
     "REFERENCE_MARKER",
@@ -80,9 +81,11 @@ class FunctionSpec:
     ttl: float | None
     tags: tuple[str, ...]
     is_async: bool
+    #: ``((name, default), ...)`` when every parameter is positional-or-keyword (fast binding), else ``None``.
+    simple_params: tuple[tuple[str, Any], ...] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Lookup:
     """Outcome of reading one key."""
 
@@ -94,7 +97,7 @@ class Lookup:
     error: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CallResult:
     """Outcome of one cached call.
 
@@ -207,6 +210,34 @@ class _LeaseKeeper:
         self._thread.join()
 
 
+def _bind(spec: FunctionSpec, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Arguments by parameter name, in signature order, defaults applied (``Signature.bind`` semantics)."""
+    params = spec.simple_params
+    if params is not None and len(args) <= len(params):
+        # Fast path for plain signatures; anything unusual falls through to Signature.bind.
+        out: dict[str, Any] = {}
+        from_kwargs = 0
+        for i, (name, default) in enumerate(params):
+            if i < len(args):
+                out[name] = args[i]
+            elif name in kwargs:
+                out[name] = kwargs[name]
+                from_kwargs += 1
+            elif default is not inspect.Parameter.empty:
+                out[name] = default
+            else:
+                break
+        else:
+            if from_kwargs == len(kwargs):
+                return out
+    try:
+        bound = spec.signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TypeError(f"{spec.name}(): {exc}") from None
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
 def is_cache_reference(value: Any) -> bool:
     """Whether ``value`` is a reference made by :meth:`ComputationCache.reference`."""
     return isinstance(value, dict) and value.get(REFERENCE_MARKER) == 1 and isinstance(value.get("key"), str)
@@ -244,6 +275,12 @@ class ComputationCache:
     :class:`SingleFlightTimeout`.  ``retry_after_s``: after a backend failure,
     calls skip the backend for this long.  ``stats_flush_s``: hits are added
     to the shared statistics at most this late.
+
+    Statistics are counted in the process and added to the backend after
+    each miss, at most ``stats_flush_s`` after a hit, by :meth:`flush_stats`
+    and :meth:`close`, and at interpreter exit.  A process that ends with
+    ``os._exit`` (a forked worker) skips the exit hook: call
+    :meth:`flush_stats` or :meth:`close` before it ends.
     """
 
     def __init__(
@@ -280,6 +317,24 @@ class ComputationCache:
         self.stats_flush_s = _positive(stats_flush_s, "stats_flush_s", allow_zero=True)
         self._init_state()
         _LIVE.add(self)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, backend: CacheBackend, namespace: str = "default") -> ComputationCache:
+        """A cache on ``backend`` configured by the ``[effopt] cache_*`` options."""
+        if not settings.cache_secret:
+            raise ValueError(
+                "[effopt] cache_secret is not set: the computation cache signs its entries with it "
+                "(set AIRFLOW__EFFOPT__CACHE_SECRET, the same value on every worker)"
+            )
+        return cls(
+            backend,
+            settings.cache_secret,
+            namespace,
+            max_entry_bytes=settings.cache_max_entry_bytes,
+            compress_min_bytes=settings.cache_compress_min_bytes,
+            lock_lease_s=settings.cache_lock_lease_s,
+            lock_timeout_s=settings.cache_lock_timeout_s,
+        )
 
     def _init_state(self) -> None:
         self._state = threading.Lock()
@@ -323,6 +378,8 @@ class ComputationCache:
             ver = "v" + validate_name(str(version), "version")
         else:
             ver = "c" + code_version(func, skip_defaults=tuple(ignored))
+        params = signature.parameters.values()
+        simple = all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
         return FunctionSpec(
             func=func,
             name=qualified,
@@ -332,6 +389,7 @@ class ComputationCache:
             ttl=ttl,
             tags=tag_names,
             is_async=inspect.iscoroutinefunction(func),
+            simple_params=tuple((p.name, p.default) for p in params) if simple else None,
         )
 
     def _spec(self, func: Callable[..., Any] | FunctionSpec) -> FunctionSpec:
@@ -351,13 +409,9 @@ class ComputationCache:
         :class:`~effopt.cache.hashing.UnhashableInput` (a ``TypeError``) naming it.
         """
         spec = self._spec(func)
-        try:
-            bound = spec.signature.bind(*args, **(kwargs or {}))
-        except TypeError as exc:
-            raise TypeError(f"{spec.name}(): {exc}") from None
-        bound.apply_defaults()
+        arguments = _bind(spec, args, kwargs or {})
         enc = _Encoder()
-        for arg, value in bound.arguments.items():
+        for arg, value in arguments.items():
             if arg in spec.ignore:
                 continue
             enc.feed(arg, "name")
@@ -400,7 +454,10 @@ class ComputationCache:
         ``.refresh(*args, **kwargs)`` (recompute and overwrite),
         ``.call(args, kwargs, refresh=False, ttl=...)`` (returns a
         :class:`CallResult`), ``.key(*args, **kwargs)`` and ``.invalidate()``.
-        numpy arrays returned by a hit are read-only views of the entry.
+        numpy arrays returned by a hit are read-only views of the entry.  On a
+        method, ``self`` is an argument like any other: give its class an
+        ``__effopt_hash__`` or list ``"self"`` in ``ignore``; the helpers are
+        not bound (``Cls.method.refresh(obj, x)``).
         """
 
         def decorate(f: Callable[..., Any]) -> Any:
@@ -453,8 +510,23 @@ class ComputationCache:
         if spec.is_async:
             raise TypeError(f"{spec.name} is async: use acall()")
         kwargs = dict(kwargs or {})
-        flow = self._flow(spec, tuple(args), kwargs, refresh=refresh, ttl=spec.ttl if ttl is _UNSET else ttl)
-        return _drive_sync(flow, spec.func, args, kwargs)
+        ttl = self._ttl(spec, ttl)
+        key = self.key(spec, args, kwargs)
+        first: Lookup | None = None
+        if not refresh and self._backend_usable():
+            # The hit path, without the flow's machinery.
+            try:
+                first = self._read(key)
+            except BackendError as exc:
+                first = Lookup(hit=False, error=self._failed(exc))
+            if first.hit:
+                if self._failed_at is not None:
+                    self._recovered()
+                result = self._hit(spec, key, first, 0.0, int(first.rejected))
+                if time.monotonic() - self._last_flush >= self.stats_flush_s:
+                    self.flush_stats()
+                return result
+        return _drive_sync(self._flow(spec, key, refresh, ttl, first), spec.func, args, kwargs)
 
     async def acall(
         self,
@@ -470,44 +542,60 @@ class ComputationCache:
         if not spec.is_async:
             raise TypeError(f"{spec.name} is not async: use call()")
         kwargs = dict(kwargs or {})
-        flow = self._flow(spec, tuple(args), kwargs, refresh=refresh, ttl=spec.ttl if ttl is _UNSET else ttl)
-        return await _drive_async(flow, spec.func, args, kwargs)
+        ttl = self._ttl(spec, ttl)
+        key = self.key(spec, args, kwargs)
+        return await _drive_async(self._flow(spec, key, refresh, ttl, None), spec.func, args, kwargs)
+
+    @staticmethod
+    def _ttl(spec: FunctionSpec, ttl: float | None) -> float | None:
+        if ttl is _UNSET:
+            return spec.ttl
+        return None if ttl is None else _positive(ttl, "ttl")
+
+    def _hit(self, spec: FunctionSpec, key: CacheKey, found: Lookup, waited_s: float, rejected: int) -> CallResult:
+        saved_s = max(0.0, found.compute_s - waited_s)
+        with self._state:
+            row = self._pending.setdefault((self.namespace, spec.name), {})
+            row["hits"] = row.get("hits", 0) + 1
+            row["saved_s"] = row.get("saved_s", 0.0) + saved_s
+            if rejected:
+                row["rejected"] = row.get("rejected", 0) + rejected
+        return CallResult(
+            value=found.value,
+            key=key,
+            hit=True,
+            stored=False,
+            nbytes=found.nbytes,
+            compute_s=0.0,
+            saved_s=saved_s,
+            waited_s=waited_s,
+            rejected=rejected,
+            error=None,
+        )
 
     def _flow(
-        self, spec: FunctionSpec, args: tuple[Any, ...], kwargs: dict[str, Any], *, refresh: bool, ttl: float | None
+        self, spec: FunctionSpec, key: CacheKey, refresh: bool, ttl: float | None, first: Lookup | None
     ) -> _Flow:
-        if ttl is not None:
-            ttl = _positive(ttl, "ttl")
-        key = self.key(spec, args, kwargs)
-        error: str | None = None
+        """One call after the first read (``first``, when the caller already made it)."""
+        error: str | None = first.error if first is not None else None
         found: Lookup | None = None
         lock: BackendLock | None = None
-        rejected = 0
+        rejected = int(first.rejected) if first is not None else 0
         waited_s = 0.0
-        if not self._backend_usable():
+        if error is None and not self._backend_usable():
             error = "cache bypassed after a recent backend failure"
-        else:
+        if error is None:
             try:
-                found, lock, rejected, waited_s = yield from self._acquire(key, spec, refresh)
+                found, lock, more_rejected, waited_s = yield from self._acquire(key, spec, refresh, first)
+                rejected += more_rejected
             except BackendError as exc:
                 error = self._failed(exc)
         if found is not None and found.hit:
-            saved_s = max(0.0, found.compute_s - waited_s)
-            self._count(spec.name, hits=1, saved_s=saved_s, rejected=rejected)
+            self._recovered()
+            result = self._hit(spec, key, found, waited_s, rejected)
             if time.monotonic() - self._last_flush >= self.stats_flush_s:
                 yield _Io(self.flush_stats, ())
-            return CallResult(
-                value=found.value,
-                key=key,
-                hit=True,
-                stored=False,
-                nbytes=found.nbytes,
-                compute_s=0.0,
-                saved_s=saved_s,
-                waited_s=waited_s,
-                rejected=rejected,
-                error=None,
-            )
+            return result
 
         nbytes = 0
         keeper = _LeaseKeeper(lock, self.lock_lease_s, key) if lock is not None and lock.needs_extension else None
@@ -552,15 +640,15 @@ class ComputationCache:
         return None
 
     def _acquire(
-        self, key: CacheKey, spec: FunctionSpec, refresh: bool
+        self, key: CacheKey, spec: FunctionSpec, refresh: bool, first: Lookup | None
     ) -> Generator[Any, Any, tuple[Lookup | None, BackendLock | None, int, float]]:
-        """Read the entry, else take the lock, waiting while another worker holds it.
+        """Read the entry (unless ``first`` is that read), else take the lock, waiting while another worker holds it.
 
         Returns ``(hit or None, lock or None, entries rejected, seconds waited)``;
         raises BackendError.
         """
         rejected = 0
-        if not refresh:
+        if not refresh and first is None:
             found = yield _Io(self._read, (key,))
             rejected += found.rejected
             if found.hit:
@@ -810,7 +898,8 @@ class ComputationCache:
 
 def _flush_all_at_exit() -> None:
     for cache in list(_LIVE):
-        cache.flush_stats()
+        if cache._failed_at is None:  # do not hold up the exit on a backend that just failed
+            cache.flush_stats()
 
 
 def _after_fork_in_child() -> None:

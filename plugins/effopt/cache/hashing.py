@@ -71,31 +71,53 @@ def function_name(func: Callable[..., Any]) -> str:
     return f"{module}.{func.__qualname__}"
 
 
+_DIRECT = 64 * 1024  # byte strings from this size on go straight into the hash state
+
+
 class _Encoder:
-    """Feeds the canonical encoding of values into one xxh3-128 state."""
+    """Builds the canonical encoding of values and hashes it with xxh3-128.
+
+    Small pieces are gathered in a buffer and hashed in one call at the end
+    (cheap for the typical few small arguments); large buffers such as
+    array data are streamed into the hash state without being copied.
+    """
+
+    __slots__ = ("_active", "_buf", "_h")
 
     def __init__(self) -> None:
-        self._h = xxhash.xxh3_128()
+        self._buf = bytearray()
+        self._h: Any = None
         self._active: set[int] = set()  # ids of containers being encoded (cycle detection)
 
     def digest(self) -> bytes:
+        if self._h is None:
+            return xxhash.xxh3_128_digest(self._buf)
+        self._h.update(self._buf)
         return self._h.digest()
 
     # -- primitives ---------------------------------------------------------
     def _tag(self, tag: bytes) -> None:
-        self._h.update(tag)
+        self._buf += tag
 
     def _blob(self, tag: bytes, data: bytes | memoryview) -> None:
-        self._h.update(tag)
-        self._h.update(_PACK_U64(len(data) if isinstance(data, bytes) else data.nbytes))
+        n = len(data) if isinstance(data, bytes) else data.nbytes
+        self._buf += tag
+        self._buf += _PACK_U64(n)
+        if n < _DIRECT:
+            self._buf += data
+            return
+        if self._h is None:
+            self._h = xxhash.xxh3_128()
+        self._h.update(self._buf)
+        self._buf.clear()
         self._h.update(data)
 
     def _str(self, tag: bytes, text: str) -> None:
         self._blob(tag, text.encode("utf-8", "surrogatepass"))
 
     def _count(self, tag: bytes, n: int) -> None:
-        self._h.update(tag)
-        self._h.update(_PACK_U64(n))
+        self._buf += tag
+        self._buf += _PACK_U64(n)
 
     def _sub_digest(self, value: Any, path: str) -> bytes:
         sub = _Encoder()
@@ -106,7 +128,7 @@ class _Encoder:
     def _unordered(self, tag: bytes, digests: list[bytes]) -> None:
         self._count(tag, len(digests))
         for d in sorted(digests):
-            self._h.update(d)
+            self._buf += d
 
     # -- dispatch -----------------------------------------------------------
     def feed(self, value: Any, path: str) -> None:
@@ -119,7 +141,7 @@ class _Encoder:
         elif t is int:
             self._int(b"i", value)
         elif t is float:
-            self._h.update(b"f" + _PACK_F64(value))
+            self._buf += b"f" + _PACK_F64(value)
         elif t is str:
             self._str(b"s", value)
         elif t is bytes:
@@ -157,7 +179,7 @@ class _Encoder:
             for part in (value.days, value.seconds, value.microseconds):
                 self._int(b"i", part)
         elif t is complex:
-            self._h.update(b"c" + _PACK_F64(value.real) + _PACK_F64(value.imag))
+            self._buf += b"c" + _PACK_F64(value.real) + _PACK_F64(value.imag)
         elif t is bytearray:
             self._blob(b"y", bytes(value))
         elif t is memoryview:
@@ -288,7 +310,7 @@ class _Encoder:
         self._str(b"a", str(dtype.descr) if dtype.fields else dtype.str)
         self._count(b"a", value.ndim)
         for n in value.shape:
-            self._h.update(_PACK_U64(n))
+            self._buf += _PACK_U64(n)
         if dtype.fields:
             # Per field: structured arrays may contain uninitialised padding bytes.
             for name in dtype.names or ():
@@ -425,12 +447,13 @@ def code_version(func: Callable[..., Any], skip_defaults: tuple[str, ...] = (), 
     if id(func) in seen:
         return "recursive"
     seen.add(id(func))
+    # Sections use tags no canonical value starts with, so they cannot run into each other.
     enc = _Encoder()
     enc.feed(_code_parts(func.__code__), "code")
     for name, param in inspect.signature(func).parameters.items():
         if param.default is inspect.Parameter.empty or name in skip_defaults:
             continue
-        enc._str(b"k", name)
+        enc._str(b"\x01", name)
         try:
             enc.feed(param.default, f"default of {name}")
         except UnhashableInput as exc:
@@ -439,19 +462,19 @@ def code_version(func: Callable[..., Any], skip_defaults: tuple[str, ...] = (), 
                 f"deterministically ({exc}); pass version= to cached() or list {name!r} in ignore="
             ) from exc
     for name, cell in zip(func.__code__.co_freevars, func.__closure__ or (), strict=True):
-        enc._str(b"k", name)
+        enc._str(b"\x02", name)
         try:
             content = cell.cell_contents
         except ValueError:  # empty cell: assigned after the inner function was defined
-            enc._tag(b"-")
+            enc._tag(b"\x03")
             continue
         if isinstance(content, types.FunctionType):
-            enc._str(b"q", code_version(content, (), seen))
+            enc._str(b"\x04", code_version(content, (), seen))
             continue
         try:
             digest = canonical_digest(content)
         except UnhashableInput:
-            enc._str(b"o", _type_name(type(content)))
+            enc._str(b"\x05", _type_name(type(content)))
         else:
-            enc._blob(b"h", digest)
+            enc._blob(b"\x06", digest)
     return enc.digest().hex()[:16]

@@ -157,8 +157,10 @@ class RedisBackend(CacheBackend):
 
     # -- entries --------------------------------------------------------------
     def get(self, key: CacheKey) -> bytes | None:
-        with self._guard("read"):
-            return self.client.get(self._entry(key))
+        try:  # the hit path: no context manager
+            return self.client.get(f"{self.prefix}:e:{key}")
+        except (redis.RedisError, OSError) as exc:
+            raise BackendError(f"redis cache {self.describe()}: read failed: {type(exc).__name__}: {exc}") from exc
 
     def put(
         self,

@@ -51,15 +51,12 @@ def _backend(args: argparse.Namespace):
 
     kind = args.backend or ("redis" if args.url else "local" if args.path else None)
     if kind is None:
-        from effopt.airflow_settings import get_settings
+        from effopt.hooks.cache import CacheHook
 
-        settings = get_settings()
-        if settings.cache_backend != "local":
-            raise _UsageError(
-                f"[effopt] cache_backend is {settings.cache_backend!r}: its Redis is the Airflow connection "
-                f"{settings.redis_conn_id!r}; pass its URL with --url (or --backend local to read {settings.cache_dir})"
-            )
-        return _local(settings.cache_dir)
+        hook = CacheHook()
+        if hook.backend_kind() == "redis":
+            return hook.get_backend()  # the effopt_redis connection, as the tasks use it
+        return _local(hook.settings.cache_dir)
     if kind == "redis":
         if not args.url:
             raise _UsageError("--backend redis needs --url")

@@ -37,7 +37,14 @@ def register(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("run", help="run a spec locally with a progress bar")
     p.add_argument("spec", metavar="SPEC")
     _optimise_args(p)
-    p.add_argument("-i", "--input", action="append", default=[], metavar="NAME=VALUE", help="graph input (VALUE parsed as JSON when it is JSON)")
+    p.add_argument(
+        "-i",
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="graph input (VALUE parsed as JSON when it is JSON)",
+    )
     p.add_argument("--workers", type=int, default=None, help="parallel workers (default: CPU count)")
     p.add_argument("--processes", action="store_true", help="run nodes in worker processes instead of threads")
     p.add_argument("--no-optimize", action="store_true", help="run the graph as written")
@@ -47,7 +54,9 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _optimise_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--gpus", type=float, default=None, help="GPUs available at once (default: the spec's capacity, else unlimited)")
+    p.add_argument(
+        "--gpus", type=float, default=None, help="GPUs available at once (default: the spec's capacity, else unlimited)"
+    )
     p.add_argument("--cpus", type=float, default=None, help="CPU cores available at once")
     p.add_argument("--max-workers", type=int, default=None, help="most nodes per stage")
     p.add_argument("--fuse-max-cost", type=float, default=None, help="fuse chains of nodes costing at most this (s)")
@@ -59,6 +68,14 @@ def _load(path: str) -> Any:
     from effopt.graph import load_spec
 
     return load_spec(path)
+
+
+def _capacity(args: argparse.Namespace, graph: Any) -> dict[str, Any]:
+    capacity = dict(graph.settings.get("capacity", {}))
+    for key, value in (("gpu", args.gpus), ("cpu", args.cpus), ("workers", args.max_workers)):
+        if value is not None:
+            capacity[key] = value
+    return capacity
 
 
 def _compile(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -75,11 +92,7 @@ def _compile(args: argparse.Namespace) -> tuple[Any, Any]:
         cull_enabled=False if args.no_cull else None,
         fuse_max_cost=MISSING if args.fuse_max_cost is None else args.fuse_max_cost,
     )
-    capacity = dict(graph.settings.get("capacity", {}))
-    for key, value in (("gpu", args.gpus), ("cpu", args.cpus), ("workers", args.max_workers)):
-        if value is not None:
-            capacity[key] = value
-    _, the_plan = plan(optimized, Capacity.coerce(capacity))
+    _, the_plan = plan(optimized, Capacity.coerce(_capacity(args, graph)))
     return graph, CompiledPlan(optimized, report, the_plan, source=args.spec)
 
 
@@ -99,7 +112,9 @@ def _validate(args: argparse.Namespace) -> int:
             failed += 1
             print(str(exc), file=sys.stderr)
             continue
-        print(f"ok {spec}: graph {graph.name!r}, {len(graph)} nodes, inputs {', '.join(i.name for i in graph.inputs) or '-'}, outputs {', '.join(graph.outputs)}")
+        print(
+            f"ok {spec}: graph {graph.name!r}, {len(graph)} nodes, inputs {', '.join(i.name for i in graph.inputs) or '-'}, outputs {', '.join(graph.outputs)}"
+        )
     return 1 if failed else 0
 
 
@@ -238,7 +253,14 @@ def _run(args: argparse.Namespace) -> int:
             graph = compiled.graph
         progress = None if args.quiet else _ProgressBar(len(graph))
         start = time.perf_counter()
-        outputs = run_local(graph, inputs, workers=args.workers, mode="processes" if args.processes else "threads", on_progress=progress)
+        outputs = run_local(
+            graph,
+            inputs,
+            workers=args.workers,
+            mode="processes" if args.processes else "threads",
+            capacity=_capacity(args, graph),
+            on_progress=progress,
+        )
     except GraphValidationError as exc:
         return _problems(exc)
     except (NodeExecutionError, ValueError) as exc:

@@ -46,7 +46,7 @@ from effopt.graph.compiled import CompiledPlan, compile_graph, compile_spec
 from effopt.graph.errors import GraphValidationError
 from effopt.graph.model import ComputationGraph, Node, call_node
 from effopt.graph.naming import task_id_for, task_ids
-from effopt.graph.values import ValueCodec, ValueStore
+from effopt.graph.values import ValueCodec, ValueStore, is_reference
 
 DEFAULTS: dict[str, Any] = {
     "group_by": "stage",
@@ -149,7 +149,7 @@ class GraphNodeOperator(BaseOperator):
         for name, value in outputs.items():
             encoded = codec.encode(value, f"{self.dag_id}/{run}/{self.task_id}/{name}")
             ti.xcom_push(key=name, value=encoded)
-            how = "by reference" if isinstance(encoded, dict) and encoded.get("__effopt_value__") == "ref" else "inline"
+            how = "by reference" if is_reference(encoded) else "inline"
             self.log.info("output %s: %s pushed %s", name, type(value).__name__, how)
 
 
@@ -215,7 +215,9 @@ def to_airflow(
     default :func:`default_storage_base`); ``readers`` are further stores
     whose references tasks can read.
     """
-    compiled = graph if isinstance(graph, CompiledPlan) else compile_graph(graph, capacity=capacity, optimized=optimized)
+    compiled = (
+        graph if isinstance(graph, CompiledPlan) else compile_graph(graph, capacity=capacity, optimized=optimized)
+    )
     g = compiled.graph
     group_by = _option(g, group_by, "group_by")
     if group_by not in ("stage", "group", "none"):
@@ -265,8 +267,10 @@ def to_airflow(
             doc_md=_task_doc(node),
             **extra,
         )
-    for producer, consumer, _ in g.data_edges():
-        tasks[consumer].set_upstream(tasks[producer])
+    for nid in order:
+        producers = g.dependencies(nid)
+        if producers:  # one call per task: each call hashes the DAG once per task involved
+            tasks[nid].set_upstream([tasks[p] for p in producers])
     result = CompiledGraph(dag, compiled, tasks, tids, {gid: grp for gid, grp in _unique_groups(node_group)})
     if barriers:
         result.barriers = _add_barriers(compiled, tasks, dag, taken)
@@ -323,7 +327,9 @@ def _groups(
     return out
 
 
-def _add_barriers(compiled: CompiledPlan, tasks: Mapping[str, BaseOperator], dag: DAG, taken: set[str]) -> list[BaseOperator]:
+def _add_barriers(
+    compiled: CompiledPlan, tasks: Mapping[str, BaseOperator], dag: DAG, taken: set[str]
+) -> list[BaseOperator]:
     from airflow.providers.standard.operators.empty import EmptyOperator
 
     stages = compiled.plan.stages
@@ -434,9 +440,10 @@ def dag_for_plan(compiled: CompiledPlan, spec: Path, *, storage_base: str | None
 
 
 def spec_files(specs_dir: str | Path) -> list[Path]:
+    """The ``*.yaml`` / ``*.yml`` specs in ``specs_dir``; raises FileNotFoundError when it is not a folder."""
     folder = Path(specs_dir)
     if not folder.is_dir():
-        return []
+        raise FileNotFoundError(f"graph spec folder {folder} does not exist (set {SPECS_ENV})")
     return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
@@ -460,7 +467,9 @@ def dags_from_specs(
             compiled = compile_spec(spec, cache_dir)
             dag_id = DAG_ID_PREFIX + compiled.name
             if compiled.name in owners:
-                raise ValueError(f"graph name {compiled.name!r} is already used by {owners[compiled.name].name}; names must be unique")
+                raise ValueError(
+                    f"graph name {compiled.name!r} is already used by {owners[compiled.name].name}; names must be unique"
+                )
             owners[compiled.name] = spec
             dags.append(dag_for_plan(compiled, spec, storage_base=storage_base))
         except GraphValidationError as exc:

@@ -155,6 +155,7 @@ def compile_spec(path: str | Path, cache_dir: str | Path | None = None) -> Compi
 
 
 def _write_cache(cache_file: Path, compiled: CompiledPlan) -> None:
+    tmp = None
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix=".plan-", suffix=".tmp")
@@ -162,6 +163,8 @@ def _write_cache(cache_file: Path, compiled: CompiledPlan) -> None:
             json.dump(compiled.to_dict(), out)
         os.replace(tmp, cache_file)
     except OSError:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         return
     stale = re.compile(re.escape(cache_file.name[:-22]) + r"-[0-9a-f]{16}\.json$")
     for other in cache_file.parent.iterdir():

@@ -23,7 +23,12 @@ def _label(node: Node) -> str:
 
 
 def _attrs(node: Node, note: str | None) -> str:
-    attrs = {"label": _label(node) + (f"\n{note}" if note else ""), "shape": "box", "style": "rounded,filled", "fillcolor": "#e3f1e8"}
+    attrs = {
+        "label": _label(node) + (f"\n{note}" if note else ""),
+        "shape": "box",
+        "style": "rounded,filled",
+        "fillcolor": "#e3f1e8",
+    }
     if node.resources.gpu:
         attrs["fillcolor"] = "#fde2c8"
     if not node.parallel:
@@ -40,14 +45,21 @@ def to_dot(graph: ComputationGraph, plan: Plan | None = None, eliminated: Mappin
     drawn greyed out, for showing an unoptimised graph.
     """
     eliminated = eliminated or {}
-    lines = [f"digraph {_q(graph.name)} {{", "  rankdir=LR;", '  node [fontname="Helvetica", fontsize=10];', '  edge [fontname="Helvetica", fontsize=9];']
+    lines = [
+        f"digraph {_q(graph.name)} {{",
+        "  rankdir=LR;",
+        '  node [fontname="Helvetica", fontsize=10];',
+        '  edge [fontname="Helvetica", fontsize=9];',
+    ]
     for item in graph.inputs:
-        lines.append(f"  {_q('input:' + item.name)} [label={_q(item.name)}, shape=ellipse, style=filled, fillcolor=\"#dde8f8\"];")
+        lines.append(
+            f'  {_q("input:" + item.name)} [label={_q(item.name)}, shape=ellipse, style=filled, fillcolor="#dde8f8"];'
+        )
     placed: set[str] = set()
     if plan is not None:
         for i, stage in enumerate(plan.stages, start=1):
             lines.append(f"  subgraph {_q(f'cluster_stage_{i}')} {{")
-            lines.append(f"    label={_q(f'stage {i}')}; style=dashed; color=\"#999999\";")
+            lines.append(f'    label={_q(f"stage {i}")}; style=dashed; color="#999999";')
             for nid in stage:
                 lines.append(f"    {_q(nid)} [{_attrs(graph.nodes[nid], eliminated.get(nid))}];")
                 placed.add(nid)
@@ -64,7 +76,9 @@ def to_dot(graph: ComputationGraph, plan: Plan | None = None, eliminated: Mappin
     for name in graph.outputs:
         data = graph.resolve(name)
         if data in producers:
-            lines.append(f"  {_q('output:' + name)} [label={_q(name)}, shape=ellipse, style=filled, fillcolor=\"#f8e8dd\"];")
+            lines.append(
+                f'  {_q("output:" + name)} [label={_q(name)}, shape=ellipse, style=filled, fillcolor="#f8e8dd"];'
+            )
             lines.append(f"  {_q(producers[data])} -> {_q('output:' + name)} [label={_q(data)}];")
     lines.append("}")
     return "\n".join(lines) + "\n"

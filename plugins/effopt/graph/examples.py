@@ -72,7 +72,9 @@ def clip_outliers(features: np.ndarray, limit: float = 4.0) -> np.ndarray:
     return np.clip(features, -limit, limit)
 
 
-def split(features: np.ndarray, labels: np.ndarray, test_fraction: float = 0.2) -> tuple[dict[str, Any], dict[str, Any]]:
+def split(
+    features: np.ndarray, labels: np.ndarray, test_fraction: float = 0.2
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Chronological train/test split: ``({"x", "y"}, {"x", "y"})``."""
     n = min(len(features), len(labels))
     cut = int(n * (1 - test_fraction))
@@ -102,7 +104,13 @@ def train_ridge(train: dict[str, Any], alpha: float = 1.0) -> dict[str, Any]:
     xc = x - mean_x
     coef = np.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]), xc.T @ (y - mean_y))
     intercept = float(mean_y - mean_x @ coef)
-    return {"kind": "ridge", "alpha": alpha, "coef": [float(c) for c in coef], "intercept": intercept, "train_r2": _r2(y, x @ coef + intercept)}
+    return {
+        "kind": "ridge",
+        "alpha": alpha,
+        "coef": [float(c) for c in coef],
+        "intercept": intercept,
+        "train_r2": _r2(y, x @ coef + intercept),
+    }
 
 
 def train_lasso(train: dict[str, Any], alpha: float = 1e-4, iterations: int = 200) -> dict[str, Any]:
@@ -121,7 +129,13 @@ def train_lasso(train: dict[str, Any], alpha: float = 1e-4, iterations: int = 20
             rho = corr[j] - gram[j] @ coef + gram[j, j] * coef[j]
             coef[j] = np.sign(rho) * max(abs(rho) - alpha, 0.0) / gram[j, j]
     intercept = float(mean_y - mean_x @ coef)
-    return {"kind": "lasso", "alpha": alpha, "coef": [float(c) for c in coef], "intercept": intercept, "train_r2": _r2(y, x @ coef + intercept)}
+    return {
+        "kind": "lasso",
+        "alpha": alpha,
+        "coef": [float(c) for c in coef],
+        "intercept": intercept,
+        "train_r2": _r2(y, x @ coef + intercept),
+    }
 
 
 def evaluate(model: dict[str, Any], test: dict[str, Any]) -> dict[str, Any]:
@@ -149,7 +163,12 @@ def compare_models(**metrics: dict[str, Any]) -> dict[str, Any]:
 def describe_prices(raw_data: np.ndarray) -> dict[str, float]:
     """Summary statistics of a price series."""
     prices = np.asarray(raw_data)
-    return {"first": float(prices[0]), "last": float(prices[-1]), "min": float(prices.min()), "max": float(prices.max())}
+    return {
+        "first": float(prices[0]),
+        "last": float(prices[-1]),
+        "min": float(prices.min()),
+        "max": float(prices.max()),
+    }
 
 
 # -- GPU training (CuPy when usable, numpy otherwise) --------------------------------
@@ -176,7 +195,9 @@ def _mlp_forward(xp: Any, layers: list[dict[str, Any]], x: Any) -> Any:
     return h[:, 0]
 
 
-def train_mlp(train: dict[str, Any], hidden: int = 16, epochs: int = 300, learning_rate: float = 0.05) -> dict[str, Any]:
+def train_mlp(
+    train: dict[str, Any], hidden: int = 16, epochs: int = 300, learning_rate: float = 0.05
+) -> dict[str, Any]:
     """A one-hidden-layer tanh network fitted by full-batch gradient descent (GPU when available).
 
     Weights start from a fixed deterministic pattern, so the result depends only on the data.

@@ -136,7 +136,9 @@ def run_local(
                     args = {data: values[data] for data in node.inputs.values()}
                     running[pool.submit(_call, node, args, cache)] = nid
                     started.append(nid)
-                ready = [n for n in ready if n not in set(started)]
+                if started:
+                    launched = set(started)
+                    ready = [n for n in ready if n not in launched]
                 finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for future in finished:
                     nid = running.pop(future)

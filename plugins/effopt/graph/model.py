@@ -259,7 +259,11 @@ def split_outputs(node_id: str, outputs: Sequence[str], result: Any) -> dict[str
         return {name: result[name] for name in outputs}
     if isinstance(result, (tuple, list)) and len(result) == len(outputs):
         return dict(zip(outputs, result, strict=True))
-    got = f"{type(result).__name__} of length {len(result)}" if isinstance(result, (tuple, list)) else type(result).__name__
+    got = (
+        f"{type(result).__name__} of length {len(result)}"
+        if isinstance(result, (tuple, list))
+        else type(result).__name__
+    )
     raise ValueError(
         f"node {show(node_id)} declares {len(outputs)} outputs ({', '.join(outputs)}) but its function returned "
         f"a {got}; return a tuple of {len(outputs)} values or a mapping with those keys"
@@ -364,9 +368,9 @@ class ComputationGraph:
     def _deps(self) -> dict[str, list[str]]:
         producers = self.producers
         deps: dict[str, list[str]] = {}
-        for node in self.nodes.values():
-            found = (producers.get(d) for d in node.inputs.values())
-            deps[node.id] = list(dict.fromkeys(p for p in found if p is not None))
+        for nid, node in self.nodes.items():
+            found = [producers[d] for d in node.inputs.values() if d in producers]
+            deps[nid] = found if len(found) < 2 else list(dict.fromkeys(found))
         return deps
 
     @cached_property
@@ -409,6 +413,10 @@ class ComputationGraph:
 
         Raises GraphValidationError naming the cycle(s) when there is one.
         """
+        return list(self._order)
+
+    @cached_property
+    def _order(self) -> list[str]:
         index = {nid: i for i, nid in enumerate(self.nodes)}
         indegree = {nid: len(deps) for nid, deps in self._deps.items()}
         heap = [index[nid] for nid, d in indegree.items() if d == 0]
@@ -445,7 +453,5 @@ def cycle_problems(graph: ComputationGraph, nodes: Iterable[str]) -> list[Proble
         start = min(component)
         edges = nx.find_cycle(sub.subgraph(component), source=start)
         path = [edges[0][0]] + [v for _, v in edges]
-        problems.append(
-            Problem("cycle", "cycle: " + " -> ".join(show(n) for n in path), tuple(dict.fromkeys(path)))
-        )
+        problems.append(Problem("cycle", "cycle: " + " -> ".join(show(n) for n in path), tuple(dict.fromkeys(path))))
     return problems

@@ -13,8 +13,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -93,36 +91,42 @@ def cse(graph: ComputationGraph) -> tuple[ComputationGraph, OptimizationReport]:
 
     Impure nodes (``pure=False``) and nodes whose parameters have no canonical
     form are never merged.  The survivor of a group is the first node in
-    topological order.
+    topological order.  Tokens are hash-consed keys (exact, no hash collisions):
+    a node's key holds the small integer tokens of its inputs' producers.
     """
     order = graph.topological_order()
-    data_token: dict[str, str] = {name: "in:" + name for name in graph.input_names}
-    by_token: dict[str, str] = {}
+    data_token: dict[str, Any] = {name: ("in", name) for name in graph.input_names}
+    tokens: dict[tuple[Any, ...], int] = {}  # node key -> token
+    survivor: dict[int, str] = {}  # token -> id of the node kept for it
     renamed: dict[str, str] = {}  # output of a removed node -> same output of the survivor
     rewired: dict[str, Node] = {}
     merged: list[Merge] = []
     notes: list[str] = []
+    fn_keys: dict[Any, str] = {}
     for nid in order:
         original = graph.nodes[nid]
         node = original
-        if any(d in renamed for d in original.inputs.values()):
-            node = original.replace(inputs={arg: renamed.get(d, d) for arg, d in original.inputs.items()})
-        token = _token(node, data_token)
-        if token is None and node.pure:
-            notes.append(f"node {show(nid)} not merged: its params have no canonical form")
-        kept_id = by_token.get(token) if token is not None else None
-        if kept_id is not None:
-            kept = rewired[kept_id]
-            renamed.update(zip(node.outputs, kept.outputs, strict=True))
-            how = "" if original.inputs == graph.nodes[kept_id].inputs else " (after merging its inputs)"
-            merged.append(Merge(kept_id, nid, f"same function {node.fn_name}, version, params and inputs{how}"))
-            continue
-        if token is not None:
-            by_token[token] = nid
+        if renamed and any(d in renamed for d in original.inputs.values()):
+            node = _with_inputs(original, {arg: renamed.get(d, d) for arg, d in original.inputs.items()})
+        key = _key(node, data_token, fn_keys)
+        if key is None:
+            if node.pure:
+                notes.append(f"node {show(nid)} not merged: its params have no canonical form")
+            base: Any = ("node", nid)
+        else:
+            token = tokens.setdefault(key, len(tokens))
+            kept_id = survivor.get(token)
+            if kept_id is not None:
+                kept = rewired[kept_id]
+                renamed.update(zip(node.outputs, kept.outputs, strict=True))
+                how = "" if original.inputs == graph.nodes[kept_id].inputs else " (after merging its inputs)"
+                merged.append(Merge(kept_id, nid, f"same function {node.fn_name}, version, params and inputs{how}"))
+                continue
+            survivor[token] = nid
+            base = token
         rewired[nid] = node
-        base = token if token is not None else "node:" + nid
         for i, out in enumerate(node.outputs):
-            data_token[out] = f"{base}#{i}"
+            data_token[out] = (base, i)
     nodes = {nid: rewired[nid] for nid in graph.nodes if nid in rewired}
     aliases = _compose(graph.aliases, renamed)
     for name in graph.outputs:
@@ -133,15 +137,47 @@ def cse(graph: ComputationGraph) -> tuple[ComputationGraph, OptimizationReport]:
     return result, OptimizationReport(len(graph), len(result), merged=merged, notes=notes)
 
 
-def _token(node: Node, data_token: Mapping[str, str]) -> str | None:
+def _with_inputs(node: Node, inputs: dict[str, str]) -> Node:
+    """``node`` reading ``inputs`` (a copy without re-running field normalisation)."""
+    copy = object.__new__(Node)
+    copy.__dict__.update(node.__dict__)
+    copy.__dict__["inputs"] = inputs
+    return copy
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _params_key(params: Mapping[str, Any]) -> Any:
+    """An exact, hashable key of the params (type-tagged so 1, 1.0 and True differ), or None."""
+    key = []
+    for name, value in params.items():
+        kind = type(value)
+        if kind not in _SCALARS:
+            return canonical_params(params)
+        key.append((name, kind.__name__, value))
+    if len(key) > 1:
+        key.sort()
+    return tuple(key)
+
+
+def _key(node: Node, data_token: Mapping[str, Any], fn_keys: dict[Any, str]) -> tuple[Any, ...] | None:
     if not node.pure:
         return None
-    params = canonical_params(node.params)
+    params = _params_key(node.params)
     if params is None:
         return None
-    inputs = sorted((arg, data_token.get(d, "missing:" + d)) for arg, d in node.inputs.items())
-    text = json.dumps([fn_key(node.fn), node.version, params, inputs, len(node.outputs)])
-    return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
+    inputs = [(arg, data_token.get(d, ("missing", d))) for arg, d in node.inputs.items()]
+    if len(inputs) > 1:
+        inputs.sort()
+    fn = node.fn
+    try:
+        key = fn_keys[fn]
+    except (KeyError, TypeError):  # TypeError: an unhashable callable
+        key = fn_key(fn)
+        if isinstance(fn, str):
+            fn_keys[fn] = key
+    return (key, node.version, params, tuple(inputs), len(node.outputs))
 
 
 # -- cull ------------------------------------------------------------------------

@@ -38,7 +38,16 @@ class Capacity:
         return cls(**dict(value))
 
     def limits(self) -> dict[str, float]:
-        return {k: v for k, v in (("gpu", self.gpu), ("cpu", self.cpu), ("memory_mb", self.memory_mb), ("gpu_memory_mb", self.gpu_memory_mb)) if v is not None}
+        return {
+            k: v
+            for k, v in (
+                ("gpu", self.gpu),
+                ("cpu", self.cpu),
+                ("memory_mb", self.memory_mb),
+                ("gpu_memory_mb", self.gpu_memory_mb),
+            )
+            if v is not None
+        }
 
 
 @dataclass(frozen=True)
@@ -76,7 +85,9 @@ class Plan:
         )
 
 
-def plan(graph: ComputationGraph, capacity: Capacity | Mapping[str, Any] | None = None) -> tuple[ComputationGraph, Plan]:
+def plan(
+    graph: ComputationGraph, capacity: Capacity | Mapping[str, Any] | None = None
+) -> tuple[ComputationGraph, Plan]:
     """Plan ``graph`` (unchanged) within ``capacity`` (default: the spec's ``capacity``, else unlimited).
 
     Raises GraphValidationError (kind ``capacity``) for nodes that need more
@@ -90,7 +101,11 @@ def plan(graph: ComputationGraph, capacity: Capacity | Mapping[str, Any] | None 
         for key, limit in limits.items():
             if need[key] > limit:
                 problems.append(
-                    Problem("capacity", f"node {show(node.id)} needs {key}={need[key]:g} but the capacity is {limit:g}", (node.id,))
+                    Problem(
+                        "capacity",
+                        f"node {show(node.id)} needs {key}={need[key]:g} but the capacity is {limit:g}",
+                        (node.id,),
+                    )
                 )
     if cap.workers is not None and cap.workers < 1:
         problems.append(Problem("capacity", f"capacity workers={cap.workers} must be at least 1"))
@@ -137,7 +152,9 @@ def plan(graph: ComputationGraph, capacity: Capacity | Mapping[str, Any] | None 
     scheduled = {n for stage in stages for n in stage}
     held = [n for n in order if n not in scheduled]
     if held:  # unreachable for acyclic graphs (topological_order raised otherwise)
-        raise GraphValidationError([Problem("cycle", f"nodes never became ready: {', '.join(show(n) for n in held)}", tuple(held))])
+        raise GraphValidationError(
+            [Problem("cycle", f"nodes never became ready: {', '.join(show(n) for n in held)}", tuple(held))]
+        )
     critical = _critical_path(graph, order, bottom)
     serial = sum(n.cost for n in graph.nodes.values())
     makespan = sum(max(graph.nodes[n].cost for n in stage) for stage in stages)

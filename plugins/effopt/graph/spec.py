@@ -41,7 +41,6 @@ Loading reports every problem at once (:class:`GraphValidationError`).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -61,12 +60,44 @@ DATA_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 GROUP_BY = ("stage", "group", "none")
 INPUT_TYPES = ("string", "number", "integer", "boolean", "array", "object")
-TOP_KEYS = ("name", "description", "owner", "tags", "retries", "inputs", "outputs", "capacity", "optimize", "airflow", "nodes")
-NODE_KEYS = ("fn", "inputs", "outputs", "params", "cost", "parallel", "pure", "version", "group", "resources", "description")
+TOP_KEYS = (
+    "name",
+    "description",
+    "owner",
+    "tags",
+    "retries",
+    "inputs",
+    "outputs",
+    "capacity",
+    "optimize",
+    "airflow",
+    "nodes",
+)
+NODE_KEYS = (
+    "fn",
+    "inputs",
+    "outputs",
+    "params",
+    "cost",
+    "parallel",
+    "pure",
+    "version",
+    "group",
+    "resources",
+    "description",
+)
 RESOURCE_KEYS = ("cpu", "memory_mb", "gpu", "gpu_memory_mb")
 CAPACITY_KEYS = ("cpu", "memory_mb", "gpu", "gpu_memory_mb", "workers")
 OPTIMIZE_KEYS = ("cse", "cull", "fuse_max_cost")
-AIRFLOW_KEYS = ("group_by", "stage_barriers", "serial_pool", "gpu_pool", "xcom_max_bytes", "max_task_id_length", "max_active_tasks")
+AIRFLOW_KEYS = (
+    "group_by",
+    "stage_barriers",
+    "serial_pool",
+    "gpu_pool",
+    "xcom_max_bytes",
+    "max_task_id_length",
+    "max_active_tasks",
+)
 INPUT_KEYS = ("default", "type", "description")
 
 
@@ -235,7 +266,9 @@ class _SpecReader:
         out["airflow"] = self.airflow(raw.get("airflow"))
         return out
 
-    def numbers(self, where: str, raw: Any, known: tuple[str, ...], ints: tuple[str, ...] = (), nodes: tuple[str, ...] = ()) -> dict[str, Any]:
+    def numbers(
+        self, where: str, raw: Any, known: tuple[str, ...], ints: tuple[str, ...] = (), nodes: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
         if raw is None:
             return {}
         if not isinstance(raw, Mapping):
@@ -293,12 +326,18 @@ class _SpecReader:
             "stage_barriers": (lambda v: isinstance(v, bool), "true or false"),
             "serial_pool": (lambda v: isinstance(v, str) and 0 < len(v) <= 256, "a pool name"),
             "gpu_pool": (lambda v: isinstance(v, str) and 0 < len(v) <= 256, "a pool name"),
-            "xcom_max_bytes": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a whole number >= 0"),
+            "xcom_max_bytes": (
+                lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                "a whole number >= 0",
+            ),
             "max_task_id_length": (
                 lambda v: isinstance(v, int) and not isinstance(v, bool) and 16 <= v <= 250,
                 "a whole number from 16 to 250",
             ),
-            "max_active_tasks": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a whole number >= 1"),
+            "max_active_tasks": (
+                lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                "a whole number >= 1",
+            ),
         }
         for key, (ok, accepted) in checks.items():
             if key in raw:
@@ -318,7 +357,9 @@ class _SpecReader:
                     out.append(GraphInput(item))
             return self.unique_inputs(out)
         if not isinstance(raw, Mapping):
-            self.fail(f"spec 'inputs' must be a list of names or a mapping name -> {{default, type, description}}, not {type(raw).__name__}")
+            self.fail(
+                f"spec 'inputs' must be a list of names or a mapping name -> {{default, type, description}}, not {type(raw).__name__}"
+            )
             return []
         out = []
         for key, value in raw.items():
@@ -398,10 +439,15 @@ class _SpecReader:
         fn = body.get("fn")
         fn_ok = isinstance(fn, str) and bool(fn.strip()) and len(fn) <= 1000
         if not fn_ok:
-            self.fail(f"{where}: 'fn' must be the dotted path of a callable (package.module.function), not {_clip(repr(fn), 60)}", ids)
+            self.fail(
+                f"{where}: 'fn' must be the dotted path of a callable (package.module.function), not {_clip(repr(fn), 60)}",
+                ids,
+            )
         outputs = self.outputs_list(f"{where} 'outputs'", body.get("outputs"), required=True, nodes=ids)
         inputs = self.node_inputs(where, body.get("inputs"), ids)
-        params = body.get("params") or {}
+        params = body.get("params")
+        if params is None:
+            params = {}
         if not isinstance(params, Mapping):
             self.fail(f"{where}: 'params' must be a mapping of argument -> value, not {type(params).__name__}", ids)
             params = {}
@@ -418,6 +464,7 @@ class _SpecReader:
         cost = body.get("cost", 1.0)
         if not (_number(cost) and cost >= 0):
             self.fail(f"{where}: 'cost' must be a number >= 0 (estimated seconds), not {_clip(repr(cost), 40)}", ids)
+            cost = 1.0
         flags = {}
         for key in ("parallel", "pure"):
             flags[key] = body.get(key, True)
@@ -434,7 +481,9 @@ class _SpecReader:
         description = body.get("description", "")
         if not isinstance(description, str):
             self.fail(f"{where}: 'description' must be a string", ids)
-        resources = self.numbers(f"{where}: 'resources'", body.get("resources"), RESOURCE_KEYS, ints=("gpu",), nodes=ids)
+        resources = self.numbers(
+            f"{where}: 'resources'", body.get("resources"), RESOURCE_KEYS, ints=("gpu",), nodes=ids
+        )
         if not fn_ok or not outputs:
             return None, outputs
         try:
@@ -444,7 +493,7 @@ class _SpecReader:
                 inputs,
                 tuple(outputs),
                 valid_params,
-                float(cost) if _number(cost) else 1.0,
+                float(cost),
                 flags["parallel"] is not False,
                 Resources(**resources),
                 group if isinstance(group, str) else None,
@@ -464,7 +513,9 @@ class _SpecReader:
         if isinstance(raw, list):
             raw = {item: item for item in raw if self.name(f"{where} input", item, DATA_NAME, MAX_NAME, ids)}
         if not isinstance(raw, Mapping):
-            self.fail(f"{where}: 'inputs' must map argument -> data name (or list data names), not {type(raw).__name__}", ids)
+            self.fail(
+                f"{where}: 'inputs' must map argument -> data name (or list data names), not {type(raw).__name__}", ids
+            )
             return {}
         out = {}
         for arg, data in raw.items():
@@ -515,7 +566,9 @@ def node_to_dict(node: Node) -> dict[str, Any]:
     else:
         fn = dotted_path(node.fn)
         if fn is None:
-            raise ValueError(f"node {show(node.id)}: function {node.fn!r} has no dotted path (lambda, closure or partial)")
+            raise ValueError(
+                f"node {show(node.id)}: function {node.fn!r} has no dotted path (lambda, closure or partial)"
+            )
     return {
         "id": node.id,
         "fn": fn,
@@ -559,7 +612,8 @@ def graph_from_dict(data: Mapping[str, Any]) -> ComputationGraph:
     """Inverse of :func:`graph_to_dict`."""
     nodes = [node_from_dict(n) for n in data["nodes"]]
     inputs = tuple(
-        GraphInput(i["name"], i.get("default", MISSING), i.get("type"), i.get("description", "")) for i in data["inputs"]
+        GraphInput(i["name"], i.get("default", MISSING), i.get("type"), i.get("description", ""))
+        for i in data["inputs"]
     )
     return ComputationGraph(
         data["name"],
@@ -569,7 +623,3 @@ def graph_from_dict(data: Mapping[str, Any]) -> ComputationGraph:
         dict(data.get("aliases", {})),
         dict(data.get("settings", {})),
     )
-
-
-def dumps(graph: ComputationGraph) -> str:
-    return json.dumps(graph_to_dict(graph), sort_keys=True)

@@ -42,7 +42,9 @@ def check(graph: ComputationGraph, *, resolve: bool = True, known_data: frozense
         seen: set[str] = set()
         for name in node.outputs:
             if name in seen:
-                problems.append(Problem("duplicate-producer", f"node {show(node.id)} lists output {show(name)} twice", (node.id,)))
+                problems.append(
+                    Problem("duplicate-producer", f"node {show(node.id)} lists output {show(name)} twice", (node.id,))
+                )
             seen.add(name)
             producers.setdefault(name, []).append(node.id)
     for name, ids in producers.items():
@@ -141,7 +143,13 @@ def _check_function(node: Node) -> list[Problem]:
     elif callable(node.fn):
         fn = node.fn
     else:
-        return [Problem("unresolvable-fn", f"{where}: fn is a {type(node.fn).__name__}, not a callable or dotted path", (node.id,))]
+        return [
+            Problem(
+                "unresolvable-fn",
+                f"{where}: fn is a {type(node.fn).__name__}, not a callable or dotted path",
+                (node.id,),
+            )
+        ]
     return _check_signature(node, fn)
 
 
@@ -157,7 +165,11 @@ def _check_signature(node: Node, fn: Callable[..., Any]) -> list[Problem]:
     by_keyword = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     problems = []
     for arg in node.inputs.keys() & node.params.keys():
-        problems.append(Problem("bad-argument", f"{where}: argument {show(arg)} is given both as an input and as a param", (node.id,)))
+        problems.append(
+            Problem(
+                "bad-argument", f"{where}: argument {show(arg)} is given both as an input and as a param", (node.id,)
+            )
+        )
     for arg in list(node.inputs) + list(node.params):
         if arg not in by_keyword and not var_kw:
             accepted = ", ".join(sorted(by_keyword)) or "none"
@@ -172,10 +184,20 @@ def _check_signature(node: Node, fn: Callable[..., Any]) -> list[Problem]:
         if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is p.empty:
             if arg not in node.inputs and arg not in node.params:
                 problems.append(
-                    Problem("bad-argument", f"{where}: argument {show(arg)} of {name} is required but is neither an input nor a param", (node.id,))
+                    Problem(
+                        "bad-argument",
+                        f"{where}: argument {show(arg)} of {name} is required but is neither an input nor a param",
+                        (node.id,),
+                    )
                 )
         elif p.kind is p.POSITIONAL_ONLY and p.default is p.empty:
-            problems.append(Problem("bad-argument", f"{where}: {name} has positional-only argument {show(arg)}; nodes pass keywords", (node.id,)))
+            problems.append(
+                Problem(
+                    "bad-argument",
+                    f"{where}: {name} has positional-only argument {show(arg)}; nodes pass keywords",
+                    (node.id,),
+                )
+            )
     try:
         hints = typing.get_type_hints(fn)
     except Exception:  # noqa: BLE001 - unresolvable annotations (forward refs) just mean nothing to check

@@ -115,7 +115,9 @@ class ValueCodec:
         store = self.readers.get(kind)
         if store is None:
             known = ", ".join(sorted(self.readers))
-            raise ValueError(f"value reference of kind {kind!r} at {encoded.get('location')!r} but no such store is configured (stores: {known})")
+            raise ValueError(
+                f"value reference of kind {kind!r} at {encoded.get('location')!r} but no such store is configured (stores: {known})"
+            )
         data = store.get(encoded["location"])
         fmt = encoded.get("format")
         if fmt == "npy":

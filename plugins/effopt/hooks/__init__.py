@@ -1,0 +1,1 @@
+"""Airflow hooks: effopt's external systems, configured from Airflow connections and ``[effopt]``."""

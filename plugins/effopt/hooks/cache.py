@@ -1,0 +1,130 @@
+"""The computation cache as Airflow configures it: ``[effopt] cache_*`` plus the ``effopt_redis`` connection."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
+
+from effopt.airflow_settings import get_settings
+
+if TYPE_CHECKING:
+    from effopt.cache import CacheBackend, ComputationCache
+    from effopt.config import Settings
+
+log = logging.getLogger(__name__)
+
+SECRET_FILE = ".effopt-secret"
+
+
+def redis_url_from_connection(conn: Any) -> str:
+    """``redis[s]://[:password@]host:port/db`` from an Airflow Redis connection.
+
+    The database comes from the ``db`` extra (as the redis provider reads it)
+    or the connection's schema; ``ssl: true`` in the extras selects TLS.
+    """
+    extra = conn.extra_dejson or {}
+    db = extra.get("db", conn.schema or 0)
+    try:
+        db = int(db)
+    except (TypeError, ValueError):
+        raise ValueError(f"connection {conn.conn_id!r}: Redis database {db!r} is not an integer") from None
+    if not conn.host:
+        raise ValueError(f"connection {conn.conn_id!r} has no host")
+    scheme = "rediss" if str(extra.get("ssl", "")).lower() in ("1", "true", "yes") else "redis"
+    auth = ""
+    if conn.password:
+        from urllib.parse import quote
+
+        auth = f"{quote(conn.login or '', safe='')}:{quote(conn.password, safe='')}@"
+    return f"{scheme}://{auth}{conn.host}:{conn.port or 6379}/{db}"
+
+
+def local_secret(cache_dir: str) -> bytes:
+    """The signing secret of a local cache directory, created once (mode 0600) when first needed.
+
+    Only processes that can write the directory can read it, which is the
+    same trust boundary as the entries themselves; a shared (Redis) cache
+    needs ``[effopt] cache_secret`` instead.
+    """
+    os.makedirs(cache_dir, exist_ok=True)
+    path = os.path.join(cache_dir, SECRET_FILE)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        with open(path, "rb") as fh:
+            value = fh.read().strip()
+        if len(value) < 32:
+            raise ValueError(f"{path} is damaged (shorter than 32 bytes); delete it to start a new local cache") from None
+        return value
+    with os.fdopen(fd, "wb") as fh:
+        value = secrets.token_hex(32).encode()
+        fh.write(value)
+    return value
+
+
+class CacheHook(BaseHook):
+    """Builds the :class:`~effopt.cache.ComputationCache` that ``[effopt]`` configures.
+
+    ``cache_backend = redis`` uses the ``effopt_redis`` connection (or
+    ``[effopt] redis_conn_id``); ``local`` uses ``[effopt] cache_dir``;
+    ``auto`` (the default) uses Redis when that connection exists, else the
+    local directory.
+    """
+
+    conn_name_attr = "redis_conn_id"
+    default_conn_name = "effopt_redis"
+    conn_type = "redis"
+    hook_name = "effopt computation cache"
+
+    def __init__(self, namespace: str = "airflow", redis_conn_id: str | None = None) -> None:
+        super().__init__()
+        self.namespace = namespace
+        self.settings: Settings = get_settings()
+        self.redis_conn_id = redis_conn_id or self.settings.redis_conn_id
+
+    def backend_kind(self) -> str:
+        kind = self.settings.cache_backend
+        if kind != "auto":
+            return kind
+        try:
+            self.get_connection(self.redis_conn_id)
+        except AirflowNotFoundException:
+            return "local"
+        return "redis"
+
+    def get_backend(self) -> CacheBackend:
+        from effopt.cache import LocalBackend, RedisBackend
+
+        if self.backend_kind() == "redis":
+            url = redis_url_from_connection(self.get_connection(self.redis_conn_id))
+            return RedisBackend(url, timeout_s=self.settings.cache_timeout_s)
+        return LocalBackend(self.settings.cache_dir, max_bytes=self.settings.cache_max_bytes,
+                            timeout_s=self.settings.cache_timeout_s)
+
+    def get_cache(self) -> ComputationCache:
+        from dataclasses import replace
+
+        from effopt.cache import ComputationCache
+
+        backend = self.get_backend()
+        settings = self.settings
+        if not settings.cache_secret:
+            if backend.kind != "local":
+                raise ValueError(
+                    "[effopt] cache_secret is not set: a shared Redis cache needs a signing secret that every "
+                    "worker has (set AIRFLOW__EFFOPT__CACHE_SECRET to the same long random value on each worker)"
+                )
+            settings = replace(settings, cache_secret=local_secret(settings.cache_dir).decode())
+        return ComputationCache.from_settings(settings, backend, self.namespace)
+
+
+@cache
+def task_cache(namespace: str = "airflow") -> ComputationCache:
+    """One cache per namespace per process (tasks reuse its connections)."""
+    return CacheHook(namespace).get_cache()
