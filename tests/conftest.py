@@ -6,13 +6,24 @@ A fixture whose binary is missing skips with the reason locally; with
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Tests that import Airflow in-process get a throwaway AIRFLOW_HOME (set before
+# any of them imports it), so nothing is read from or written to ~/airflow.
+if "AIRFLOW_HOME" not in os.environ:
+    _home = tempfile.mkdtemp(prefix="effopt-test-airflow-")
+    atexit.register(shutil.rmtree, _home, ignore_errors=True)
+    os.environ["AIRFLOW_HOME"] = _home
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 sys.path.insert(0, str(REPO / "plugins"))
 sys.path.insert(0, str(REPO))
 

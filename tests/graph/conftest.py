@@ -1,25 +1,15 @@
 """Fixtures of the computation-graph tests.
 
-Airflow is imported in-process by the compiler and bundle tests: give it a
-throwaway AIRFLOW_HOME (unless the session already chose one) before any test
-module imports it.
+Airflow is imported in-process by the compiler and bundle tests; the root
+conftest gives the session a throwaway AIRFLOW_HOME.
 """
 
 from __future__ import annotations
 
-import atexit
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
-
-if "AIRFLOW_HOME" not in os.environ:
-    _home = tempfile.mkdtemp(prefix="effopt-graph-airflow-")
-    atexit.register(shutil.rmtree, _home, ignore_errors=True)
-    os.environ["AIRFLOW_HOME"] = _home
-os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 REPO = Path(__file__).resolve().parents[2]
 SPECS = REPO / "include" / "graphs"

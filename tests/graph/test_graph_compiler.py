@@ -14,6 +14,7 @@ from effopt.graph import ComputationGraph, Node, compile_graph, load_spec, run_l
 from effopt.graph.airflow import GraphNodeOperator, ObjectStorageValueStore, to_airflow
 from effopt.graph.naming import task_id_for
 from effopt.graph.values import TAG, ValueCodec
+from effopt.hooks.cache import signing_key
 from tests.graph.conftest import SPECS
 
 F = "tests.graph.graph_fns."
@@ -193,7 +194,7 @@ def test_tasks_pass_small_values_inline_and_large_ones_by_reference(tmp_path):
     params = {"symbol": "AMZN", "limit": 3000}
     store = run_tasks(dag, params)
     expected = run_local(result.compiled.graph, params)
-    codec = ValueCodec(ObjectStorageValueStore(base))
+    codec = ValueCodec(ObjectStorageValueStore(base), signing_key=signing_key())
     for name, (task_id, key) in result.outputs.items():
         assert codec.decode(json.loads(store[(task_id, key)])) == expected[name]
     prices = json.loads(store[("load_prices", "prices")])
@@ -219,7 +220,7 @@ def test_missing_graph_input_and_missing_xcom_are_named(tmp_path):
 
 
 def test_codec_round_trips(tmp_path):
-    codec = ValueCodec(ObjectStorageValueStore(f"file://{tmp_path}"), max_inline_bytes=1000)
+    codec = ValueCodec(ObjectStorageValueStore(f"file://{tmp_path}"), max_inline_bytes=1000, signing_key=b"k" * 32)
     small = np.arange(10, dtype=np.int16).reshape(2, 5)
     big = np.linspace(0, 1, 1000)
     cases = {
@@ -256,3 +257,38 @@ def test_precompiled_plan_and_unoptimised_graph():
     compiled = compile_graph(graph)
     dag = new_dag("pre")
     assert to_airflow(compiled, dag).compiled is compiled
+
+
+class _Booby:
+    """Unpickling this creates a file: proof that tampered bytes were (not) unpickled."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_pickled_values_are_signed_and_tampering_is_refused(tmp_path):
+    codec = ValueCodec(ObjectStorageValueStore(f"file://{tmp_path}"), max_inline_bytes=10, signing_key=b"k" * 32)
+    ref = codec.encode((1, "a"), "run/pair")
+    location = Path(ref["location"].removeprefix("file://"))
+    assert codec.decode(ref) == (1, "a")
+
+    # Someone with write access to the store swaps in a payload with side effects.
+    import pickle
+
+    marker = tmp_path / "pwned"
+    data = location.read_bytes()
+    location.write_bytes(data[:32] + pickle.dumps(_Booby(str(marker))))
+    with pytest.raises(ValueError, match="failed signature verification"):
+        codec.decode(ref)
+    assert not marker.exists()
+    # A reader with another key refuses too; one without a key does not even try.
+    location.write_bytes(data)
+    with pytest.raises(ValueError, match="failed signature verification"):
+        ValueCodec(codec.store, signing_key=b"x" * 32).decode(ref)
+    with pytest.raises(ValueError, match="no signing key"):
+        ValueCodec(codec.store).decode(ref)
+    with pytest.raises(TypeError, match="needs a signing key"):
+        ValueCodec(codec.store, max_inline_bytes=10).encode((1, "a"), "run/pair2")

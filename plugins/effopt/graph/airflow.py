@@ -99,6 +99,77 @@ class ObjectStorageValueStore:
         return f"ObjectStorageValueStore({self.base!r})"
 
 
+class CacheValueStore:
+    """Large values as signed entries of the computation cache (namespace ``effopt_graph``).
+
+    The cache is opened on first use, in the task, never at DAG parse time.
+    """
+
+    kind = "cache"
+
+    def __init__(self, cache: Any = None) -> None:
+        self._cache = cache
+
+    @property
+    def cache(self) -> Any:
+        if self._cache is None:
+            from effopt.hooks.cache import task_cache
+
+            self._cache = task_cache("effopt_graph")
+        return self._cache
+
+    def put(self, key: str, data: bytes) -> str:
+        import hashlib
+
+        from effopt.cache import CacheKey
+
+        ckey = CacheKey("effopt_graph", "value", "v1", hashlib.sha256(key.encode()).hexdigest())
+        if not self.cache.put(ckey, data):
+            raise RuntimeError(f"the computation cache did not store {key!r} ({len(data)} bytes); see the task log")
+        return str(ckey)
+
+    def get(self, location: str) -> bytes:
+        from effopt.cache import CacheKey
+
+        found = self.cache.get(CacheKey.parse(location))
+        if not found.hit:
+            raise LookupError(f"graph value {location} is not in the computation cache ({found.error or 'expired or evicted'})")
+        return found.value
+
+    def __repr__(self) -> str:
+        return "CacheValueStore()"
+
+
+class ConfiguredValueStore:
+    """The store ``[effopt]`` configures, decided in the task: the computation cache when it is
+    shared (Redis), else object storage under ``storage_base``."""
+
+    def __init__(self, storage_base: str | None = None) -> None:
+        self.storage_base = storage_base
+        self._target: ValueStore | None = None
+
+    def target(self) -> ValueStore:
+        if self._target is None:
+            from effopt.hooks.cache import CacheHook
+
+            shared = CacheHook().backend_kind() == "redis"
+            self._target = CacheValueStore() if shared else ObjectStorageValueStore(self.storage_base)
+        return self._target
+
+    @property
+    def kind(self) -> str:
+        return self.target().kind
+
+    def put(self, key: str, data: bytes) -> str:
+        return self.target().put(key, data)
+
+    def get(self, location: str) -> bytes:
+        return self.target().get(location)
+
+    def __repr__(self) -> str:
+        return f"ConfiguredValueStore({self.storage_base!r})"
+
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.=-]+")
 
 
@@ -130,7 +201,11 @@ class GraphNodeOperator(BaseOperator):
         self.xcom_max_bytes = xcom_max_bytes
 
     def execute(self, context: Any) -> None:
-        codec = ValueCodec(self.value_store, max_inline_bytes=self.xcom_max_bytes, readers=self.readers)
+        from effopt.hooks.cache import signing_key
+
+        codec = ValueCodec(
+            self.value_store, max_inline_bytes=self.xcom_max_bytes, readers=self.readers, signing_key=signing_key()
+        )
         ti = context["ti"]
         params = context["params"]
         values: dict[str, Any] = {}
@@ -211,9 +286,11 @@ def to_airflow(
     ``graph`` is optimised and planned first (``optimized=False`` keeps it as
     is) unless it is already a :class:`CompiledPlan`.  Options left None come
     from the spec's ``airflow`` section, else :data:`DEFAULTS`.  Large values
-    go to ``value_store`` (default: object storage under ``storage_base``,
-    default :func:`default_storage_base`); ``readers`` are further stores
-    whose references tasks can read.
+    go to ``value_store`` (default: the computation cache when ``[effopt]``
+    gives it a shared Redis backend, else object storage under
+    ``storage_base``, default :func:`default_storage_base`); ``readers`` are
+    further stores whose references tasks can read.  Pickled values are
+    signed with ``[effopt] cache_secret`` (or the local cache's secret).
     """
     compiled = (
         graph if isinstance(graph, CompiledPlan) else compile_graph(graph, capacity=capacity, optimized=optimized)
@@ -227,7 +304,9 @@ def to_airflow(
     gpu_pool = _option(g, gpu_pool, "gpu_pool")
     xcom_max = _option(g, xcom_max_bytes, "xcom_max_bytes")
     max_len = _option(g, max_task_id_length, "max_task_id_length")
-    store = value_store or ObjectStorageValueStore(storage_base)
+    store = value_store or ConfiguredValueStore(storage_base)
+    # References of either kind stay readable whichever store writes now.
+    readers = (ObjectStorageValueStore(storage_base), CacheValueStore(), *readers)
 
     for name, param in graph_params(g).items():
         if name not in dag.params:

@@ -10,7 +10,9 @@
 - everything else -- larger arrays and JSON, data frames, models, tuples --
   goes to a :class:`ValueStore` and XCom carries a small reference
   ``{"__effopt_value__": "ref", "kind": ..., "location": ..., "format": ...}``.
-  Pickled objects are only ever read from a store, never from XCom.
+  Pickled objects are only ever read from a store, never from XCom, and
+  only after their HMAC-SHA256 tag (``signing_key``) verifies: bytes someone
+  else wrote into the store are refused, never unpickled.
 
 A store is anything with ``kind``, ``put(key, data) -> location`` and
 ``get(location) -> bytes``: Airflow object storage by default
@@ -22,6 +24,8 @@ plugs in as another store.  Decoding finds the store by the reference's
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import io
 import json
 import pickle
@@ -29,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 TAG = "__effopt_value__"
+_MAC_BYTES = 32
 
 
 @runtime_checkable
@@ -70,8 +75,16 @@ def _is_ndarray(value: Any) -> bool:
 class ValueCodec:
     """Encode values for XCom and decode them back (see the module docstring)."""
 
-    def __init__(self, store: ValueStore, *, max_inline_bytes: int = 65536, readers: Sequence[ValueStore] = ()) -> None:
+    def __init__(
+        self,
+        store: ValueStore,
+        *,
+        max_inline_bytes: int = 65536,
+        readers: Sequence[ValueStore] = (),
+        signing_key: bytes | None = None,
+    ) -> None:
         self.store = store
+        self.signing_key = signing_key
         self.max_inline_bytes = max_inline_bytes
         self.readers: dict[str, ValueStore] = {s.kind: s for s in readers}
         self.readers[store.kind] = store
@@ -94,7 +107,17 @@ class ValueCodec:
             if len(data) <= self.max_inline_bytes:
                 return {TAG: "npy", "b64": base64.b64encode(data).decode("ascii")}
             return self._ref(key, "npy", data)
-        return self._ref(key, "pickle", pickle.dumps(value, protocol=5))
+        if self.signing_key is None:
+            raise TypeError(
+                f"value {key!r} of type {type(value).__name__} must be pickled to travel between tasks, "
+                "which needs a signing key (configure [effopt] cache_secret)"
+            )
+        payload = pickle.dumps(value, protocol=5)
+        return self._ref(key, "pickle", self._mac(payload) + payload)
+
+    def _mac(self, payload: bytes) -> bytes:
+        assert self.signing_key is not None
+        return hmac.new(self.signing_key, payload, hashlib.sha256).digest()
 
     def _ref(self, key: str, fmt: str, data: bytes) -> dict[str, Any]:
         location = self.store.put(f"{key}.{fmt}", data)
@@ -125,7 +148,16 @@ class ValueCodec:
         if fmt == "json":
             return json.loads(data)
         if fmt == "pickle":
-            return pickle.loads(data)  # noqa: S301 - written by our own tasks to the configured store
+            where = encoded.get("location")
+            if self.signing_key is None:
+                raise ValueError(f"refusing to unpickle {where!r}: no signing key to verify it with")
+            tag, payload = data[: _MAC_BYTES], data[_MAC_BYTES :]
+            if len(tag) != _MAC_BYTES or not hmac.compare_digest(tag, self._mac(payload)):
+                raise ValueError(
+                    f"value at {where!r} failed signature verification (tampered with, truncated, or signed with "
+                    "another [effopt] cache_secret); refusing to unpickle it"
+                )
+            return pickle.loads(payload)  # noqa: S301 - verified: written by a task holding the signing key
         raise ValueError(f"unknown value format {fmt!r} at {encoded.get('location')!r}")
 
 

@@ -124,6 +124,14 @@ class CacheHook(BaseHook):
         return ComputationCache.from_settings(settings, backend, self.namespace)
 
 
+def signing_key() -> bytes:
+    """The key effopt signs its shared payloads with: ``[effopt] cache_secret``, else the local secret."""
+    settings = get_settings()
+    if settings.cache_secret:
+        return settings.cache_secret.encode()
+    return local_secret(settings.cache_dir)
+
+
 @cache
 def task_cache(namespace: str = "airflow") -> ComputationCache:
     """One cache per namespace per process (tasks reuse its connections)."""
