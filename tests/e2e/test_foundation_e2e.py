@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.error
 import urllib.request
 
 import pytest
@@ -43,3 +44,28 @@ def test_listener_records_measured_usage_of_a_rest_triggered_run(airflow):
     assert heavy.peak_rss_bytes - light >= 150 * MB
     for r in records.values():
         assert r.wall_s > 0 and r.end >= r.start and r.pid > 0
+
+
+def test_effopt_pages_require_login_and_show_usage_and_cache(airflow):
+    client = airflow.client
+    run_id, state = client.run_dag("effopt_selftest", conf={"megabytes": 50, "cpu_seconds": 0.2})
+    assert state == "success", client.failure_report("effopt_selftest", run_id)
+
+    for path in ("/effopt/", "/effopt/api/task-usage", "/effopt/api/cache"):
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(airflow.url + path, timeout=30)
+        assert denied.value.code == 401, path
+
+    rows = {(r["dag_id"], r["task_id"]): r for r in client.get("/effopt/api/task-usage")}
+    heavy = rows[("effopt_selftest", "allocate_and_burn")]
+    assert heavy["runs"] >= 1 and heavy["median_cpu_s"] > 0.1 and heavy["max_peak_rss_bytes"] > 50 * MB
+
+    cache = client.get("/effopt/api/cache")
+    assert "redis://" in cache["backend"] and set(cache["totals"]) >= {"calls", "hits", "hit_rate", "saved_s"}
+
+    page = client.request("GET", "/effopt/")
+    assert "Measured task usage" in page and "allocate_and_burn" in page and "Computation cache" in page
+
+    plugin = {p["name"]: p for p in client.plugins()}["effopt"]
+    assert plugin["fastapi_apps"][0]["url_prefix"] == "/effopt"
+    assert plugin["external_views"][0]["href"] == "/effopt/"
