@@ -383,9 +383,9 @@ def bench_parse(n: int, repeat: int, seed: int) -> dict[str, Any]:
             AIRFLOW_HOME=str(work / "home"),
             AIRFLOW__CORE__LOAD_EXAMPLES="False",
             PYTHONPATH=os.pathsep.join([str(REPO / "plugins"), str(work / "mods")]),
-            EFFOPT_GRAPH_SPECS=str(work / "specs"),
-            EFFOPT_GRAPH_CACHE_DIR=str(work / "cache"),
-            EFFOPT_GRAPH_STORAGE=f"file://{work}/values",
+            AIRFLOW__EFFOPT__GRAPH_SPECS_DIR=str(work / "specs"),
+            AIRFLOW__EFFOPT__GRAPH_PLAN_CACHE_DIR=str(work / "cache"),
+            AIRFLOW__EFFOPT__GRAPH_STORAGE=f"file://{work}/values",
         )
         subprocess.run(
             [sys.executable, "-c", "import airflow.sdk"], env=env, check=True, capture_output=True

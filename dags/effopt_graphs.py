@@ -7,7 +7,7 @@ the data edges (see :mod:`effopt.graph.airflow`).  Graph inputs are DAG params:
 trigger a run with ``conf`` such as ``{"symbol": "MSFT"}``.
 
 Parsing stays cheap: compiled plans are cached by the spec's SHA-256 under
-``$EFFOPT_GRAPH_CACHE_DIR`` (default ``$AIRFLOW_HOME/effopt-graph-cache``), so
+``[effopt] graph_plan_cache_dir`` (default ``$AIRFLOW_HOME/effopt-graph-cache``), so
 an unchanged spec is neither re-validated nor re-optimised, and no function
 module is imported at parse time.
 
@@ -16,20 +16,19 @@ not stop this file: its DAG is replaced by a stand-in that fails Airflow's
 per-DAG validation, so the file's import error lists every invalid spec (file
 name, DAG id, each problem) while the valid specs' DAGs load as usual.
 
-Settings (environment): ``EFFOPT_GRAPH_SPECS`` (spec folder, default
-``include/graphs`` beside this bundle), ``EFFOPT_GRAPH_CACHE_DIR``,
-``EFFOPT_GRAPH_STORAGE`` (object-storage base for large values, default
+Settings (``[effopt]``): ``graph_specs_dir`` (spec folder, default
+``include/graphs`` beside this bundle), ``graph_plan_cache_dir``,
+``graph_storage`` (object-storage base for large values, default
 ``file://$AIRFLOW_HOME/effopt-graph-data``).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from effopt.graph.airflow import SPECS_ENV, dags_from_specs
+from effopt.graph.airflow import dags_from_specs, specs_dir
 
-SPECS_DIR = os.environ.get(SPECS_ENV) or str(Path(__file__).resolve().parents[1] / "include" / "graphs")
+SPECS_DIR = specs_dir(str(Path(__file__).resolve().parents[1] / "include" / "graphs"))
 
 for _dag in dags_from_specs(SPECS_DIR):
     globals()[_dag.dag_id] = _dag

@@ -143,6 +143,31 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("aws_conn_id", "aws_default", "Airflow connection of the AWS account."),
     Option("smtp_conn_id", "smtp_default", "Airflow connection of the SMTP server for reports."),
+    Option(
+        "rate_table",
+        "",
+        "Rate table (USD per vCPU-hour, GiB-hour and GPU-hour by model) that prices right-sizing plans and "
+        "waste; empty uses the bundled include/prices/rate_table.json, derived from a public AWS EC2 price "
+        "snapshot (python -m effopt prices build).",
+    ),
+    Option(
+        "graph_specs_dir",
+        "",
+        "Folder of the computation-graph specs (*.yaml) that dags/effopt_graphs.py compiles; empty: the "
+        "bundle's include/graphs.",
+    ),
+    Option(
+        "graph_plan_cache_dir",
+        "{AIRFLOW_HOME}/effopt-graph-cache",
+        "Where compiled graph plans are cached, keyed by the spec's SHA-256, so DAG parsing stays cheap.",
+        kind="path",
+    ),
+    Option(
+        "graph_storage",
+        "file://{AIRFLOW_HOME}/effopt-graph-data",
+        "Airflow object-storage base (file://, s3://conn_id@bucket/prefix, ...) for large graph values when the "
+        "computation cache is not shared (Redis).",
+    ),
 )
 
 _BY_KEY = {o.key: o for o in OPTIONS}
@@ -199,6 +224,10 @@ class Settings:
     kubernetes_conn_id: str
     aws_conn_id: str
     smtp_conn_id: str
+    rate_table: str
+    graph_specs_dir: str
+    graph_plan_cache_dir: str
+    graph_storage: str
 
     @classmethod
     def from_mapping(cls, section: Mapping[str, Any], airflow_home: str) -> Settings:

@@ -24,10 +24,22 @@ def specs_copy(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _private_graph_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _private_graph_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Plan cache and value storage of every test under its own tmp_path; no in-process plans carried over."""
     from effopt.graph.compiled import clear_memo
 
-    monkeypatch.setenv("EFFOPT_GRAPH_CACHE_DIR", str(tmp_path / "plan-cache"))
-    monkeypatch.setenv("EFFOPT_GRAPH_STORAGE", f"file://{tmp_path}/values")
+    monkeypatch.setenv("AIRFLOW__EFFOPT__GRAPH_PLAN_CACHE_DIR", str(tmp_path / "plan-cache"))
+    monkeypatch.setenv("AIRFLOW__EFFOPT__GRAPH_STORAGE", f"file://{tmp_path}/values")
+    reload_settings()
     clear_memo()
+    yield
+    monkeypatch.undo()
+    reload_settings()
+
+
+def reload_settings() -> None:
+    """Settings are read once per process (as in Airflow); re-read them after changing the environment."""
+    from effopt.airflow_settings import get_settings, get_store
+
+    get_settings.cache_clear()
+    get_store.cache_clear()

@@ -12,14 +12,15 @@ from airflow.dag_processing.dagbag import DagBag
 from airflow.serialization.serialized_objects import DagSerialization
 
 from effopt.graph.compiled import clear_memo, compile_spec
-from tests.graph.conftest import REPO
+from tests.graph.conftest import REPO, reload_settings
 
 BUNDLE = REPO / "dags" / "effopt_graphs.py"
 EXPECTED = {"effopt_graph_seed_pipeline", "effopt_graph_ml_models", "effopt_graph_gpu_training"}
 
 
 def parse(specs: Path, monkeypatch: pytest.MonkeyPatch) -> DagBag:
-    monkeypatch.setenv("EFFOPT_GRAPH_SPECS", str(specs))
+    monkeypatch.setenv("AIRFLOW__EFFOPT__GRAPH_SPECS_DIR", str(specs))
+    reload_settings()
     clear_memo()  # as in the DAG processor, where every parse is a fresh process
     return DagBag(dag_folder=str(BUNDLE))
 
@@ -107,7 +108,7 @@ def test_a_cached_plan_imports_no_function_at_parse_time(specs_copy, monkeypatch
     resolve_callable.cache_clear()
     cached = parse(specs_copy, monkeypatch)
     assert set(cached.dag_ids) == {"effopt_graph_lazy"} and cached.import_errors == {}
-    monkeypatch.setenv("EFFOPT_GRAPH_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("AIRFLOW__EFFOPT__GRAPH_PLAN_CACHE_DIR", str(tmp_path / "empty-cache"))
     fresh = parse(specs_copy, monkeypatch)
     assert fresh.dag_ids == [] and "no module named 'graph_bundle_test_fns'" in next(iter(fresh.import_errors.values()))
 
@@ -116,4 +117,4 @@ def test_a_missing_spec_folder_is_a_clear_import_error(tmp_path, monkeypatch):
     bag = parse(tmp_path / "nowhere", monkeypatch)
     assert bag.dag_ids == []
     (message,) = bag.import_errors.values()
-    assert f"graph spec folder {tmp_path / 'nowhere'} does not exist (set EFFOPT_GRAPH_SPECS)" in message
+    assert f"graph spec folder {tmp_path / 'nowhere'} does not exist (set [effopt] graph_specs_dir)" in message

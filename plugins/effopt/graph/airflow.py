@@ -33,7 +33,6 @@ and still loads the file's other DAGs.
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -58,24 +57,28 @@ DEFAULTS: dict[str, Any] = {
     "max_active_tasks": 16,
 }
 DAG_ID_PREFIX = "effopt_graph_"
-SPECS_ENV = "EFFOPT_GRAPH_SPECS"
-CACHE_ENV = "EFFOPT_GRAPH_CACHE_DIR"
-STORAGE_ENV = "EFFOPT_GRAPH_STORAGE"
 _MISSING_XCOM = object()
 
 
-def _airflow_home() -> str:
-    return os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
-
-
 def default_storage_base() -> str:
-    """``$EFFOPT_GRAPH_STORAGE``, else ``file://$AIRFLOW_HOME/effopt-graph-data``."""
-    return os.environ.get(STORAGE_ENV) or f"file://{_airflow_home()}/effopt-graph-data"
+    """``[effopt] graph_storage`` (default ``file://$AIRFLOW_HOME/effopt-graph-data``)."""
+    from effopt.airflow_settings import get_settings
+
+    return get_settings().graph_storage
 
 
 def default_cache_dir() -> str:
-    """``$EFFOPT_GRAPH_CACHE_DIR``, else ``$AIRFLOW_HOME/effopt-graph-cache``."""
-    return os.environ.get(CACHE_ENV) or os.path.join(_airflow_home(), "effopt-graph-cache")
+    """``[effopt] graph_plan_cache_dir`` (default ``$AIRFLOW_HOME/effopt-graph-cache``)."""
+    from effopt.airflow_settings import get_settings
+
+    return get_settings().graph_plan_cache_dir
+
+
+def specs_dir(bundle_default: str) -> str:
+    """``[effopt] graph_specs_dir``, else ``bundle_default`` (the bundle's include/graphs)."""
+    from effopt.airflow_settings import get_settings
+
+    return get_settings().graph_specs_dir or bundle_default
 
 
 class ObjectStorageValueStore:
@@ -522,7 +525,7 @@ def spec_files(specs_dir: str | Path) -> list[Path]:
     """The ``*.yaml`` / ``*.yml`` specs in ``specs_dir``; raises FileNotFoundError when it is not a folder."""
     folder = Path(specs_dir)
     if not folder.is_dir():
-        raise FileNotFoundError(f"graph spec folder {folder} does not exist (set {SPECS_ENV})")
+        raise FileNotFoundError(f"graph spec folder {folder} does not exist (set [effopt] graph_specs_dir)")
     return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
