@@ -55,6 +55,43 @@ cache_stats_snapshots = sa.Table(
     sa.Column("counters", sa.JSON, nullable=False),
 )
 
+# One row per resource change effopt applied (Kubernetes patch or Airflow task
+# resources): what changed, from what to what, why, and when.  The right-sizing
+# cooldown and the Airflow task policy read it.
+rightsizing_audit = sa.Table(
+    "effopt_rightsizing_audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("applied_at", sa.Float, nullable=False),  # epoch seconds
+    sa.Column("mode", sa.String(32), nullable=False),  # patch | airflow_task
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("namespace", sa.String(250), nullable=False),
+    sa.Column("name", sa.String(250), nullable=False),
+    sa.Column("container", sa.String(250), nullable=False),
+    sa.Column("before", sa.JSON, nullable=False),
+    sa.Column("after", sa.JSON, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("monthly_cost_delta", sa.Float),  # None when a price was missing
+    sa.Column("resource_version", sa.String(64)),
+    sa.Index("ix_effopt_rightsizing_audit_workload", "kind", "namespace", "name", "applied_at"),
+)
+
+
+@dataclass(frozen=True)
+class RightsizingAuditRecord:
+    applied_at: float
+    mode: str
+    kind: str
+    namespace: str
+    name: str
+    container: str
+    before: dict[str, Any]
+    after: dict[str, Any]
+    reason: str
+    monthly_cost_delta: float | None = None
+    resource_version: str | None = None
+
+
 _TI_KEY_COLUMNS = ("dag_id", "task_id", "run_id", "map_index", "try_number")
 _USAGE_COLUMNS = [c.name for c in task_usage.columns if c.name != "id"]
 # One portable statement (SQLite >= 3.24 and Postgres): a retried write of the
@@ -210,6 +247,50 @@ class EffoptStore:
         with self.engine.connect() as conn:
             row = conn.execute(q).first()
         return (row[0], row[1]) if row else None
+
+    # -- right-sizing audit ------------------------------------------------------
+    def record_rightsizing_audit(self, records: Iterable[RightsizingAuditRecord]) -> int:
+        """Insert audit records in one transaction; returns how many were written."""
+        rows = [asdict(r) for r in records]
+        if not rows:
+            return 0
+        self.ensure_schema()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.insert(rightsizing_audit), rows)
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreUnavailable(f"effopt store {self._safe_url()} could not be written: {_reason(exc)}") from exc
+        return len(rows)
+
+    def rightsizing_audit(
+        self,
+        kind: str | None = None,
+        namespace: str | None = None,
+        name: str | None = None,
+        mode: str | None = None,
+        since: float | None = None,
+    ) -> list[RightsizingAuditRecord]:
+        """Audit records, oldest first, filtered by any of the arguments."""
+        self.ensure_schema()
+        q = sa.select(rightsizing_audit).order_by(rightsizing_audit.c.applied_at, rightsizing_audit.c.id)
+        for col, value in (("kind", kind), ("namespace", namespace), ("name", name), ("mode", mode)):
+            if value is not None:
+                q = q.where(rightsizing_audit.c[col] == value)
+        if since is not None:
+            q = q.where(rightsizing_audit.c.applied_at >= since)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+        fields = RightsizingAuditRecord.__dataclass_fields__
+        return [RightsizingAuditRecord(**{k: r[k] for k in fields}) for r in rows]
+
+    def last_rightsizing_apply(self, kind: str, namespace: str, name: str) -> float | None:
+        """When effopt last changed this workload (epoch seconds), or None."""
+        self.ensure_schema()
+        q = sa.select(sa.func.max(rightsizing_audit.c.applied_at)).where(
+            rightsizing_audit.c.kind == kind, rightsizing_audit.c.namespace == namespace,
+            rightsizing_audit.c.name == name)
+        with self.engine.connect() as conn:
+            return conn.execute(q).scalar()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "usage": ("effopt.cli.usage_cmd", "measured resource usage of Airflow task instances"),
     "cache": ("effopt.cli.cache", "inspect and invalidate the computation cache"),
     "graph": ("effopt.cli.graph", "validate, plan, draw and run computation graphs"),
+    "rightsize": ("effopt.cli.rightsize", "recommend, backtest and apply resource requests"),
+    "prices": ("effopt.cli.prices", "build and show the rate table derived from cloud prices"),
     "standalone": ("effopt.standalone", "run Airflow standalone with the effopt bundle and plugin"),
 }
 

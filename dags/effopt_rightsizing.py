@@ -1,0 +1,66 @@
+"""effopt_rightsizing: hourly CPU and memory recommendations, planned with guardrails and prices."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG, Param
+
+from effopt.operators.rightsizing import MODES, SOURCES, RightSizingApplyOperator, RightSizingRecommendOperator
+
+DOC = """
+### effopt right-sizing
+
+`recommend` reads usage history from the chosen source, recommends CPU and
+memory requests (and memory limits) per container with the chosen recommender,
+and plans the changes: guardrails (bounds, max step, memory never below the
+observed peak, cooldown) and the monthly cost delta from the `[effopt]
+rate_table`. `apply` then acts in the chosen mode; the default `dry-run`
+changes nothing. Both push JSON to XCom.
+
+Sources: `prometheus` (connection `effopt_prometheus`, or `prometheus_conn_id`),
+`airflow` (the task-usage listener's records of `dag_ids`), `trace` (CSV files).
+Modes: `dry-run`, `patch` (Kubernetes, via `kubernetes_default`), `vpa` and
+`gitops` (files in `output_dir`), `airflow` (KubernetesPodOperator resources).
+
+Trigger with `conf`, e.g.
+`{"source": "prometheus", "selector": "namespace=\\"ml\\"", "mode": "dry-run", "recommender": "effopt"}`.
+"""
+
+with DAG(
+    dag_id="effopt_rightsizing",
+    schedule="@hourly",
+    catchup=False,
+    max_active_runs=1,
+    tags=["effopt", "rightsizing"],
+    doc_md=DOC,
+    default_args={"owner": "effopt", "retries": 1, "retry_delay": timedelta(minutes=5)},
+    params={
+        "source": Param("prometheus", enum=list(SOURCES)),
+        "selector": Param("", type="string", description="PromQL label matchers, e.g. namespace=\"ml\""),
+        "dag_ids": Param([], type="array", description="DAGs whose tasks to size (source airflow)"),
+        "trace_path": Param("", type="string"),
+        "prometheus_conn_id": Param("effopt_prometheus", type="string"),
+        "window_hours": Param(192, type="number", minimum=1),
+        "recommender": Param("effopt", enum=["effopt", "vpa", "krr"]),
+        "mode": Param("dry-run", enum=list(MODES)),
+        "output_dir": Param("", type="string", description="where vpa/gitops files go"),
+    },
+    render_template_as_native_obj=True,
+):
+    recommend = RightSizingRecommendOperator(
+        task_id="recommend",
+        source="{{ params.source }}",
+        selector="{{ params.selector }}",
+        dag_ids="{{ params.dag_ids }}",
+        trace_path="{{ params.trace_path }}",
+        prometheus_conn_id="{{ params.prometheus_conn_id }}",
+        window_hours="{{ params.window_hours }}",
+        recommender="{{ params.recommender }}",
+    )
+    RightSizingApplyOperator(
+        task_id="apply",
+        recommendation=recommend.output,
+        mode="{{ params.mode }}",
+        output_dir="{{ params.output_dir }}",
+    )

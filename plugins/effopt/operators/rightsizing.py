@@ -1,0 +1,173 @@
+"""Right-sizing operators: recommend and plan (dry-run), then apply a plan in one of four modes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+SOURCES = ("prometheus", "airflow", "trace")
+MODES = ("dry-run", "patch", "vpa", "gitops", "airflow")
+
+
+class RightSizingRecommendOperator(BaseOperator):
+    """Recommend CPU and memory per container from usage history and plan the changes (nothing is applied).
+
+    :param source: ``prometheus`` (the ``prometheus_conn_id`` connection), ``airflow`` (the task-usage
+        listener's records of ``dag_ids``) or ``trace`` (CSV files at ``trace_path``)
+    :param selector: extra PromQL label matchers for every query, e.g. ``namespace="ml"``
+    :param recommender: ``effopt`` (default), ``vpa`` or ``krr``
+    :param window_hours: history to read (Prometheus)
+    :param workload_kind: kind of the Kubernetes workloads (``Deployment`` or ``StatefulSet``)
+    :param pricing: ``on_demand`` or ``spot`` rates of the ``[effopt] rate_table``
+
+    Returns (XCom) ``{"plan": ..., "changes": [...], "recommendations": [...], "skipped": [...]}``.
+    """
+
+    template_fields: Sequence[str] = ("source", "selector", "dag_ids", "trace_path", "recommender",
+                                      "window_hours", "prometheus_conn_id", "workload_kind", "pricing")
+
+    def __init__(
+        self,
+        *,
+        source: str = "prometheus",
+        selector: str = "",
+        dag_ids: Sequence[str] | None = None,
+        trace_path: str | None = None,
+        recommender: str = "effopt",
+        window_hours: float = 8 * 24,
+        prometheus_conn_id: str = "effopt_prometheus",
+        workload_kind: str = "Deployment",
+        pricing: str = "on_demand",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.source = source
+        self.selector = selector
+        self.dag_ids = dag_ids
+        self.trace_path = trace_path
+        self.recommender = recommender
+        self.window_hours = window_hours
+        self.prometheus_conn_id = prometheus_conn_id
+        self.workload_kind = workload_kind
+        self.pricing = pricing
+
+    def _metrics_source(self) -> tuple[Any, str]:
+        if self.source == "prometheus":
+            from effopt.hooks.prometheus import PrometheusHook
+
+            end = time.time()
+            return (PrometheusHook(self.prometheus_conn_id).get_source(
+                start=end - float(self.window_hours) * 3600, end=end, selector=self.selector or ""),
+                self.workload_kind)
+        if self.source == "airflow":
+            from effopt.airflow_settings import get_store
+            from effopt.metrics.airflow_tasks import AirflowTaskSource
+            from effopt.rightsizing.apply.model import AIRFLOW_TASK_KIND
+
+            return AirflowTaskSource(get_store(), dag_ids=self.dag_ids or None), AIRFLOW_TASK_KIND
+        if self.source == "trace":
+            from effopt.metrics.trace import TraceSource
+
+            if not self.trace_path:
+                raise ValueError("source 'trace' needs trace_path (a CSV file or a directory of them)")
+            return TraceSource(self.trace_path), self.workload_kind
+        raise ValueError(f"unknown source {self.source!r}; use one of {', '.join(SOURCES)}")
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from effopt.airflow_settings import get_settings, get_store
+        from effopt.prices import load_rate_table
+        from effopt.rightsizing.apply import build_plan
+        from effopt.rightsizing.recommend import change_to_dict, recommend_all, to_changes
+
+        source, kind = self._metrics_source()
+        series = [s for r in ("cpu", "memory") if r in source.resources() for s in source.series(r)]
+        for s in series:
+            if s.quality.issues:
+                self.log.warning("%s/%s %s: %s", s.workload, s.container, s.resource, "; ".join(s.quality.issues))
+        recs, skipped = recommend_all(series, self.recommender)
+        changes = to_changes(recs, series, kind=kind)
+        store = get_store()
+        plan = build_plan(
+            changes,
+            load_rate_table(get_settings().rate_table),
+            now=time.time(),
+            last_applied=lambda w: store.last_rightsizing_apply(w.kind, w.namespace, w.name),
+            pricing=self.pricing,
+        )
+        self.log.info("right-sizing plan: %d containers from %d series (%d skipped for too little data)",
+                      len(changes), len(series), len(skipped))
+        for item in plan.items:
+            self.log.info("%s", item.to_dict())
+        return {
+            "plan": plan.to_dict(),
+            "changes": [change_to_dict(c) for c in changes],
+            "recommendations": [r.as_dict() for r in recs],
+            "skipped": [s.as_dict() for s in skipped],
+        }
+
+
+class RightSizingApplyOperator(BaseOperator):
+    """Apply the changes of a :class:`RightSizingRecommendOperator` result.
+
+    :param recommendation: that operator's XCom (templated, e.g. ``recommend.output``)
+    :param mode: ``dry-run`` (default: nothing changes), ``patch`` (Kubernetes, through
+        ``kubernetes_conn_id``, re-planned against the live objects with guardrails),
+        ``vpa`` (VerticalPodAutoscaler YAML in ``output_dir``), ``gitops`` (kustomize patches in
+        ``output_dir``) or ``airflow`` (container resources for opted-in KubernetesPodOperator tasks)
+    """
+
+    template_fields: Sequence[str] = ("recommendation", "mode", "output_dir", "vpa_update_mode",
+                                      "kubernetes_conn_id")
+
+    def __init__(
+        self,
+        *,
+        recommendation: Any,
+        mode: str = "dry-run",
+        output_dir: str | None = None,
+        vpa_update_mode: str = "Off",
+        kubernetes_conn_id: str = "kubernetes_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.recommendation = recommendation
+        self.mode = mode
+        self.output_dir = output_dir
+        self.vpa_update_mode = vpa_update_mode
+        self.kubernetes_conn_id = kubernetes_conn_id
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from effopt.airflow_settings import get_settings, get_store
+        from effopt.prices import load_rate_table
+        from effopt.rightsizing import apply as rs
+        from effopt.rightsizing.recommend import change_from_dict
+
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
+        changes = [change_from_dict(c) for c in self.recommendation["changes"]]
+        rates = load_rate_table(get_settings().rate_table)
+        store = get_store()
+        if self.mode == "dry-run":
+            self.log.info("dry-run: nothing applied (%d changes planned)", len(changes))
+            return {"mode": self.mode, "plan": self.recommendation["plan"]}
+        if self.mode == "patch":
+            from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+            applier = rs.KubernetesApplier(KubernetesHook(conn_id=self.kubernetes_conn_id), store)
+            plan = applier.plan(changes, rates)
+            result = applier.apply(plan)
+            return {"mode": self.mode, "plan": plan.to_dict(), "applied": len(result.applied),
+                    "conflicts_retried": result.conflicts_retried}
+        plan = rs.build_plan(changes, rates, now=time.time(),
+                             last_applied=lambda w: store.last_rightsizing_apply(w.kind, w.namespace, w.name))
+        if self.mode in ("vpa", "gitops"):
+            if not self.output_dir:
+                raise ValueError(f"mode {self.mode!r} needs output_dir")
+            paths = (rs.write_vpa(plan, self.output_dir, self.vpa_update_mode) if self.mode == "vpa"
+                     else rs.write_kustomize(plan, self.output_dir))
+            return {"mode": self.mode, "plan": plan.to_dict(), "files": [str(p) for p in paths]}
+        records = rs.record_task_resources(plan, store)
+        return {"mode": self.mode, "plan": plan.to_dict(), "recorded": len(records)}

@@ -1,0 +1,150 @@
+"""Recommendation types and the recommender strategy interface.
+
+A recommender is a strategy class with typed settings (a frozen dataclass),
+in the style of KRR's strategies: ``recommend(series, previous=None)`` looks
+only at the samples in ``series`` (a backtest passes the history before the
+decision time) and returns one :class:`Recommendation`, or raises
+:class:`NotEnoughData` naming the series and what is missing.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Generic, TypeVar
+
+import numpy as np
+
+from effopt.metrics.series import UsageSeries
+from effopt.rightsizing.gpu import GpuFit, gpu_fit
+
+DAY = 86400.0
+MIB = 1024**2
+
+
+class NotEnoughData(ValueError):
+    """A recommender cannot recommend for this series (too few samples, too short a history, no usable value)."""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a recommendation rests on."""
+
+    samples: int
+    window_start: float | None
+    window_end: float | None
+    percentile: float | None
+    method: str
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"samples": self.samples, "window_start": self.window_start, "window_end": self.window_end,
+                "percentile": self.percentile, "method": self.method, "notes": list(self.notes)}
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """A recommended request for one resource of one container.
+
+    ``target`` is the recommended request (for memory also the limit);
+    ``lower`` and ``upper`` bound the values the recommender considers safe
+    (VPA's lower and upper bounds).  ``confidence`` is in [0, 1): VPA's
+    confidence ``c = min(history days, samples / 1440)`` mapped to
+    ``c / (1 + c)`` (one day of minute samples -> 0.5, a week -> 0.875).
+    ``gpu`` names the smallest GPU / MIG slice holding ``target`` for GPU
+    memory recommendations.
+    """
+
+    workload: str
+    container: str
+    resource: str
+    unit: str
+    recommender: str
+    target: float
+    lower: float
+    upper: float
+    confidence: float
+    evidence: Evidence
+    gpu: GpuFit | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"workload": self.workload, "container": self.container, "resource": self.resource, "unit": self.unit,
+                "recommender": self.recommender, "target": self.target, "lower": self.lower, "upper": self.upper,
+                "confidence": self.confidence, "evidence": self.evidence.as_dict(),
+                "gpu": None if self.gpu is None else self.gpu.as_dict()}
+
+
+def vpa_confidence_days(timestamps: np.ndarray) -> float:
+    """VPA's confidence: min(lifespan in days, samples / 1440)."""
+    if timestamps.size == 0:
+        return 0.0
+    return min(float(timestamps[-1] - timestamps[0]) / DAY, timestamps.size / 1440.0)
+
+
+def confidence_score(days: float) -> float:
+    return days / (1.0 + days) if days > 0 else 0.0
+
+
+S = TypeVar("S")
+
+
+class Recommender(ABC, Generic[S]):
+    """A right-sizing strategy: ``name``, a settings dataclass, and :meth:`recommend`."""
+
+    name: ClassVar[str]
+    settings_class: ClassVar[type]
+
+    def __init__(self, settings: S | None = None, **overrides: Any) -> None:
+        base = settings if settings is not None else self.settings_class()
+        if overrides:
+            known = {f.name for f in fields(self.settings_class)}
+            unknown = sorted(set(overrides) - known)
+            if unknown:
+                raise ValueError(f"recommender {self.name!r} has no setting(s) {', '.join(unknown)}; "
+                                 f"known: {', '.join(sorted(known))}")
+            base = type(base)(**{**{f.name: getattr(base, f.name) for f in fields(base)}, **overrides})
+        self.settings: S = base
+
+    @abstractmethod
+    def recommend(self, series: UsageSeries, previous: Recommendation | None = None) -> Recommendation:
+        """Recommend for ``series`` from its samples only; raise :class:`NotEnoughData` when it cannot."""
+
+    # -- helpers shared by the strategies ---------------------------------------
+    def _require(self, series: UsageSeries, min_samples: int = 1) -> None:
+        if series.values.size < min_samples:
+            raise NotEnoughData(
+                f"{self.name}: {series.workload}/{series.container} {series.resource} has {series.values.size} "
+                f"usable sample(s), needs at least {min_samples}"
+                + (f" ({'; '.join(series.quality.issues)})" if series.quality.issues else ""))
+
+    def _result(self, series: UsageSeries, target: float, lower: float, upper: float, confidence: float,
+                evidence: Evidence) -> Recommendation:
+        for label, v in (("target", target), ("lower", lower), ("upper", upper)):
+            if not math.isfinite(v) or v < 0:
+                raise NotEnoughData(f"{self.name}: {series.workload}/{series.container} {series.resource}: "
+                                    f"{label} came out as {v!r}")
+        gpu = gpu_fit(target) if series.resource == "gpu_memory" and series.unit == "bytes" else None
+        return Recommendation(series.workload, series.container, series.resource, series.unit, self.name,
+                              float(target), float(min(lower, target)), float(max(upper, target)),
+                              float(confidence), evidence, gpu)
+
+
+@dataclass(frozen=True)
+class _Registry:
+    classes: dict[str, type[Recommender[Any]]] = field(default_factory=dict)
+
+
+REGISTRY = _Registry()
+
+
+def register(cls: type[Recommender[Any]]) -> type[Recommender[Any]]:
+    REGISTRY.classes[cls.name] = cls
+    return cls
+
+
+def get_recommender(name: str, **settings: Any) -> Recommender[Any]:
+    """The recommender called ``name`` (vpa, krr, effopt) with ``settings`` overriding its defaults."""
+    if name not in REGISTRY.classes:
+        raise ValueError(f"unknown recommender {name!r}; known: {', '.join(sorted(REGISTRY.classes))}")
+    return REGISTRY.classes[name](**settings)

@@ -1,0 +1,64 @@
+"""effopt_rightsizing in a real Airflow, triggered over REST, reading a real Prometheus (dry-run)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from effopt.metrics.prometheus import PrometheusSource
+from effopt.rightsizing.recommend import recommend_all
+
+pytestmark = pytest.mark.slow
+
+MIB = 2**20
+
+
+def _history(now: int) -> str:
+    """Three days of a Deployment's container at a steady 0.5 core and 400 MiB, requesting 2 cores / 2 GiB."""
+    pod, start = 'namespace="ml",pod="trainer-7d9c8b6f5d-x2x9k",container="main"', now - 3 * 86400
+    lines = ["# TYPE container_cpu_usage_seconds_total counter"]
+    lines += [f"container_cpu_usage_seconds_total{{{pod}}} {0.5 * (ts - start):.1f} {ts}"
+              for ts in range(start, now - 60, 60)]
+    lines.append("# TYPE container_memory_working_set_bytes gauge")
+    lines += [f"container_memory_working_set_bytes{{{pod}}} {400 * MIB} {ts}" for ts in range(start, now - 60, 60)]
+    lines.append("# TYPE kube_pod_container_resource_requests gauge")
+    for resource, value in (("cpu", 2), ("memory", 2048 * MIB)):
+        lines += [f'kube_pod_container_resource_requests{{{pod},resource="{resource}"}} {value} {ts}'
+                  for ts in range(start, now - 60, 60)]
+    return "\n".join(lines)
+
+
+def test_dry_run_plan_from_prometheus(airflow, prometheus_factory):
+    now = int(time.time())
+    prom = prometheus_factory(_history(now))
+    client = airflow.client
+    port = prom.url.rsplit(":", 1)[1]
+    conn = {"connection_id": "e2e_prometheus", "conn_type": "http", "host": "127.0.0.1", "port": int(port)}
+    client.request("POST", "/api/v2/connections", conn)
+
+    conf = {"source": "prometheus", "prometheus_conn_id": "e2e_prometheus", "selector": 'namespace="ml"',
+            "window_hours": 72, "recommender": "effopt", "mode": "dry-run"}
+    run_id, state = client.run_dag("effopt_rightsizing", conf)
+    assert state == "success", client.failure_report("effopt_rightsizing", run_id)
+    out = client.xcom("effopt_rightsizing", run_id, "recommend")
+
+    # The same recommender on the same Prometheus, in this process: the DAG must agree with it.
+    source = PrometheusSource(prom.url, start=now - 72 * 3600, end=time.time(), selector='namespace="ml"')
+    series = [s for r in ("cpu", "memory") for s in source.series(r)]
+    expected, _ = recommend_all(series, "effopt")
+    want = {(r.workload, r.container, r.resource): r.target for r in expected}
+    got = {(r["workload"], r["container"], r["resource"]): r["target"] for r in out["recommendations"]}
+    assert set(got) == {("ml/trainer", "main", "cpu"), ("ml/trainer", "main", "memory")} == set(want)
+    for key, target in want.items():
+        assert got[key] == pytest.approx(target, rel=0.02), key
+    assert 0.5 <= got[("ml/trainer", "main", "cpu")] < 1.0  # steady 0.5 core, not the 2-core request
+    assert 400 * MIB <= got[("ml/trainer", "main", "memory")] < 800 * MIB
+
+    (item,) = out["plan"]["items"]
+    assert item["workload"] == {"kind": "Deployment", "namespace": "ml", "name": "trainer"}
+    assert item["container"] == "main" and item["action"] == "apply", item["guardrails"]
+    assert item["monthly_cost_delta"] < 0 and item["missing_prices"] == [], item  # smaller requests cost less
+
+    applied = client.xcom("effopt_rightsizing", run_id, "apply")
+    assert applied["mode"] == "dry-run" and applied["plan"] == out["plan"]

@@ -1,0 +1,220 @@
+"""VPA, KRR and effopt recommenders against values derived by hand from their rules.
+
+Hand derivations use the bucket formula of VPA's exponential histogram:
+bucket ``i`` starts at ``first * (1.05**i - 1) / 0.05``; a value ``v >= first``
+falls in bucket ``floor(log(v * 0.05 / first + 1) / log(1.05))``; a percentile
+returns the END (the next bucket's start) of the bucket where the
+cumulative weight reaches it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from effopt.metrics.series import make_series
+from effopt.rightsizing import (
+    EffoptRecommender,
+    KrrRecommender,
+    NotEnoughData,
+    VpaRecommender,
+    get_recommender,
+    gpu_fit,
+)
+from effopt.rightsizing.histogram import CPU_OPTIONS, MEMORY_OPTIONS, DecayingHistogram
+from effopt.rightsizing.vpa import memory_peaks
+
+MIB = 1024**2
+GIB = 1024**3
+DAY = 86400
+T0 = 1_700_000_000.0
+
+
+def bucket_end(value: float, first: float) -> float:
+    """By hand: the end of the VPA bucket holding ``value``."""
+    b = math.floor(math.log(value * 0.05 / first + 1) / math.log(1.05))
+    return first * (1.05 ** (b + 1) - 1) / 0.05
+
+
+def minutes(days: float, start: float = T0) -> np.ndarray:
+    return start + 60.0 * np.arange(int(days * 1440))
+
+
+def test_histogram_layout_matches_vpa():
+    # ~176 buckets each (ANCHORS: 0.01 core .. 1000 cores, 10 MB .. 1 TB)
+    assert MEMORY_OPTIONS.num_buckets == 176
+    assert CPU_OPTIONS.num_buckets == 1 + math.ceil(math.log(1000 * 0.05 / 0.01 + 1) / math.log(1.05))
+    assert MEMORY_OPTIONS.bucket_start(0) == 0.0
+    assert MEMORY_OPTIONS.bucket_start(1) == pytest.approx(1e7)
+    assert MEMORY_OPTIONS.bucket_start(2) == pytest.approx(2.05e7)  # 1e7 + 1.05 * 1e7
+    assert int(MEMORY_OPTIONS.find_bucket(5e6)) == 0
+    assert int(MEMORY_OPTIONS.find_bucket(1.5e7)) == 1
+    assert int(MEMORY_OPTIONS.find_bucket(5e15)) == MEMORY_OPTIONS.num_buckets - 1
+
+
+def test_percentile_returns_bucket_end():
+    h = DecayingHistogram(MEMORY_OPTIONS)
+    h.add(1.5e7)
+    assert h.percentile(0.5) == pytest.approx(2.05e7)  # end of bucket 1, not the value
+    h.add([1 * GIB, 1 * GIB, 1 * GIB])
+    # weights: 1 in bucket(1.5e7), 3 in bucket(1 GiB): p20 -> first bucket end, p30 -> 1 GiB's bucket end
+    assert h.percentile(0.2) == pytest.approx(2.05e7)
+    assert h.percentile(0.3) == pytest.approx(bucket_end(GIB, 1e7))
+    assert DecayingHistogram(CPU_OPTIONS).percentile(0.9) == 0.0  # empty
+
+
+def test_decay_halves_weight_per_half_life():
+    # 0.5 core at t, 1.0 core one half-life later: weights 1 and 2 -> p50 threshold 1.5 reaches the 1.0 bucket
+    h = DecayingHistogram(CPU_OPTIONS, half_life_s=DAY)
+    h.add([0.5, 1.0], 1.0, [T0, T0 + DAY])
+    assert h.percentile(0.5) == pytest.approx(bucket_end(1.0, 0.01))
+    assert h.percentile(0.33) == pytest.approx(bucket_end(0.5, 0.01))  # 0.33 * 3 < 1
+    flat = DecayingHistogram(CPU_OPTIONS)  # without decay, weights 1 and 1: p50 stays in the 0.5 bucket
+    flat.add([0.5, 1.0], 1.0, [T0, T0 + DAY])
+    assert flat.percentile(0.5) == pytest.approx(bucket_end(0.5, 0.01))
+    # moving the reference time far ahead keeps the ratios
+    far = DecayingHistogram(CPU_OPTIONS, half_life_s=3600)
+    far.add([0.5, 1.0], 1.0, [T0, T0 + 3600])
+    far.add(1.0, 1.0, T0 + 200 * 3600)
+    assert far.percentile(0.1) == pytest.approx(bucket_end(1.0, 0.01))
+
+
+def test_vpa_constant_memory_two_days():
+    ts = minutes(2)
+    s = make_series("w", "c", "memory", ts, np.full(ts.size, GIB))
+    r = VpaRecommender().recommend(s)
+    c = min((ts[-1] - ts[0]) / DAY, ts.size / 1440)  # VPA confidence
+    end = bucket_end(GIB, 1e7)
+    assert r.target == pytest.approx(end * 1.15)
+    assert r.upper == pytest.approx(end * 1.15 * (1 + 1 / c))
+    assert r.lower == pytest.approx(end * 1.15 * (1 + 0.001 / c) ** -2)
+    assert r.evidence.samples == ts.size and r.evidence.percentile == 0.9
+    assert r.confidence == pytest.approx(c / (1 + c))
+
+
+def test_vpa_memory_uses_daily_peaks_with_decay():
+    # day 1 peaks at 1 GiB, day 2 at 2 GiB: two peaks weighted 1 and 2 -> p90 and p50 in the 2 GiB bucket
+    ts = minutes(2)
+    vs = np.where(ts < T0 + DAY, 0.5 * GIB, 1.5 * GIB)
+    vs[100] = GIB
+    vs[2000] = 2 * GIB
+    ends, peaks = memory_peaks(ts, vs, DAY)
+    assert list(peaks) == [GIB, 2 * GIB] and list(ends) == [T0 + DAY, T0 + 2 * DAY]
+    r = VpaRecommender().recommend(make_series("w", "c", "memory", ts, vs))
+    assert r.target == pytest.approx(bucket_end(2 * GIB, 1e7) * 1.15)
+    # only the last interval kept -> same; with 3 equal-weight peaks 1,1,2 GiB p50 falls to 1 GiB
+    r1 = VpaRecommender(memory_intervals=1).recommend(make_series("w", "c", "memory", ts, vs))
+    assert r1.target == pytest.approx(bucket_end(2 * GIB, 1e7) * 1.15)
+
+
+def test_vpa_oom_bump():
+    ts = minutes(1)
+    s = make_series("w", "c", "memory", ts, np.full(ts.size, 500 * MIB), request=600 * MIB, oom_kills=[T0 + 3600])
+    r = VpaRecommender().recommend(s)
+    # used = max(request 600 MiB, peak so far 500 MiB); needed = max(600 + 100 MiB, 600 * 1.2) = 720 MiB
+    assert r.target == pytest.approx(bucket_end(720 * MIB, 1e7) * 1.15)
+    small = make_series("w", "c", "memory", ts, np.full(ts.size, 300 * MIB), oom_kills=[T0 + 3600])
+    # used 300 MiB: max(300 + 100, 360) = 400 MiB (the +100 MiB floor wins)
+    assert VpaRecommender().recommend(small).target == pytest.approx(bucket_end(400 * MIB, 1e7) * 1.15)
+
+
+def test_vpa_cpu_weight_and_minimums():
+    ts = minutes(1)
+    s = make_series("w", "c", "cpu", ts, np.full(ts.size, 0.5), request=0.2)
+    assert VpaRecommender().recommend(s).target == pytest.approx(bucket_end(0.5, 0.01) * 1.15)
+    tiny_cpu = make_series("w", "c", "cpu", ts, np.full(ts.size, 0.001))
+    assert VpaRecommender().recommend(tiny_cpu).target == pytest.approx(0.025)
+    tiny_mem = make_series("w", "c", "memory", ts, np.full(ts.size, 1e6))
+    assert VpaRecommender().recommend(tiny_mem).target == pytest.approx(250 * MIB)
+    assert VpaRecommender(containers_in_pod=2).recommend(tiny_mem).target == pytest.approx(125 * MIB)
+
+
+def test_vpa_confidence_scales_bounds():
+    ts = minutes(0.5)  # 12 h of minute samples: c = min(0.4993, 0.5)
+    r = VpaRecommender().recommend(make_series("w", "c", "cpu", ts, np.full(ts.size, 1.0)))
+    c = (ts[-1] - ts[0]) / DAY
+    assert r.upper == pytest.approx(bucket_end(1.0, 0.01) * 1.15 * (1 + 1 / c))
+    assert r.upper / r.target == pytest.approx(1 + 1 / c)  # about x3 at 12 h
+    single = VpaRecommender().recommend(make_series("w", "c", "cpu", [T0], [1.0]))
+    assert single.confidence == 0.0 and single.upper == CPU_OPTIONS.max_value
+    assert single.lower == 0.025  # lower bound x (1 + 0.001/0)^-2 = 0, raised to the minimum
+
+
+def test_krr_simple():
+    ts = minutes(0.25)  # 6 h, 360 points
+    vs = np.linspace(0.1, 1.0, ts.size)
+    cpu = KrrRecommender().recommend(make_series("w", "c", "cpu", ts, vs))
+    assert cpu.target == pytest.approx(np.percentile(vs, 95)) and cpu.evidence.percentile == 0.95
+    mem = KrrRecommender().recommend(make_series("w", "c", "memory", ts, vs * GIB))
+    assert mem.target == pytest.approx(1.0 * GIB * 1.15)
+    oom = make_series("w", "c", "memory", ts, vs * GIB, limit=2 * GIB, oom_kills=[ts[10]])
+    assert KrrRecommender().recommend(oom).target == pytest.approx(2 * GIB * 1.25)
+    assert KrrRecommender().recommend(make_series("w", "c", "cpu", ts, np.full(ts.size, 0.001))).target == 0.010
+    with pytest.raises(NotEnoughData, match="needs 100 points and 3 h"):
+        KrrRecommender().recommend(make_series("w", "c", "cpu", ts[:99], vs[:99]))
+    with pytest.raises(NotEnoughData, match="3 h"):
+        KrrRecommender().recommend(make_series("w", "c", "cpu", T0 + np.arange(150), np.ones(150)))
+
+
+def test_effopt_constant_and_margin_prior():
+    ts = minutes(2)
+    r = EffoptRecommender().recommend(make_series("w", "c", "memory", ts, np.full(ts.size, GIB)))
+    # 48 hourly peaks, 47 replayed rises of exactly 1.0: learned margin 0, blended with the 15% prior
+    # weighted 3 intervals: 0.45 / 50 = 0.009 -> floor of 2%
+    assert r.target == pytest.approx(GIB * 1.02)
+    assert r.lower == pytest.approx(GIB)
+    assert "learned 0.000 from 47 interval(s)" in " ".join(r.evidence.notes)
+
+
+def test_effopt_follows_a_drop_gradually_and_bumps_after_overrun():
+    ts = minutes(1)
+    vs = np.where(ts < T0 + 12 * 3600, 2 * GIB, GIB)
+    s = make_series("w", "c", "memory", ts, vs)
+    rec = EffoptRecommender()
+    first = rec.recommend(s.before(T0 + 13 * 3600))
+    assert first.target >= 2 * GIB  # right after the drop: still covers the old level
+    prev, recs = first, {}
+    for h in range(14, 24):
+        prev = recs[h] = rec.recommend(s.before(T0 + h * 3600), prev)
+    targets = [r.target for r in recs.values()]
+    assert all(b <= a for a, b in zip(targets, targets[1:], strict=False))  # comes down, never jumps
+    assert all(b >= a * 0.9 - 1 for a, b in zip(targets, targets[1:], strict=False))  # at most -10% per step
+    assert targets[-1] < 2 * GIB
+    # usage above the previous target: bump to >= max(peak + 100 MiB, peak * 1.2)
+    over = make_series("w", "c", "memory", ts, np.where(ts > T0 + 20 * 3600, 3 * GIB, vs))
+    bumped = rec.recommend(over.before(T0 + 22 * 3600), recs[20])
+    assert bumped.target >= 3 * GIB * 1.2
+    assert any("overran" in n for n in bumped.evidence.notes)
+
+
+def test_effopt_seasonality_needs_a_full_cycle():
+    # a 2-hour daily peak at 09:00-11:00 (4 GiB, else 1 GiB); at 08:30 on day 3 the coming peak is provisioned
+    ts = minutes(2 + 8.5 / 24)
+    hour = ((ts - T0) % DAY) / 3600
+    vs = np.where((hour >= 9) & (hour < 11), 4 * GIB, GIB)
+    r = EffoptRecommender().recommend(make_series("w", "c", "memory", ts, vs))
+    assert r.target >= 4 * GIB and any("seasonal" in n for n in r.evidence.notes)
+    short = ts < T0 + 20 * 3600  # less than one cycle: no seasonal term
+    r1 = EffoptRecommender(half_life_s=3600).recommend(make_series("w", "c", "memory", ts[short], vs[short]))
+    assert not any("seasonal" in n for n in r1.evidence.notes)
+
+
+def test_gpu_fit_names_slices():
+    assert gpu_fit(4 * GIB).smallest_slice.resource == "nvidia.com/mig-1g.5gb"
+    fit = gpu_fit(10.2 * GIB)
+    assert fit.smallest_slice.name == "A100 80GB MIG 2g.20gb"
+    assert fit.smallest_gpu.name == "T4 16GB"
+    assert gpu_fit(200 * GIB).smallest_gpu is None
+    ts = minutes(1)
+    r = get_recommender("effopt").recommend(make_series("w", "c", "gpu_memory", ts, np.full(ts.size, 30 * GIB)))
+    assert r.gpu is not None and r.gpu.smallest_slice.name == "A100 40GB MIG 7g.40gb"
+    assert r.as_dict()["gpu"]["smallest_gpu"]["name"] == "A100 40GB"
+
+
+def test_unknown_recommender_and_setting_are_named():
+    with pytest.raises(ValueError, match="unknown recommender 'nope'; known: effopt, krr, vpa"):
+        get_recommender("nope")
+    with pytest.raises(ValueError, match="no setting.* margin_x"):
+        get_recommender("vpa", margin_x=1)
