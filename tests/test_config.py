@@ -80,3 +80,8 @@ def test_secret_option_is_masked_and_cmd_forms_are_rejected(tmp_path):
     cmd = _cli("config", "check", env={**env, "AIRFLOW__EFFOPT__STORE_URL_CMD": "echo sqlite:///x.db"})
     assert cmd.returncode == 1
     assert "[effopt] store_url_cmd is not an effopt option" in cmd.stderr
+
+
+def test_readme_configuration_table_is_current():
+    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    assert markdown_table() in readme, "README's [effopt] table is stale: python -m effopt config show --markdown"
