@@ -194,3 +194,17 @@ def test_cached_python_operator(tmp_path):
         print("RESULT " + json.dumps({"out": out, "calls": len(calls), "hits": pushed}))
     """
     assert run_py(code, tmp_path) == {"out": [3, 3], "calls": 1, "hits": [False, True]}
+
+
+def test_local_secret_is_created_once_under_concurrency(tmp_path):
+    """Eight processes asking for a new directory's secret at once all get the same, complete one."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from effopt.hooks.cache import local_secret; "
+        "print(local_secret(sys.argv[2]).decode())"
+    )
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(REPO / "plugins"), str(tmp_path / "c")], env=env,
+                              stdout=subprocess.PIPE, text=True) for _ in range(8)]
+    secrets_seen = {p.communicate(timeout=120)[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs)
+    assert len(secrets_seen) == 1 and len(secrets_seen.pop()) == 64

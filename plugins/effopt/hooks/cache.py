@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import tempfile
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -54,17 +55,23 @@ def local_secret(cache_dir: str) -> bytes:
     """
     os.makedirs(cache_dir, exist_ok=True)
     path = os.path.join(cache_dir, SECRET_FILE)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        with open(path, "rb") as fh:
-            value = fh.read().strip()
-        if len(value) < 32:
-            raise ValueError(f"{path} is damaged (shorter than 32 bytes); delete it to start a new local cache") from None
-        return value
-    with os.fdopen(fd, "wb") as fh:
-        value = secrets.token_hex(32).encode()
-        fh.write(value)
+    if not os.path.exists(path):
+        # Written whole to a private temp file, then linked into place: a task
+        # starting at the same moment sees either no secret or the complete one.
+        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".effopt-secret-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(secrets.token_hex(32).encode())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process won the race: use its secret
+        finally:
+            os.unlink(tmp)
+    with open(path, "rb") as fh:
+        value = fh.read().strip()
+    if len(value) < 32:
+        raise ValueError(f"{path} is damaged (shorter than 32 bytes); delete it to start a new local cache")
     return value
 
 
