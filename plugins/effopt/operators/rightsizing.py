@@ -20,14 +20,18 @@ class RightSizingRecommendOperator(BaseOperator):
     :param selector: extra PromQL label matchers for every query, e.g. ``namespace="ml"``
     :param recommender: ``effopt`` (default), ``vpa`` or ``krr``
     :param window_hours: history to read (Prometheus)
-    :param workload_kind: kind of the Kubernetes workloads (``Deployment`` or ``StatefulSet``)
+    :param workload_kind: kind of the Kubernetes workloads (``Deployment`` or ``StatefulSet``) when
+        ``kubernetes_conn_id`` is not given
+    :param kubernetes_conn_id: when set, each workload's kind is read from the cluster (Deployments and
+        StatefulSets of the namespaces seen in the usage)
     :param pricing: ``on_demand`` or ``spot`` rates of the ``[effopt] rate_table``
 
     Returns (XCom) ``{"plan": ..., "changes": [...], "recommendations": [...], "skipped": [...]}``.
     """
 
     template_fields: Sequence[str] = ("source", "selector", "dag_ids", "trace_path", "recommender",
-                                      "window_hours", "prometheus_conn_id", "workload_kind", "pricing")
+                                      "window_hours", "prometheus_conn_id", "workload_kind", "pricing",
+                                      "kubernetes_conn_id")
 
     def __init__(
         self,
@@ -41,9 +45,11 @@ class RightSizingRecommendOperator(BaseOperator):
         prometheus_conn_id: str = "effopt_prometheus",
         workload_kind: str = "Deployment",
         pricing: str = "on_demand",
+        kubernetes_conn_id: str = "",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.kubernetes_conn_id = kubernetes_conn_id
         self.source = source
         self.selector = selector
         self.dag_ids = dag_ids
@@ -88,7 +94,16 @@ class RightSizingRecommendOperator(BaseOperator):
             if s.quality.issues:
                 self.log.warning("%s/%s %s: %s", s.workload, s.container, s.resource, "; ".join(s.quality.issues))
         recs, skipped = recommend_all(series, self.recommender)
-        changes = to_changes(recs, series, kind=kind)
+        kinds = None
+        if self.kubernetes_conn_id and self.source != "airflow":
+            from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+            from effopt.metrics.kubernetes import KubernetesSource
+
+            namespaces = sorted({s.workload.rpartition("/")[0] or "default" for s in series})
+            if namespaces:
+                kinds = KubernetesSource(KubernetesHook(conn_id=self.kubernetes_conn_id), namespaces).kinds()
+        changes = to_changes(recs, series, kind=kind, kinds=kinds)
         store = get_store()
         plan = build_plan(
             changes,

@@ -9,7 +9,7 @@ checks against the guardrails and prices.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,9 +57,17 @@ def workload_ref(workload: str, kind: str) -> WorkloadRef:
 
 
 def to_changes(
-    recommendations: Sequence[Recommendation], series: Sequence[UsageSeries], *, kind: str = "Deployment"
+    recommendations: Sequence[Recommendation],
+    series: Sequence[UsageSeries],
+    *,
+    kind: str = "Deployment",
+    kinds: Mapping[str, str] | None = None,
 ) -> list[ResourceChange]:
-    """Group per-resource recommendations into one change per container."""
+    """Group per-resource recommendations into one change per container.
+
+    ``kinds`` gives the kind of each workload by name (from
+    :class:`effopt.metrics.kubernetes.KubernetesSource`); others are ``kind``.
+    """
     by_key = {(s.workload, s.container, s.resource): s for s in series}
     grouped: dict[tuple[str, str], dict[str, Recommendation]] = {}
     for r in recommendations:
@@ -83,7 +91,7 @@ def to_changes(
         reason = "; ".join(_why(r) for r in (cpu, mem) if r is not None)
         changes.append(
             ResourceChange(
-                workload=workload_ref(workload, kind),
+                workload=workload_ref(workload, (kinds or {}).get(workload, kind)),
                 # A KubernetesPodOperator's container is called "base".
                 container="base" if kind == AIRFLOW_TASK_KIND else container,
                 current=current,
