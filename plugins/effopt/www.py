@@ -32,11 +32,14 @@ def _readable(user: Any, dag_ids: set[str]) -> set[str]:
     return {d for d in dag_ids if manager.is_authorized_dag(method="GET", user=user, details=DagDetails(id=d))}
 
 
-def task_summary(user: Any, dag_id: str | None = None, limit: int = 5000) -> list[dict[str, Any]]:
-    """Per (dag, task): runs, median wall and CPU seconds, CPU utilisation, largest peak RSS, last state."""
+def task_summary(user: Any, dag_id: str | None = None, days: float = 30.0) -> list[dict[str, Any]]:
+    """Per (dag, task) over the last ``days``: runs, median wall and CPU seconds, CPU utilisation,
+    largest peak RSS, last state."""
+    import time
+
     from effopt.airflow_settings import get_store
 
-    records = get_store().task_usage(dag_id=dag_id)[-limit:]
+    records = get_store().task_usage(dag_id=dag_id, since=time.time() - days * 86400)
     allowed = _readable(user, {r.dag_id for r in records})
     groups: dict[tuple[str, str], list] = defaultdict(list)
     for r in records:
@@ -74,9 +77,9 @@ def cache_summary() -> dict[str, Any]:
 
 @app.get("/api/task-usage")
 def api_task_usage(
-    user: GetUserDep, dag_id: str | None = None, limit: int = Query(5000, ge=1, le=100_000)
+    user: GetUserDep, dag_id: str | None = None, days: float = Query(30.0, gt=0, le=3650)
 ) -> list[dict[str, Any]]:
-    return task_summary(user, dag_id, limit)
+    return task_summary(user, dag_id, days)
 
 
 @app.get("/api/cache")
@@ -144,6 +147,6 @@ def page(user: GetUserDep) -> str:
         cache_html = f'<p class="muted">Computation cache unavailable: {html.escape(str(exc))}</p>'
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>effopt</title><style>{_STYLE}</style></head>"
-        f"<body><h1>effopt</h1><h2>Measured task usage</h2>{task_html}"
+        f"<body><h1>effopt</h1><h2>Measured task usage (last 30 days)</h2>{task_html}"
         f"<h2>Computation cache</h2>{cache_html}</body></html>"
     )
