@@ -51,3 +51,11 @@ def test_unreachable_store_raises_store_unavailable(tmp_path):
     store = EffoptStore(f"sqlite:///{blocker / 'e.db'}")
     with pytest.raises(StoreUnavailable, match="effopt store .* is unavailable"):
         store.record_task_usage(_record())
+
+
+def test_sqlite_store_is_in_wal_mode_after_the_first_write(tmp_path):
+    """Task processes write while the UI reads: the file must be in WAL mode (set once, it persists)."""
+    import sqlite3
+
+    EffoptStore(f"sqlite:///{tmp_path / 'e.db'}").record_task_usage(_record())
+    assert sqlite3.connect(tmp_path / "e.db").execute("PRAGMA journal_mode").fetchone() == ("wal",)

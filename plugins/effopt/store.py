@@ -139,9 +139,8 @@ def _reason(exc: sa.exc.SQLAlchemyError) -> str:
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    # WAL lets task processes write while the UI/CLI reads; busy_timeout makes
-    # concurrent writers queue instead of failing with "database is locked".
-    cur.execute("PRAGMA journal_mode=WAL")
+    # busy_timeout makes concurrent writers queue instead of failing with
+    # "database is locked" (WAL itself is set once, with the schema: it persists).
     cur.execute("PRAGMA busy_timeout=10000")
     # With WAL, NORMAL never corrupts the file and skips an fsync per commit
     # (~2 ms of every task's write); a power cut may lose the last records.
@@ -174,6 +173,10 @@ class EffoptStore:
             if self._schema_ready:
                 return
             try:
+                if self.engine.url.get_backend_name() == "sqlite":
+                    # WAL lets task processes write while the UI and the CLI read.
+                    with self.engine.connect() as conn:
+                        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
                 metadata.create_all(self.engine, checkfirst=True)
             except sa.exc.SQLAlchemyError as exc:
                 raise StoreUnavailable(f"effopt store {self._safe_url()} is unavailable: {_reason(exc)}") from exc
