@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "graph": ("effopt.cli.graph", "validate, plan, draw and run computation graphs"),
     "rightsize": ("effopt.cli.rightsize", "recommend, backtest and apply resource requests"),
     "prices": ("effopt.cli.prices", "build and show the rate table derived from cloud prices"),
+    "waste": ("effopt.cli.waste", "detect and price waste, render waste reports"),
     "standalone": ("effopt.standalone", "run Airflow standalone with the effopt bundle and plugin"),
 }
 

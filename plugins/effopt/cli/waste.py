@@ -1,0 +1,99 @@
+"""``python -m effopt waste``: detect and price waste in usage data, print the report (text or JSON)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from effopt.cli.table import render
+
+GIB = 1024**3
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    rep = sub.add_parser("report", help="analyse usage data and print the waste report")
+    rep.add_argument("--source", choices=("trace",), default="trace",
+                     help="where usage comes from (trace: CSV files laid out like alibaba-genai-2026)")
+    rep.add_argument("--path", required=True, help="directory of trace files (or one file)")
+    rep.add_argument("--memory-limit-gib", type=float, default=16.0,
+                     help="memory limit (= request) per container when the trace gives a fraction of it (default 16)")
+    rep.add_argument("--gpu-model", default="A100", help="GPU model of containers with GPU series (default A100)")
+    rep.add_argument("--gpu-count", type=float, default=1.0, help="GPUs per container with GPU series (default 1)")
+    rep.add_argument("--rate-table", default="", help="rate table JSON (default: the bundled one)")
+    rep.add_argument("--pricing", choices=("on_demand", "spot"), default="on_demand", help="pricing model")
+    rep.add_argument("--recommender", default="krr", help="right-sizing recommender for recommended values")
+    rep.add_argument("--top", type=int, default=10, help="top wasters and findings to list (default 10)")
+    rep.add_argument("--previous", default="", help="a previous report's JSON file, for the trend")
+    rep.add_argument("--json", action="store_true", help="print one JSON object")
+    rep.set_defaults(func=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from effopt.cli.rightsize import _Progress
+    from effopt.prices import PriceError, load_rate_table
+    from effopt.waste import TraceAssumptions, WasteSettings, analyze, workloads_from_trace
+
+    if args.memory_limit_gib <= 0:
+        raise SystemExit(f"error: --memory-limit-gib must be positive, got {args.memory_limit_gib}")
+    if args.gpu_count <= 0:
+        raise SystemExit(f"error: --gpu-count must be positive, got {args.gpu_count}")
+    try:
+        rates = load_rate_table(args.rate_table or None)
+    except PriceError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    assumptions = TraceAssumptions(args.memory_limit_gib * GIB, args.gpu_model, args.gpu_count)
+    previous = None
+    if args.previous:
+        try:
+            with open(args.previous, encoding="utf-8") as fh:
+                previous = json.load(fh)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SystemExit(f"error: cannot read previous report {args.previous}: {exc}") from None
+    try:
+        workloads = workloads_from_trace(args.path, assumptions)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    progress = _Progress("waste", enabled=None) if len(workloads) >= 50 else None
+    try:
+        report = analyze(workloads, rates, settings=WasteSettings(recommender=args.recommender, pricing=args.pricing,
+                                                                  top=args.top),
+                         assumptions=assumptions.describe(), progress=progress)
+        data = report.to_json(previous)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if args.json:
+        print(json.dumps(data))
+        return 0
+    print(render_text(data, args.top))
+    return 0
+
+
+def render_text(data: dict[str, Any], top: int) -> str:
+    """The report as plain text: assumptions, totals, top wasters, the first findings, missing prices."""
+    t = data["totals"]
+    pct = "n/a" if t["waste_pct"] is None else f"{t['waste_pct']:.1f}%"
+    lines = ["assumptions:"] + [f"  - {a}" for a in data["assumptions"]]
+    lines += [f"rate table: {data['rate_table']} ({data['pricing']})", "",
+              f"{t['workloads']} containers, {t['findings']} findings; monthly cost {t['cost']:,.2f} USD, "
+              f"waste {t['waste']:,.2f} USD ({pct})", ""]
+    lines.append(render(("kind", "monthly waste (USD)", "unpriced findings"),
+                        [(k, v, t["unpriced_findings_by_kind"].get(k, 0)) for k, v in t["by_kind"].items()]))
+    lines += ["", "top wasters:"]
+    lines.append(render(("workload", "cost", "waste", "kinds"),
+                        [(w["workload"], w["cost"], w["waste"], ",".join(w["kinds"])) for w in data["top_wasters"]]))
+    lines += ["", f"findings (first {top} of {len(data['findings'])}):"]
+    lines.append(render(("severity", "kind", "container", "resource", "monthly waste", "recommendation"),
+                        [(f["severity"], f["kind"], f["container"], f["resource"],
+                          "unpriced" if f["monthly_waste"] is None else f["monthly_waste"],
+                          f["recommendation"]["action"]) for f in data["findings"][:top]]))
+    if data["missing_prices"]:
+        lines += ["", "missing prices (not counted, never zero):"]
+        lines += [f"  - {m['workload']}/{m['container']} {m['resource']}: {m['missing']}"
+                  for m in data["missing_prices"][:top]]
+    if data.get("trend"):
+        tr = data["trend"]
+        lines += ["", f"trend: waste {tr['waste']['change']:+,.2f} USD vs previous; "
+                      f"{tr['new_findings']} new, {tr['resolved_findings']} resolved finding(s)"]
+    return "\n".join(lines)

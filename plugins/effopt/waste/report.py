@@ -1,0 +1,255 @@
+"""Run every detector over a set of workloads, price them, and summarise as a :class:`WasteReport`.
+
+Totals follow the OpenCost model (:mod:`effopt.waste.cost`), so they never
+count the same dollar twice; ``by_kind`` sums the findings' own
+``monthly_waste`` (a right-sizing saving, an idle GPU, ...), and findings of
+different kinds may overlap (an idle container is also over-provisioned).
+Unpriced resources and findings are listed with the missing price, never
+counted as zero.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from effopt.metrics.series import UsageSeries
+from effopt.prices import RateTable
+from effopt.waste import detectors
+from effopt.waste.cost import ResourceCost, resource_cost
+from effopt.waste.model import KINDS, SEVERITY_RANK, Finding
+
+LABEL_KEYS = ("team", "namespace")
+CSV_FIELDS = ("kind", "workload", "container", "resource", "severity", "monthly_waste", "missing_prices",
+              "recommendation", "recommended_values", "evidence")
+
+
+@dataclass(frozen=True)
+class WorkloadUsage:
+    """Everything known about one container of one workload (each series optional)."""
+
+    workload: str
+    container: str
+    cpu: UsageSeries | None = None
+    memory: UsageSeries | None = None
+    gpu_util: UsageSeries | None = None
+    gpu_memory: UsageSeries | None = None
+    replicas: detectors.ReplicaSeries | None = None
+    gpu_model: str | None = None
+    gpu_count: float = 1.0
+    replica_hourly_usd: float | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WasteSettings:
+    """Choices shared by all workloads of a report."""
+
+    recommender: str = "krr"
+    pricing: str = "on_demand"
+    top: int = 10
+    cache_period_s: float | None = None
+    cache_worker_cores: float | None = None
+
+
+def group_series(series: Iterable[UsageSeries], *, gpu_model: str | None = None, gpu_count: float = 1.0
+                 ) -> list[WorkloadUsage]:
+    """One :class:`WorkloadUsage` per (workload, container) from series of any resource kinds."""
+    grouped: dict[tuple[str, str], dict[str, Any]] = {}
+    for s in series:
+        slot = grouped.setdefault((s.workload, s.container), {"labels": {}})
+        if s.resource in slot:
+            raise ValueError(f"two {s.resource} series for {s.workload}/{s.container}")
+        slot[s.resource] = s
+        slot["labels"].update(s.labels)
+    return [WorkloadUsage(w, c, gpu_model=gpu_model, gpu_count=gpu_count, **v) for (w, c), v in sorted(grouped.items())]
+
+
+def _label(labels: Mapping[str, str], workload: str) -> str | None:
+    for key in LABEL_KEYS:
+        if labels.get(key):
+            return f"{key}={labels[key]}"
+    namespace, sep, _ = workload.rpartition("/")
+    return f"namespace={namespace}" if sep and namespace else None
+
+
+@dataclass
+class WasteReport:
+    """Costs, findings and totals of one analysis; ``to_json`` is the exchange format."""
+
+    costs: list[ResourceCost]
+    findings: list[Finding]
+    workloads: int
+    assumptions: list[str] = field(default_factory=list)
+    rate_table: str = ""
+    pricing: str = "on_demand"
+    top: int = 10
+
+    # -- totals ---------------------------------------------------------------------------------------------
+    def totals(self) -> dict[str, Any]:
+        priced = [c for c in self.costs if c.cost is not None]
+        cost = sum(c.cost for c in priced if c.cost is not None)
+        waste = sum(c.waste for c in priced if c.waste is not None)
+        by_kind = {k: 0.0 for k in KINDS}
+        unpriced_by_kind = {k: 0 for k in KINDS}
+        for f in self.findings:
+            if f.monthly_waste is None:
+                unpriced_by_kind[f.kind] += 1
+            else:
+                by_kind[f.kind] += f.monthly_waste
+        by_label: dict[str, dict[str, float]] = {}
+        for c in priced:
+            lab = _label(c.labels or {}, c.workload)
+            if lab is not None:
+                slot = by_label.setdefault(lab, {"cost": 0.0, "waste": 0.0})
+                slot["cost"] += c.cost or 0.0
+                slot["waste"] += c.waste or 0.0
+        return {
+            "cost": round(cost, 4), "waste": round(waste, 4),
+            "waste_pct": round(100.0 * waste / cost, 3) if cost > 0 else None,
+            "by_kind": {k: round(v, 4) for k, v in by_kind.items()},
+            "unpriced_findings_by_kind": {k: v for k, v in unpriced_by_kind.items() if v},
+            "by_label": {k: {"cost": round(v["cost"], 4), "waste": round(v["waste"], 4)}
+                         for k, v in sorted(by_label.items())},
+            "currency": "USD per month", "workloads": self.workloads, "findings": len(self.findings),
+        }
+
+    def missing_prices(self) -> list[dict[str, str]]:
+        """Every resource or finding left unpriced, with the price it lacked."""
+        out = [{"workload": c.workload, "container": c.container, "resource": c.resource, "missing": m}
+               for c in self.costs for m in c.missing]
+        out += [{"workload": f.workload, "container": f.container, "resource": f.resource, "kind": f.kind,
+                 "missing": m} for f in self.findings for m in f.missing]
+        return out
+
+    def top_wasters(self, n: int | None = None) -> list[dict[str, Any]]:
+        """Workloads by OpenCost waste (most first), with their findings' kinds."""
+        per: dict[str, dict[str, Any]] = {}
+        for c in self.costs:
+            slot = per.setdefault(c.workload, {"workload": c.workload, "cost": 0.0, "waste": 0.0, "kinds": set()})
+            slot["cost"] += c.cost or 0.0
+            slot["waste"] += c.waste or 0.0
+        for f in self.findings:
+            per.setdefault(f.workload, {"workload": f.workload, "cost": 0.0, "waste": 0.0, "kinds": set()})
+            per[f.workload]["kinds"].add(f.kind)
+        rows = sorted(per.values(), key=lambda r: (-r["waste"], r["workload"]))[: n or self.top]
+        return [{**r, "cost": round(r["cost"], 4), "waste": round(r["waste"], 4), "kinds": sorted(r["kinds"])}
+                for r in rows]
+
+    def sorted_findings(self) -> list[Finding]:
+        return sorted(self.findings, key=lambda f: (SEVERITY_RANK[f.severity],
+                                                    -(f.monthly_waste if f.monthly_waste is not None else -1.0),
+                                                    f.kind, f.workload, f.container))
+
+    # -- trend ----------------------------------------------------------------------------------------------
+    def trend(self, previous: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """Change against a previous report's ``to_json()`` (None without one)."""
+        if previous is None:
+            return None
+        if "totals" not in previous or "findings" not in previous:
+            raise ValueError("previous report lacks 'totals' or 'findings' (expected a WasteReport.to_json())")
+        now, before = self.totals(), previous["totals"]
+
+        def delta(a: float | None, b: float | None) -> dict[str, float | None]:
+            change = None if a is None or b is None else round(a - b, 4)
+            pct = None if change is None or not b else round(100.0 * change / b, 3)
+            return {"now": a, "previous": b, "change": change, "change_pct": pct}
+
+        keys_now = {"|".join(f.key) for f in self.findings}
+        keys_before = {"|".join((f["kind"], f["workload"], f["container"], f["resource"])) for f in previous["findings"]}
+        return {
+            "cost": delta(now["cost"], before.get("cost")),
+            "waste": delta(now["waste"], before.get("waste")),
+            "waste_pct": delta(now["waste_pct"], before.get("waste_pct")),
+            "by_kind": {k: delta(now["by_kind"][k], before.get("by_kind", {}).get(k)) for k in KINDS},
+            "new_findings": len(keys_now - keys_before),
+            "resolved_findings": len(keys_before - keys_now),
+            "previous_generated_at": previous.get("generated_at"),
+        }
+
+    # -- output ---------------------------------------------------------------------------------------------
+    def to_json(self, previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """A JSON-ready dict: totals, top wasters, findings (most severe first), missing prices, trend."""
+        return {
+            "totals": self.totals(),
+            "top_wasters": self.top_wasters(),
+            "findings": [f.as_dict() for f in self.sorted_findings()],
+            "missing_prices": self.missing_prices(),
+            "assumptions": list(self.assumptions),
+            "rate_table": self.rate_table,
+            "pricing": self.pricing,
+            "trend": self.trend(previous),
+        }
+
+    def csv_rows(self) -> list[dict[str, Any]]:
+        """One row per finding (evidence and recommended values as JSON)."""
+        return [{"kind": f.kind, "workload": f.workload, "container": f.container, "resource": f.resource,
+                 "severity": f.severity,
+                 "monthly_waste": "" if f.monthly_waste is None else round(f.monthly_waste, 4),
+                 "missing_prices": "; ".join(f.missing), "recommendation": f.advice.action,
+                 "recommended_values": json.dumps(f.advice.values, sort_keys=True),
+                 "evidence": json.dumps(f.evidence, sort_keys=True)} for f in self.sorted_findings()]
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.csv_rows())
+        return buf.getvalue()
+
+
+def analyze_workload(w: WorkloadUsage, rates: RateTable, settings: WasteSettings) -> tuple[list[ResourceCost],
+                                                                                            list[Finding]]:
+    """Costs and findings of one container."""
+    costs: list[ResourceCost] = []
+    findings: list[Finding] = []
+    p = settings.pricing
+    for s in (w.cpu, w.memory):
+        if s is None:
+            continue
+        if s.resource == "memory" and s.unit != "bytes":
+            raise ValueError(f"{w.workload}/{w.container}: memory is in {s.unit!r}; convert it to bytes "
+                             "(a fraction of the limit times the limit) before the waste analysis")
+        costs.append(resource_cost(s, rates, pricing=p))
+        findings += detectors.over_provisioned(s, rates, recommender=settings.recommender, pricing=p)
+    if w.cpu is not None:
+        findings += detectors.idle(w.cpu, rates, pricing=p)
+    if w.memory is not None:
+        findings += detectors.memory_leak(w.memory, rates, pricing=p)
+    if w.gpu_util is not None:
+        costs.append(resource_cost(w.gpu_util, rates, gpu_model=w.gpu_model, gpu_count=w.gpu_count, pricing=p))
+        findings += detectors.idle_gpu(w.gpu_util, rates, memory=w.gpu_memory, gpu_model=w.gpu_model,
+                                       gpu_count=w.gpu_count, recommender=settings.recommender, pricing=p)
+    if w.replicas is not None:
+        findings += detectors.scaling_churn(w.replicas, replica_hourly_usd=w.replica_hourly_usd,
+                                            hours_per_month=rates.hours_per_month)
+    return costs, findings
+
+
+def analyze(workloads: Sequence[WorkloadUsage], rates: RateTable, *, settings: WasteSettings | None = None,
+            cache_summary: Mapping[str, Any] | None = None,
+            daily_costs: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+            assumptions: Iterable[str] = (), progress: Callable[[int, int], None] | None = None) -> WasteReport:
+    """Run every detector; ``daily_costs`` maps a workload (or ``"*"``) to (day epochs, USD per day)."""
+    settings = settings or WasteSettings()
+    costs: list[ResourceCost] = []
+    findings: list[Finding] = []
+    total = len(workloads)
+    for i, w in enumerate(workloads, start=1):
+        c, f = analyze_workload(w, rates, settings)
+        costs += c
+        findings += f
+        if progress is not None:
+            progress(i, total)
+    if cache_summary is not None:
+        findings += detectors.cache_inefficiency(cache_summary, rates=rates, period_s=settings.cache_period_s,
+                                                 worker_cores=settings.cache_worker_cores, pricing=settings.pricing)
+    for name, (days, usd) in (daily_costs or {}).items():
+        findings += detectors.cost_anomaly(days, usd, workload=name)
+    return WasteReport(costs, findings, total, list(assumptions), rates.path, settings.pricing, settings.top)
