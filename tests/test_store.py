@@ -59,3 +59,18 @@ def test_sqlite_store_is_in_wal_mode_after_the_first_write(tmp_path):
 
     EffoptStore(f"sqlite:///{tmp_path / 'e.db'}").record_task_usage(_record())
     assert sqlite3.connect(tmp_path / "e.db").execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_waste_reports_and_deliveries(tmp_path):
+    store = EffoptStore(f"sqlite:///{tmp_path / 'e.db'}")
+    assert store.latest_waste_report(before=1e12) is None
+    store.save_waste_report(100.0, {"totals": {"waste": 1.0}})
+    store.save_waste_report(200.0, {"totals": {"waste": 2.0}})
+    assert store.latest_waste_report(before=150.0) == {"totals": {"waste": 1.0}}
+    assert store.latest_waste_report(before=1e12) == {"totals": {"waste": 2.0}}
+
+    assert store.report_delivery("waste:w1:a@x") is None
+    store.record_report_delivery("waste:w1:a@x", "<m1@effopt>", "a@x", 300.0)
+    assert store.report_delivery("waste:w1:a@x")["message_id"] == "<m1@effopt>"
+    with pytest.raises(Exception, match="UNIQUE"):  # a period's delivery is recorded once
+        store.record_report_delivery("waste:w1:a@x", "<m2@effopt>", "a@x", 301.0)

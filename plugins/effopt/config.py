@@ -151,6 +151,12 @@ OPTIONS: tuple[Option, ...] = (
         "snapshot (python -m effopt prices build).",
     ),
     Option(
+        "templates_dir",
+        "",
+        "Folder of the report templates (waste_report.html.j2); empty: the repo's include/templates "
+        "(set it when effopt is pip-installed, e.g. /opt/airflow/include/templates).",
+    ),
+    Option(
         "graph_specs_dir",
         "",
         "Folder of the computation-graph specs (*.yaml) that dags/effopt_graphs.py compiles; empty: the "
@@ -225,6 +231,7 @@ class Settings:
     aws_conn_id: str
     smtp_conn_id: str
     rate_table: str
+    templates_dir: str
     graph_specs_dir: str
     graph_plan_cache_dir: str
     graph_storage: str

@@ -92,6 +92,26 @@ class RightsizingAuditRecord:
     resource_version: str | None = None
 
 
+# Waste reports (JSON), so each report can show its trend against the previous one.
+waste_reports = sa.Table(
+    "effopt_waste_report",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("period_end", sa.Float, nullable=False, index=True),  # epoch seconds
+    sa.Column("summary", sa.JSON, nullable=False),
+)
+
+# Emailed reports accepted by the SMTP server: a retried task does not send twice.
+report_deliveries = sa.Table(
+    "effopt_report_delivery",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("report_key", sa.String(250), nullable=False, unique=True),
+    sa.Column("message_id", sa.String(250), nullable=False),
+    sa.Column("recipients", sa.Text, nullable=False),
+    sa.Column("sent_at", sa.Float, nullable=False),
+)
+
 _TI_KEY_COLUMNS = ("dag_id", "task_id", "run_id", "map_index", "try_number")
 _USAGE_COLUMNS = [c.name for c in task_usage.columns if c.name != "id"]
 # One portable statement (SQLite >= 3.24 and Postgres): a retried write of the
@@ -294,6 +314,34 @@ class EffoptStore:
             rightsizing_audit.c.name == name)
         with self.engine.connect() as conn:
             return conn.execute(q).scalar()
+
+    # -- waste reports and their delivery ---------------------------------------
+    def save_waste_report(self, period_end: float, summary: Mapping[str, Any]) -> None:
+        self.ensure_schema()
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(waste_reports).values(period_end=period_end, summary=dict(summary)))
+
+    def latest_waste_report(self, before: float) -> dict[str, Any] | None:
+        """The newest saved report whose period ended before ``before``."""
+        self.ensure_schema()
+        q = (sa.select(waste_reports.c.summary).where(waste_reports.c.period_end < before)
+             .order_by(waste_reports.c.period_end.desc()).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        return dict(row[0]) if row else None
+
+    def report_delivery(self, report_key: str) -> dict[str, Any] | None:
+        """The delivery of ``report_key`` if the SMTP server accepted it, else None."""
+        self.ensure_schema()
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(report_deliveries).where(report_deliveries.c.report_key == report_key)).first()
+        return dict(row._mapping) if row else None
+
+    def record_report_delivery(self, report_key: str, message_id: str, recipients: str, sent_at: float) -> None:
+        self.ensure_schema()
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(report_deliveries).values(report_key=report_key, message_id=message_id,
+                                                              recipients=recipients, sent_at=sent_at))
 
     def dispose(self) -> None:
         self.engine.dispose()

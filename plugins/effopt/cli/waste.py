@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from effopt.cli.table import render
@@ -27,6 +28,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     rep.add_argument("--top", type=int, default=10, help="top wasters and findings to list (default 10)")
     rep.add_argument("--previous", default="", help="a previous report's JSON file, for the trend")
     rep.add_argument("--json", action="store_true", help="print one JSON object")
+    rep.add_argument("--html", default="", metavar="OUT.html",
+                     help="also write the HTML email report to this file (charts embedded as data: URIs)")
     rep.set_defaults(func=_report)
 
 
@@ -63,11 +66,31 @@ def _report(args: argparse.Namespace) -> int:
         data = report.to_json(previous)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
+    if args.html:
+        _write_html(args.html, report, workloads, previous)
     if args.json:
         print(json.dumps(data))
         return 0
     print(render_text(data, args.top))
     return 0
+
+
+def _write_html(path: str, report: Any, workloads: list[Any], previous: dict[str, Any] | None) -> None:
+    """Render the HTML email report into ``path``; the period is the span of the usage series."""
+    from effopt.waste.render import render_charts, render_html
+
+    stamps = [s.timestamps for w in workloads for s in (w.cpu, w.memory, w.gpu_util, w.gpu_memory)
+              if s is not None and s.timestamps.size]
+    start: datetime | str = datetime.fromtimestamp(min(float(t[0]) for t in stamps), UTC) if stamps else "n/a"
+    end: datetime | str = datetime.fromtimestamp(max(float(t[-1]) for t in stamps), UTC) if stamps else "n/a"
+    charts = render_charts(report, workloads)
+    html = render_html(report, charts, title="Waste report", period_start=start, period_end=end, previous=previous,
+                       inline_images=True)
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(html)
+    except OSError as exc:
+        raise SystemExit(f"error: cannot write {path}: {exc}") from None
 
 
 def render_text(data: dict[str, Any], top: int) -> str:

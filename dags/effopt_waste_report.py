@@ -1,0 +1,66 @@
+"""effopt_waste_report: weekly waste report, priced and emailed."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG, Param
+
+from effopt.operators.waste import WasteDetectionOperator, WasteReportEmailOperator
+
+DOC = """
+### effopt waste report
+
+Every Monday at 07:00 UTC, `detect` finds over-provisioned, idle and
+leaking containers, idle GPUs, scaling churn and cost anomalies in the usage
+data, prices them with the `[effopt] rate_table` (OpenCost: max(request, usage)
+x price; missing prices are listed, never counted as zero), compares with the
+previous report, and renders the HTML email with charts. `email` sends it
+through the `smtp_default` connection, once per report period: a retried task
+does not send a second copy once the server accepted one.
+
+Params (trigger with `conf` to override): `recipients` (list of addresses),
+`path` (usage trace directory laid out like `alibaba-genai-2026`),
+`memory_limit_gib` and `gpu_model` (what the trace's containers were given),
+`rate_table`, `pricing` (`on_demand` or `spot`), `period` (the period the
+email is sent once for; default: the run's date).
+
+The summary (totals, waste by kind, findings) is the `detect` task's XCom.
+"""
+
+with DAG(
+    dag_id="effopt_waste_report",
+    schedule="0 7 * * 1",
+    catchup=False,
+    max_active_runs=1,
+    tags=["effopt", "waste", "report"],
+    doc_md=DOC,
+    default_args={"owner": "effopt", "retries": 2, "retry_delay": timedelta(minutes=5)},
+    params={
+        "recipients": Param([], type="array", description="email addresses of the report"),
+        "path": Param("", type="string", description="usage trace directory"),
+        "memory_limit_gib": Param(16, type="number", exclusiveMinimum=0),
+        "gpu_model": Param("A100", type="string"),
+        "rate_table": Param("", type="string", description="rate table JSON (empty: [effopt] rate_table)"),
+        "pricing": Param("on_demand", enum=["on_demand", "spot"]),
+        "period": Param("", type="string",
+                        description="report period the email is sent once for (default: the run's date)"),
+    },
+    render_template_as_native_obj=True,
+):
+    detect = WasteDetectionOperator(
+        task_id="detect",
+        path="{{ params.path }}",
+        memory_limit_gib="{{ params.memory_limit_gib }}",
+        gpu_model="{{ params.gpu_model }}",
+        rate_table="{{ params.rate_table }}",
+        pricing="{{ params.pricing }}",
+    )
+    WasteReportEmailOperator(
+        task_id="email",
+        report=detect.output,
+        recipients="{{ params.recipients }}",
+        subject="effopt waste report {{ params.period or (data_interval_end or dag_run.run_after).strftime('%Y-%m-%d') }}",
+        period_key="{{ params.period or (data_interval_end or dag_run.run_after).strftime('%Y-%m-%d') }}",
+        retry_delay=timedelta(seconds=30),
+    )
