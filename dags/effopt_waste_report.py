@@ -20,7 +20,9 @@ through the `smtp_default` connection, once per report period: a retried task
 does not send a second copy once the server accepted one.
 
 Params (trigger with `conf` to override): `recipients` (list of addresses),
-`path` (usage trace directory laid out like `alibaba-genai-2026`),
+`source` (`trace`, `prometheus` through `effopt_prometheus` with `selector`
+over the last `window_hours`, or `airflow`: the task-usage records of
+`dag_ids`), `path` (trace directory laid out like `alibaba-genai-2026`),
 `memory_limit_gib` and `gpu_model` (what the trace's containers were given),
 `rate_table`, `pricing` (`on_demand` or `spot`), `period` (the period the
 email is sent once for; default: the run's date).
@@ -38,7 +40,11 @@ with DAG(
     default_args={"owner": "effopt", "retries": 2, "retry_delay": timedelta(minutes=5)},
     params={
         "recipients": Param([], type="array", description="email addresses of the report"),
-        "path": Param("", type="string", description="usage trace directory"),
+        "source": Param("trace", enum=["trace", "prometheus", "airflow"]),
+        "path": Param("", type="string", description="usage trace directory (source trace)"),
+        "selector": Param("", type="string", description="PromQL label matchers (source prometheus)"),
+        "dag_ids": Param([], type="array", description="DAGs whose tasks to analyse (source airflow)"),
+        "window_hours": Param(168, type="number", minimum=1),
         "memory_limit_gib": Param(16, type="number", exclusiveMinimum=0),
         "gpu_model": Param("A100", type="string"),
         "rate_table": Param("", type="string", description="rate table JSON (empty: [effopt] rate_table)"),
@@ -50,7 +56,11 @@ with DAG(
 ):
     detect = WasteDetectionOperator(
         task_id="detect",
+        source="{{ params.source }}",
         path="{{ params.path }}",
+        selector="{{ params.selector }}",
+        dag_ids="{{ params.dag_ids }}",
+        window_hours="{{ params.window_hours }}",
         memory_limit_gib="{{ params.memory_limit_gib }}",
         gpu_model="{{ params.gpu_model }}",
         rate_table="{{ params.rate_table }}",

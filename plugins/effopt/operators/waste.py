@@ -16,6 +16,9 @@ GIB = 1024**3
 class WasteDetectionOperator(BaseOperator):
     """Analyse usage for waste and render the report.
 
+    :param source: ``trace`` (files at ``path``), ``prometheus`` (the ``prometheus_conn_id`` connection,
+        ``selector`` label matchers, the last ``window_hours``) or ``airflow`` (the task-usage records of
+        ``dag_ids``, all DAGs when empty)
     :param path: trace directory laid out like ``alibaba-genai-2026`` (usage files by metric)
     :param memory_limit_gib: memory limit (= request) of each container when the trace gives usage as a
         fraction of it
@@ -27,13 +30,19 @@ class WasteDetectionOperator(BaseOperator):
     the effopt store, so the next one shows its trend.
     """
 
-    template_fields: Sequence[str] = ("path", "memory_limit_gib", "gpu_model", "gpu_count", "rate_table",
-                                      "pricing", "recommender", "title")
+    template_fields: Sequence[str] = ("source", "path", "selector", "dag_ids", "window_hours", "prometheus_conn_id",
+                                      "memory_limit_gib", "gpu_model", "gpu_count", "rate_table", "pricing",
+                                      "recommender", "title")
 
     def __init__(
         self,
         *,
-        path: str,
+        source: str = "trace",
+        path: str = "",
+        selector: str = "",
+        dag_ids: Sequence[str] | None = None,
+        window_hours: float = 7 * 24,
+        prometheus_conn_id: str = "effopt_prometheus",
         memory_limit_gib: float = 16.0,
         gpu_model: str = "A100",
         gpu_count: float = 1.0,
@@ -44,7 +53,12 @@ class WasteDetectionOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.source = source
         self.path = path
+        self.selector = selector
+        self.dag_ids = dag_ids
+        self.window_hours = window_hours
+        self.prometheus_conn_id = prometheus_conn_id
         self.memory_limit_gib = memory_limit_gib
         self.gpu_model = gpu_model
         self.gpu_count = gpu_count
@@ -58,16 +72,15 @@ class WasteDetectionOperator(BaseOperator):
         from effopt.cache import CacheKey
         from effopt.hooks.cache import task_cache
         from effopt.prices import load_rate_table
-        from effopt.waste import TraceAssumptions, WasteSettings, analyze, workloads_from_trace
+        from effopt.waste import TraceAssumptions, WasteSettings, analyze
         from effopt.waste.render import render_charts, render_html
+        from effopt.waste.trace import workloads_from_source
 
-        if not self.path:
-            raise ValueError("path is empty: give the trace directory to analyse (DAG param 'path')")
         rates = load_rate_table(self.rate_table or get_settings().rate_table or None)
         assumptions = TraceAssumptions(float(self.memory_limit_gib) * GIB, self.gpu_model, float(self.gpu_count))
-        workloads = workloads_from_trace(self.path, assumptions)
+        workloads = workloads_from_source(self._metrics_source(), assumptions, what=f"source {self.source!r}")
         report = analyze(workloads, rates, settings=WasteSettings(recommender=self.recommender, pricing=self.pricing),
-                         assumptions=assumptions.describe())
+                         assumptions=assumptions.describe(), cache_summary=self._cache_summary())
         store = get_store()
         now = time.time()
         previous = store.latest_waste_report(before=now)
@@ -88,6 +101,38 @@ class WasteDetectionOperator(BaseOperator):
         self.log.info("waste report: %d findings, monthly cost %.2f USD, waste %.2f USD", t["findings"], t["cost"],
                       t["waste"])
         return {"summary": summary, "artifacts": cache.reference(key, nbytes)}
+
+
+    def _metrics_source(self) -> Any:
+        if self.source == "trace":
+            from effopt.metrics.trace import TraceSource
+
+            if not self.path:
+                raise ValueError("source 'trace' needs path: the trace directory to analyse (DAG param 'path')")
+            return TraceSource(self.path)
+        if self.source == "prometheus":
+            from effopt.hooks.prometheus import PrometheusHook
+
+            end = time.time()
+            return PrometheusHook(self.prometheus_conn_id).get_source(
+                start=end - float(self.window_hours) * 3600, end=end, selector=self.selector or "")
+        if self.source == "airflow":
+            from effopt.airflow_settings import get_store
+            from effopt.metrics.airflow_tasks import AirflowTaskSource
+
+            return AirflowTaskSource(get_store(), dag_ids=self.dag_ids or None)
+        raise ValueError(f"unknown source {self.source!r}; use trace, prometheus or airflow")
+
+    def _cache_summary(self) -> dict[str, Any] | None:
+        """The computation cache's statistics for the cache-inefficiency findings; None when unavailable."""
+        try:
+            from effopt.cache.report import summarize
+            from effopt.hooks.cache import CacheHook
+
+            return summarize(CacheHook().get_backend().read_stats(None))
+        except Exception as exc:  # noqa: BLE001 - the report goes on without cache findings, and says why
+            self.log.warning("computation-cache statistics unavailable, no cache findings this time: %s", exc)
+            return None
 
 
 class WasteReportEmailOperator(BaseOperator):

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from effopt.metrics.series import ResourceKind, UsageSeries
+from effopt.metrics.series import MetricsSource, ResourceKind, UsageSeries
 from effopt.metrics.trace import TraceSource
 from effopt.waste.report import WorkloadUsage, group_series
 
@@ -51,15 +51,24 @@ def to_bytes(series: UsageSeries, limit_bytes: float) -> UsageSeries:
                    limit=float(limit_bytes))
 
 
-def workloads_from_trace(path: str | Path, assumptions: TraceAssumptions | None = None) -> list[WorkloadUsage]:
-    """One :class:`WorkloadUsage` per container of the trace files in ``path``."""
+def workloads_from_source(source: MetricsSource, assumptions: TraceAssumptions | None = None,
+                          what: str = "the source") -> list[WorkloadUsage]:
+    """One :class:`WorkloadUsage` per container of any metrics source (trace files, Prometheus, Airflow tasks).
+
+    Memory given as a fraction of the limit (traces) becomes bytes with the
+    assumed limit; sources in bytes keep their own requests and limits.
+    """
     a = assumptions or TraceAssumptions()
-    source = TraceSource(path)
     kinds: tuple[ResourceKind, ...] = source.resources()
     if not kinds:
-        raise FileNotFoundError(f"no trace files with a known metric name in {path}")
+        raise FileNotFoundError(f"no usage series with a known metric in {what}")
     series: list[UsageSeries] = []
     for kind in kinds:
         for s in source.series(kind):
             series.append(to_bytes(s, a.memory_limit_bytes) if kind == "memory" else s)
     return group_series(series, gpu_model=a.gpu_model, gpu_count=a.gpu_count)
+
+
+def workloads_from_trace(path: str | Path, assumptions: TraceAssumptions | None = None) -> list[WorkloadUsage]:
+    """One :class:`WorkloadUsage` per container of the trace files in ``path``."""
+    return workloads_from_source(TraceSource(path), assumptions, what=str(path))
