@@ -109,3 +109,22 @@ def test_memory_as_a_fraction_must_be_converted_first(rates):
     frac = make_series("w", "pod-1", "memory", t, np.full(t.size, 0.5), unit="fraction", limit=1.0)
     with pytest.raises(ValueError, match="w/pod-1.*fraction"):
         analyze([WorkloadUsage("w", "pod-1", memory=frac)], rates)
+
+
+def test_fleet_daily_costs_sum_priced_series_per_day():
+    """Two containers of 1 core each, requested all day for two days: 2 x 24 core-hours a day at the CPU rate."""
+    import numpy as np
+
+    from effopt.metrics.series import make_series
+    from effopt.prices import load_rate_table
+    from effopt.waste.cost import fleet_daily_costs
+    from effopt.waste.report import WorkloadUsage
+
+    rates = load_rate_table()
+    ts = np.arange(0, 2 * 86400, 300, dtype=float)
+    ws = [WorkloadUsage(f"w{i}", "c", cpu=make_series(f"w{i}", "c", "cpu", ts, np.full(ts.size, 0.2), request=1.0))
+          for i in range(2)]
+    days, usd = fleet_daily_costs(ws, rates)
+    assert days.tolist() == [0.0, 86400.0]
+    expected = 2 * 24 * rates.rates_for("on_demand").cpu_per_vcpu_hour  # max(request 1, usage 0.2) = 1 core
+    assert np.allclose(usd, [expected, expected])

@@ -79,8 +79,11 @@ class WasteDetectionOperator(BaseOperator):
         rates = load_rate_table(self.rate_table or get_settings().rate_table or None)
         assumptions = TraceAssumptions(float(self.memory_limit_gib) * GIB, self.gpu_model, float(self.gpu_count))
         workloads = workloads_from_source(self._metrics_source(), assumptions, what=f"source {self.source!r}")
+        from effopt.waste.cost import fleet_daily_costs
+
         report = analyze(workloads, rates, settings=WasteSettings(recommender=self.recommender, pricing=self.pricing),
-                         assumptions=assumptions.describe(), cache_summary=self._cache_summary())
+                         assumptions=assumptions.describe(), cache_summary=self._cache_summary(),
+                         daily_costs={"*": fleet_daily_costs(workloads, rates, pricing=self.pricing)})
         store = get_store()
         now = time.time()
         previous = store.latest_waste_report(before=now)

@@ -14,7 +14,9 @@ GPUs in devices (USD per GPU-hour of the GPU model) with usage = duty cycle
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -127,3 +129,23 @@ def daily_costs(series: UsageSeries, rates: RateTable, *, gpu_model: str | None 
         return starts, None, price.missing
     usd = np.bincount(idx, weights=held * dt / 3600.0 * price.usd_per_unit_hour, minlength=starts.size)
     return starts, usd, None
+
+
+def fleet_daily_costs(workloads: Iterable[Any], rates: RateTable, *, pricing: str = "on_demand"
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Total USD per day of every priced series of ``workloads`` (``WorkloadUsage``), for the cost-anomaly
+    detector; unpriced series are left out (the report lists their missing prices)."""
+    totals: dict[float, float] = {}
+    for w in workloads:
+        for s in (w.cpu, w.memory, w.gpu_util):
+            if s is None:
+                continue
+            gpu = s.resource == "gpu_util"
+            days, usd, _missing = daily_costs(s, rates, gpu_model=w.gpu_model if gpu else None,
+                                              gpu_count=w.gpu_count if gpu else 1.0, pricing=pricing)
+            if usd is None:
+                continue
+            for d, u in zip(days.tolist(), usd.tolist(), strict=True):
+                totals[d] = totals.get(d, 0.0) + u
+    days_sorted = np.array(sorted(totals), dtype=float)
+    return days_sorted, np.array([totals[d] for d in days_sorted.tolist()], dtype=float)
