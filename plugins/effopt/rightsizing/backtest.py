@@ -14,6 +14,14 @@ Scores, per recommender, over all scored samples of all containers:
 * ``overrun_fraction``: overrun events / scored container-windows;
 * ``changes``: decisions whose target differs from the container's previous one.
 
+Fleet calibration: a recommender with a ``calibrate(series)`` method (effopt's
+empirical-Bayes margin prior) is calibrated on a grid every ``step_s`` from the
+earliest sample of all containers, each time on *every* container cut strictly
+before the grid time (``UsageSeries.before``); a decision at ``t`` uses the
+newest calibration made at a grid time ``<= t``.  A calibration therefore
+never sees a sample at or after the decision time, by construction (the
+scoring is unchanged).
+
 A container-window is scored only when every recommender compared produced a
 recommendation for it (all are scored on the same samples); windows skipped
 because one of them lacked data are counted in ``skipped_windows``.  The
@@ -110,6 +118,23 @@ def backtest(
     kinds = {s.resource for s in series}
     if len(kinds) > 1:
         raise ValueError(f"backtest one resource kind at a time, got {', '.join(sorted(kinds))}")
+    # Fleet calibration (optional, for recommenders with ``calibrate``): on a grid every ``step_s`` from the
+    # earliest sample, each recommender calibrates on all series cut strictly before the grid time; a decision
+    # at ``t`` uses the newest calibration made at a grid time <= t, so it rests only on data before t.
+    starts = [float(s.timestamps[0]) for s in series if s.values.size]
+    origin = min(starts) if starts else 0.0
+    calibrated = {name: rec for name, rec in recommenders.items() if callable(getattr(rec, "calibrate", None))}
+    priors: dict[str, dict[int, object]] = {name: {} for name in calibrated}
+
+    def use_prior(name: str, t: float) -> None:
+        g = int(np.floor((t - origin) / step_s))
+        while origin + g * step_s > t:  # never a cut after t, whatever the rounding
+            g -= 1
+        if g not in priors[name]:
+            cut = origin + g * step_s
+            priors[name][g] = calibrated[name].calibrate([x.before(cut) for x in series])  # type: ignore[attr-defined]
+        calibrated[name].prior = priors[name][g]  # type: ignore[attr-defined]  # the calibration made at cut <= t
+
     tallies = {name: _Tally() for name in recommenders}
     deployed = _Tally()
     has_deployed = False
@@ -127,6 +152,8 @@ def backtest(
                     history = s.before(t)
                     recs: dict[str, Recommendation] = {}
                     for name, rec in recommenders.items():
+                        if name in calibrated:
+                            use_prior(name, t)
                         try:
                             recs[name] = rec.recommend(history, previous[name])
                         except NotEnoughData:

@@ -36,8 +36,16 @@ class Skipped:
 def recommend_all(
     series: Iterable[UsageSeries], recommender: str = "effopt", **settings: Any
 ) -> tuple[list[Recommendation], list[Skipped]]:
-    """One recommendation per series; series without enough usable data are listed with the reason."""
+    """One recommendation per series; series without enough usable data are listed with the reason.
+
+    A recommender with a fleet-level ``calibrate`` (effopt's empirical-Bayes margin prior) is first
+    calibrated on all of ``series`` (all history up to now, as the backtest does at each decision time).
+    """
     strategy = get_recommender(recommender, **settings)
+    series = list(series)
+    calibrate = getattr(strategy, "calibrate", None)
+    if callable(calibrate):
+        calibrate(series)
     out: list[Recommendation] = []
     skipped: list[Skipped] = []
     for s in series:
