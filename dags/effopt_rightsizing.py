@@ -6,7 +6,8 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, Param
 
-from effopt.operators.rightsizing import MODES, SOURCES, RightSizingApplyOperator, RightSizingRecommendOperator
+from effopt.hooks.metrics import SOURCES
+from effopt.operators.rightsizing import MODES, RightSizingApplyOperator, RightSizingRecommendOperator
 
 DOC = """
 ### effopt right-sizing

@@ -1,4 +1,4 @@
-"""Right-sizing operators: recommend and plan (dry-run), then apply a plan in one of four modes."""
+"""Right-sizing operators: recommend and plan (dry-run), then apply the plan (dry-run, patch, vpa, gitops, airflow)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-SOURCES = ("prometheus", "airflow", "trace")
 MODES = ("dry-run", "patch", "vpa", "gitops", "airflow")
 
 
@@ -61,26 +60,13 @@ class RightSizingRecommendOperator(BaseOperator):
         self.pricing = pricing
 
     def _metrics_source(self) -> tuple[Any, str]:
-        if self.source == "prometheus":
-            from effopt.hooks.prometheus import PrometheusHook
+        """The usage source and the kind of workload its series describe."""
+        from effopt.hooks.metrics import metrics_source
+        from effopt.rightsizing.apply.model import AIRFLOW_TASK_KIND
 
-            end = time.time()
-            return (PrometheusHook(self.prometheus_conn_id).get_source(
-                start=end - float(self.window_hours) * 3600, end=end, selector=self.selector or ""),
-                self.workload_kind)
-        if self.source == "airflow":
-            from effopt.airflow_settings import get_store
-            from effopt.metrics.airflow_tasks import AirflowTaskSource
-            from effopt.rightsizing.apply.model import AIRFLOW_TASK_KIND
-
-            return AirflowTaskSource(get_store(), dag_ids=self.dag_ids or None), AIRFLOW_TASK_KIND
-        if self.source == "trace":
-            from effopt.metrics.trace import TraceSource
-
-            if not self.trace_path:
-                raise ValueError("source 'trace' needs trace_path (a CSV file or a directory of them)")
-            return TraceSource(self.trace_path), self.workload_kind
-        raise ValueError(f"unknown source {self.source!r}; use one of {', '.join(SOURCES)}")
+        source = metrics_source(self.source, path=self.trace_path or "", prometheus_conn_id=self.prometheus_conn_id,
+                                selector=self.selector, window_hours=self.window_hours, dag_ids=self.dag_ids)
+        return source, AIRFLOW_TASK_KIND if self.source == "airflow" else self.workload_kind
 
     def execute(self, context: Any) -> dict[str, Any]:
         from effopt.airflow_settings import get_settings, get_store

@@ -107,24 +107,10 @@ class WasteDetectionOperator(BaseOperator):
 
 
     def _metrics_source(self) -> Any:
-        if self.source == "trace":
-            from effopt.metrics.trace import TraceSource
+        from effopt.hooks.metrics import metrics_source
 
-            if not self.path:
-                raise ValueError("source 'trace' needs path: the trace directory to analyse (DAG param 'path')")
-            return TraceSource(self.path)
-        if self.source == "prometheus":
-            from effopt.hooks.prometheus import PrometheusHook
-
-            end = time.time()
-            return PrometheusHook(self.prometheus_conn_id).get_source(
-                start=end - float(self.window_hours) * 3600, end=end, selector=self.selector or "")
-        if self.source == "airflow":
-            from effopt.airflow_settings import get_store
-            from effopt.metrics.airflow_tasks import AirflowTaskSource
-
-            return AirflowTaskSource(get_store(), dag_ids=self.dag_ids or None)
-        raise ValueError(f"unknown source {self.source!r}; use trace, prometheus or airflow")
+        return metrics_source(self.source, path=self.path, prometheus_conn_id=self.prometheus_conn_id,
+                              selector=self.selector, window_hours=self.window_hours, dag_ids=self.dag_ids)
 
     def _cache_summary(self) -> dict[str, Any] | None:
         """The computation cache's statistics for the cache-inefficiency findings; None when unavailable."""
