@@ -70,7 +70,22 @@ def stop_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
         proc.wait(5)
 
 
-class RedisServer:
+class _ServerProcess:
+    """A server process started in its own session, with a scratch directory removed on close()."""
+
+    proc: subprocess.Popen | None
+    dir: str | Path
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisServer(_ServerProcess):
     """A real ``redis-server`` on a free loopback port, without persistence.
 
     ``stop()`` and ``start()`` can be called repeatedly (outage tests); the port
@@ -103,17 +118,10 @@ class RedisServer:
             s.sendall(b"PING\r\n")
             return s.recv(16).startswith(b"+PONG")
 
-    def stop(self) -> None:
-        stop_process(self.proc)
-        self.proc = None
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 
-class PrometheusServer:
+class PrometheusServer(_ServerProcess):
     """A real Prometheus server whose TSDB is pre-filled with history.
 
     ``openmetrics`` text (with explicit timestamps in seconds, ending in
@@ -183,13 +191,6 @@ class PrometheusServer:
             raise RuntimeError(f"prometheus query {promql!r} failed: {body}")
         return body["data"]["result"]
 
-    def stop(self) -> None:
-        stop_process(self.proc)
-        self.proc = None
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class SmtpServer:

@@ -18,16 +18,18 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _load():
+    """The validated settings, or None after printing why they are invalid."""
     from effopt.airflow_settings import get_settings
 
-    return get_settings()
+    try:
+        return get_settings()
+    except ConfigError as exc:
+        print(f"effopt configuration is invalid:\n{exc}", file=sys.stderr)
+        return None
 
 
 def _check(args: argparse.Namespace) -> int:
-    try:
-        _load()
-    except ConfigError as exc:
-        print(f"effopt configuration is invalid:\n{exc}", file=sys.stderr)
+    if _load() is None:
         return 1
     print("effopt configuration OK")
     return 0
@@ -37,10 +39,8 @@ def _show(args: argparse.Namespace) -> int:
     if args.markdown:
         print(markdown_table())
         return 0
-    try:
-        settings = _load()
-    except ConfigError as exc:
-        print(f"effopt configuration is invalid:\n{exc}", file=sys.stderr)
+    settings = _load()
+    if settings is None:
         return 1
     for key, value in settings.describe():
         print(f"{key} = {value}")
