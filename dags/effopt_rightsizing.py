@@ -19,9 +19,9 @@ observed peak, cooldown) and the monthly cost delta from the `[effopt]
 rate_table`. `apply` then acts in the chosen mode; the default `dry-run`
 changes nothing. Both push JSON to XCom.
 
-Sources: `prometheus` (connection `effopt_prometheus`, or `prometheus_conn_id`),
+Sources: `prometheus` (connection `[effopt] prometheus_conn_id`, or the param `prometheus_conn_id`),
 `airflow` (the task-usage listener's records of `dag_ids`), `trace` (CSV files).
-Modes: `dry-run`, `patch` (Kubernetes, via `kubernetes_default`), `vpa` and
+Modes: `dry-run`, `patch` (Kubernetes, via `[effopt] kubernetes_conn_id` or the param), `vpa` and
 `gitops` (files in `output_dir`), `airflow` (KubernetesPodOperator resources).
 
 Trigger with `conf`, e.g.
@@ -41,7 +41,8 @@ with DAG(
         "selector": Param("", type="string", description="PromQL label matchers, e.g. namespace=\"ml\""),
         "dag_ids": Param([], type="array", description="DAGs whose tasks to size (source airflow)"),
         "trace_path": Param("", type="string"),
-        "prometheus_conn_id": Param("effopt_prometheus", type="string"),
+        "prometheus_conn_id": Param("", type="string", description="empty: [effopt] prometheus_conn_id"),
+        "kubernetes_conn_id": Param("", type="string", description="mode patch; empty: [effopt] kubernetes_conn_id"),
         "window_hours": Param(192, type="number", minimum=1),
         "recommender": Param("effopt", enum=["effopt", "vpa", "krr"]),
         "mode": Param("dry-run", enum=list(MODES)),
@@ -63,5 +64,6 @@ with DAG(
         task_id="apply",
         recommendation=recommend.output,
         mode="{{ params.mode }}",
+        kubernetes_conn_id="{{ params.kubernetes_conn_id }}",
         output_dir="{{ params.output_dir }}",
     )

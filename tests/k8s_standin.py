@@ -108,13 +108,13 @@ class K8sStandIn:
         return str(self._version)
 
     def add(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Store an object (apiVersion/kind/metadata.namespace/name) and give it a resourceVersion."""
+        """Store an object (apiVersion/kind/metadata.namespace/name), give it a resourceVersion, return a copy."""
         plural = next(p for (gv, p), k in _RESOURCES.items() if k == obj["kind"] and gv == obj["apiVersion"])
         obj = copy.deepcopy(obj)
         with self._lock:
             obj["metadata"]["resourceVersion"] = self._next_version()
             self.objects[(obj["apiVersion"], plural, obj["metadata"]["namespace"], obj["metadata"]["name"])] = obj
-        return obj
+        return copy.deepcopy(obj)  # a snapshot: later patches change the stored object, not this one
 
     def get(self, api_version: str, plural: str, namespace: str, name: str) -> dict[str, Any]:
         return copy.deepcopy(self.objects[(api_version, plural, namespace, name)])

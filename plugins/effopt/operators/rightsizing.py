@@ -14,7 +14,8 @@ MODES = ("dry-run", "patch", "vpa", "gitops", "airflow")
 class RightSizingRecommendOperator(BaseOperator):
     """Recommend CPU and memory per container from usage history and plan the changes (nothing is applied).
 
-    :param source: ``prometheus`` (the ``prometheus_conn_id`` connection), ``airflow`` (the task-usage
+    :param source: ``prometheus`` (the ``prometheus_conn_id`` connection; default ``[effopt]
+        prometheus_conn_id``), ``airflow`` (the task-usage
         listener's records of ``dag_ids``) or ``trace`` (CSV files at ``trace_path``)
     :param selector: extra PromQL label matchers for every query, e.g. ``namespace="ml"``
     :param recommender: ``effopt`` (default), ``vpa`` or ``krr``
@@ -41,7 +42,7 @@ class RightSizingRecommendOperator(BaseOperator):
         trace_path: str | None = None,
         recommender: str = "effopt",
         window_hours: float = 8 * 24,
-        prometheus_conn_id: str = "effopt_prometheus",
+        prometheus_conn_id: str = "",
         workload_kind: str = "Deployment",
         pricing: str = "on_demand",
         kubernetes_conn_id: str = "",
@@ -115,7 +116,7 @@ class RightSizingApplyOperator(BaseOperator):
 
     :param recommendation: that operator's XCom (templated, e.g. ``recommend.output``)
     :param mode: ``dry-run`` (default: nothing changes), ``patch`` (Kubernetes, through
-        ``kubernetes_conn_id``, re-planned against the live objects with guardrails),
+        ``kubernetes_conn_id``, default ``[effopt] kubernetes_conn_id``; re-planned against the live objects with guardrails),
         ``vpa`` (VerticalPodAutoscaler YAML in ``output_dir``), ``gitops`` (kustomize patches in
         ``output_dir``) or ``airflow`` (container resources for opted-in KubernetesPodOperator tasks)
     """
@@ -130,7 +131,7 @@ class RightSizingApplyOperator(BaseOperator):
         mode: str = "dry-run",
         output_dir: str | None = None,
         vpa_update_mode: str = "Off",
-        kubernetes_conn_id: str = "kubernetes_default",
+        kubernetes_conn_id: str = "",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -157,7 +158,9 @@ class RightSizingApplyOperator(BaseOperator):
         if self.mode == "patch":
             from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 
-            applier = rs.KubernetesApplier(KubernetesHook(conn_id=self.kubernetes_conn_id), store)
+            conn_id = self.kubernetes_conn_id or get_settings().kubernetes_conn_id
+            self.log.info("patch: planning against the live objects of connection %s", conn_id)
+            applier = rs.KubernetesApplier(KubernetesHook(conn_id=conn_id), store)
             plan = applier.plan(changes, rates)
             result = applier.apply(plan)
             return {"mode": self.mode, "plan": plan.to_dict(), "applied": len(result.applied),

@@ -42,7 +42,7 @@ class WasteDetectionOperator(BaseOperator):
         selector: str = "",
         dag_ids: Sequence[str] | None = None,
         window_hours: float = 7 * 24,
-        prometheus_conn_id: str = "effopt_prometheus",
+        prometheus_conn_id: str = "",
         memory_limit_gib: float = 16.0,
         gpu_model: str = "A100",
         gpu_count: float = 1.0,
