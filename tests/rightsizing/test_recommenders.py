@@ -204,6 +204,46 @@ def test_effopt_seasonality_needs_a_full_cycle():
     assert not any("seasonal" in n for n in r1.evidence.notes)
 
 
+MONDAY = 1_793_577_600.0  # 2026-11-02 00:00 UTC, a Monday
+
+
+def business_hours(ts: np.ndarray) -> np.ndarray:
+    """8 GiB Monday to Friday 09:00-17:00 UTC, 2 GiB nights and weekends."""
+    weekday = ((ts - MONDAY) // DAY) % 7
+    hour = ((ts - MONDAY) % DAY) / 3600
+    return np.where((weekday < 5) & (hour >= 9) & (hour < 17), 8 * GIB, 2 * GIB)
+
+
+def test_effopt_weekly_season_keeps_a_quiet_weekend_low():
+    # Saturday 10:00 of the third week: 10:00 was 8 GiB on every weekday but 2 GiB on both earlier Saturdays
+    ts = minutes(19 + 10 / 24, start=MONDAY)
+    series = make_series("w", "c", "memory", ts, business_hours(ts))
+    weekly = EffoptRecommender().recommend(series)
+    assert 2 * GIB <= weekly.target < 2.5 * GIB, weekly.evidence.notes
+    assert not any("seasonal" in n for n in weekly.evidence.notes)
+    # with the weekly profile off, the daily one holds the weekend at the weekdays' 10:00 peak
+    daily = EffoptRecommender(weekly_min_cycles=math.inf).recommend(series)
+    assert daily.target >= 8 * GIB
+    assert any("same hour of the day" in n for n in daily.evidence.notes), daily.evidence.notes
+    # under two weeks of history the weekly profile is not trusted yet: the daily one applies
+    short = ts >= ts[-1] - 13 * DAY
+    early = EffoptRecommender().recommend(make_series("w", "c", "memory", ts[short], business_hours(ts[short])))
+    assert early.target >= 8 * GIB and any("same hour of the day" in n for n in early.evidence.notes)
+
+
+def test_effopt_weekly_season_provisions_monday_morning_and_is_not_a_surprise():
+    # Monday 09:00 of the third week: the weekend level is 2 GiB, 09:00-10:00 was 8 GiB on earlier Mondays
+    ts = minutes(14 + 9 / 24, start=MONDAY)
+    r = EffoptRecommender().recommend(make_series("w", "c", "memory", ts, business_hours(ts)))
+    assert any(f"seasonal peak {8 * GIB:g} of the same hour of the week" in n for n in r.evidence.notes), r
+    assert 8 * GIB <= r.target < 8.5 * GIB and r.lower == pytest.approx(8 * GIB), r.evidence.notes
+    # At 12:00 the 4x rise of 09:00 is three hours old: the season had predicted it, so it is not a
+    # surprise and does not inflate the learned margin (counted as one, the margin would be about 300%).
+    ts = minutes(14 + 12 / 24, start=MONDAY)
+    noon = EffoptRecommender().recommend(make_series("w", "c", "memory", ts, business_hours(ts)))
+    assert 8 * GIB <= noon.target < 8.5 * GIB, noon.evidence.notes
+
+
 def test_gpu_fit_names_slices():
     assert gpu_fit(4 * GIB).smallest_slice.resource == "nvidia.com/mig-1g.5gb"
     fit = gpu_fit(10.2 * GIB)

@@ -20,6 +20,7 @@ from effopt.metrics.series import UsageSeries
 from effopt.rightsizing.gpu import GpuFit, gpu_fit
 
 DAY = 86400.0
+WEEK = 7 * DAY
 MIB = 1024**2
 
 

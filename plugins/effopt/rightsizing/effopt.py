@@ -7,14 +7,22 @@
    statistics, each weighted ``2 ** (-age / half_life_s)`` (VPA's decay with
    a shorter half-life): recent intervals dominate, so the recommendation
    follows a container whose usage fell instead of keeping a day-old peak.
-3. *Seasonality*: once the history covers ``season_min_cycles`` days, the
-   peak of the coming interval's time of day in each earlier day is folded
-   into the level, so a daily peak is provisioned before it comes back.
-   A recommendation covers the coming ``interval_s`` (the decision step):
-   re-run it every interval, as the hourly DAG and the backtest do.
-4. The *margin* is learned, not fixed: replaying the same level rule over
-   the container's history gives the ratio of each interval's statistic to
-   the level known just before it; the container's own margin is the
+3. *Seasonality*, by hour of day and by weekday, learned from the data: the
+   *seasonal envelope* of an interval is the largest statistic of the same
+   slot in earlier cycles: the same hour of the week once the history covers
+   ``weekly_min_cycles`` weeks (every hour of the week then seen at least
+   twice), else the same hour of the day once it covers
+   ``season_min_cycles`` days.  The level for the coming interval is raised
+   to its envelope, so a daily or Monday-morning peak is provisioned before
+   it comes back, while with a weekly profile a quiet weekend is not held
+   at the weekdays' peak (a daily profile would hold it).  A recommendation
+   covers the coming ``interval_s`` (the decision step): re-run it every
+   interval, as the hourly DAG and the backtest do.
+4. The *margin* is learned, not fixed: replaying the same level rule
+   (seasonal envelope included) over the container's history gives the
+   ratio of each interval's statistic to the level known just before it, so
+   a rise the season predicts does not count as a surprise; the
+   container's own margin is the
    ``1 - target_overrun_rate`` quantile of those ratios (``growth_quantile``
    overrides it), decayed like the level.  With few replayed intervals it is
    blended with a *prior* margin weighted ``prior_weight_intervals``
@@ -69,6 +77,10 @@ shows their neighbours.
   ``prior_margin`` is used instead.
 * ``prior_margin`` 0.15 (VPA's and KRR's 15%), ``prior_weight_intervals`` 3
   (the prior counts as three replayed hours), ``min_margin`` 2%.
+* ``season_min_cycles`` 1 day, ``weekly_min_cycles`` 2 weeks: a daily slot
+  needs one earlier day; the weekly profile replaces the daily one only
+  when each hour of the week has been seen in two earlier weeks, so one
+  unusual week does not decide it (``math.inf`` turns either off).
 * ``bump_ratio`` 20% / ``bump_min_bytes`` 100 MiB: VPA's OOM bump-up.
 * ``hysteresis`` 5%, ``max_decrease`` 10% per decision.
 
@@ -80,6 +92,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -87,6 +100,7 @@ from effopt.metrics.series import UsageSeries
 from effopt.rightsizing.base import (
     DAY,
     MIB,
+    WEEK,
     Evidence,
     NotEnoughData,
     Recommendation,
@@ -112,6 +126,7 @@ class EffoptSettings:
     prior_weight_intervals: float = 3.0
     season_s: float = DAY
     season_min_cycles: float = 1.0
+    weekly_min_cycles: float = 2.0
     bump_min_bytes: float = 100 * MIB
     bump_ratio: float = 0.2
     hysteresis: float = 0.05
@@ -155,6 +170,16 @@ def _weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> flo
     return float(v[min(int(np.searchsorted(cum, q * cum[-1], side="left")), v.size - 1)])
 
 
+class _Replay(NamedTuple):
+    """The level rule replayed over a series' intervals (oldest first)."""
+
+    starts: np.ndarray  # interval start times
+    stats: np.ndarray  # interval statistics (peak, or a percentile for CPU)
+    levels: np.ndarray  # level known at the end of each interval
+    envelopes: np.ndarray  # seasonal envelope of each interval and, last, of the coming one (NaN: none)
+    periods: np.ndarray  # the cycle each envelope came from, seconds (0: none)
+
+
 @dataclass(frozen=True)
 class FleetPrior:
     """A fleet-level margin prior made by :meth:`EffoptRecommender.calibrate`.
@@ -187,24 +212,57 @@ class EffoptRecommender(Recommender[EffoptSettings]):
         s = self.settings
         return s.growth_quantile if s.growth_quantile is not None else 1.0 - s.target_overrun_rate
 
-    def _replay(self, series: UsageSeries) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(interval starts, interval statistics, level known at the end of each interval)."""
+    def _replay(self, series: UsageSeries) -> _Replay:
         s = self.settings
         peak_like = series.resource in ("memory", "gpu_memory")
         starts, stats = interval_stats(series.timestamps, series.values, s.interval_s,
                                        None if peak_like else s.cpu_percentile)
-        return starts, stats, self._levels(starts, stats)
+        envelopes, periods = self._envelopes(starts, stats)
+        return _Replay(starts, stats, self._levels(starts, stats), envelopes, periods)
+
+    def _envelopes(self, starts: np.ndarray, stats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Seasonal envelope of each interval (oldest first) and, last, of the coming one, with the cycle
+        (seconds) it came from; NaN and 0 where the history before the interval is shorter than a cycle.
+        Slots are counted in whole intervals from the oldest, so "the same slot one cycle earlier" is
+        exact (a cycle that is not a whole number of intervals is not used)."""
+        s = self.settings
+        slots = np.rint((starts - starts[0]) / s.interval_s).astype(np.int64)
+        slots = np.append(slots, slots[-1] + 1)  # the coming interval
+        by_slot = dict(zip(slots[:-1].tolist(), stats.tolist(), strict=True))
+        out = np.full(slots.size, np.nan)
+        used = np.zeros(slots.size)
+        cycles = ((WEEK, s.weekly_min_cycles), (s.season_s, s.season_min_cycles))
+        periods = [(round(p / s.interval_s), c) for p, c in cycles
+                   if np.isfinite(c) and np.isclose(p / s.interval_s, round(p / s.interval_s)) and p >= s.interval_s]
+        for j, slot in enumerate(slots.tolist()):
+            for period, min_cycles in periods:  # weekly first: it replaces the daily profile once established
+                if slot < min_cycles * period:
+                    continue
+                seen = [by_slot[k] for k in range(slot - period, -1, -period) if k in by_slot]
+                if seen:
+                    out[j], used[j] = max(seen), period * s.interval_s
+                    break
+        return out, used
+
+    @staticmethod
+    def _basis(levels: np.ndarray, envelopes: np.ndarray) -> np.ndarray:
+        """What each interval after the first was predicted from: the level known before it, raised to
+        its seasonal envelope."""
+        env = envelopes[1:levels.size]
+        return np.where(np.isfinite(env), np.maximum(levels[:-1], np.nan_to_num(env, nan=0.0)), levels[:-1])
 
     def replayed_ratios(self, series: UsageSeries) -> np.ndarray:
-        """Each interval's statistic over the level known just before it, replayed over ``series`` (oldest first).
+        """Each interval's statistic over the level known just before it (raised to the interval's
+        seasonal envelope), replayed over ``series`` (oldest first).
 
         Intervals after a level of 0 have no ratio (nothing to scale a margin by).
         """
         if series.values.size < 2:
             return np.empty(0)
-        _, stats, levels = self._replay(series)
-        ok = levels[:-1] > 0
-        return stats[1:][ok] / levels[:-1][ok]
+        r = self._replay(series)
+        basis = self._basis(r.levels, r.envelopes)
+        ok = basis > 0
+        return r.stats[1:][ok] / basis[ok]
 
     def calibrate(self, series: Sequence[UsageSeries]) -> FleetPrior:
         """Calibrate the fleet prior on ``series``; sets and returns :attr:`prior`.
@@ -252,34 +310,24 @@ class EffoptRecommender(Recommender[EffoptSettings]):
             levels[k] = _weighted_quantile(stats[:k + 1], w, s.level_percentile)
         return levels
 
-    def _seasonal(self, ts: np.ndarray, vs: np.ndarray) -> float | None:
-        """Peak of the coming interval's time of day in earlier cycles, once enough cycles are seen."""
-        s = self.settings
-        if ts[-1] - ts[0] < s.season_min_cycles * s.season_s:
-            return None
-        now = ts[-1]
-        peaks = []
-        for d in range(1, int((now - ts[0]) // s.season_s) + 1):
-            a = now - d * s.season_s
-            window = vs[(ts >= a) & (ts < a + s.interval_s)]
-            if window.size:
-                peaks.append(float(window.max()))
-        return max(peaks) if peaks else None
-
     def recommend(self, series: UsageSeries, previous: Recommendation | None = None) -> Recommendation:
         s = self.settings
         self._require(series, s.min_samples)
         ts, vs = series.timestamps, series.values
         peak_like = series.resource in ("memory", "gpu_memory")
-        starts, stats, levels = self._replay(series)
+        replay = self._replay(series)
+        starts, stats, levels, envelopes = replay.starts, replay.stats, replay.levels, replay.envelopes
         level = float(levels[-1])
         notes: list[str] = []
-        seasonal = self._seasonal(ts, vs)
-        if seasonal is not None and seasonal > level:
-            notes.append(f"seasonal peak {seasonal:g} of the same time of day raises the level")
+        seasonal = float(envelopes[-1])
+        if np.isfinite(seasonal) and seasonal > level:
+            period = float(replay.periods[-1])
+            cycle = {WEEK: "week", DAY: "day"}.get(period, f"{period / 3600:g}-hour cycle")
+            notes.append(f"seasonal peak {seasonal:g} of the same hour of the {cycle} in earlier cycles "
+                         f"raises the level")
             level = seasonal
-        # Learned margin: how far each interval rose above the level known before it.
-        ratios = stats[1:] / np.maximum(levels[:-1], np.finfo(float).tiny)
+        # Learned margin: how far each interval rose above what was expected before it (level or season).
+        ratios = stats[1:] / np.maximum(self._basis(levels, envelopes), np.finfo(float).tiny)
         prior_w = s.prior_weight_intervals
         prior, prior_note = self.prior_margin(series.resource)
         notes.append(prior_note)
