@@ -96,11 +96,15 @@ def test_fleet_margin_meets_the_target_overrun_rate_on_stationary_usage(rate):
     rec = EffoptRecommender(target_overrun_rate=rate)
     prior = rec.calibrate(stationary(200, 24, seed=11))
     margin, n, k = prior.margins["memory"]
-    assert k == 200 and n == 200 * 23
-    # an independent fleet from the same distribution: replayed ratios exceed 1 + margin at about ``rate``
-    fresh = np.concatenate([rec.replayed_ratios(s) for s in stationary(200, 24, seed=12)])
-    realized = float(np.mean(fresh > 1.0 + margin))
-    se = np.sqrt(rate * (1 - rate) / fresh.size)
+    w = 2.0 ** (-np.arange(23) / 3)  # 23 hourly ratios per container, weighted by age with the 3 h half-life
+    assert k == 200 and n == int(200 * w.sum() ** 2 / np.sum(w * w))  # the effective number of ratios
+    # An independent fleet from the same distribution: its replayed ratios, weighted by age as the calibration
+    # weighs them, exceed 1 + margin at about ``rate`` (the weighted-conformal guarantee; the unweighted rate
+    # is higher because early levels rest on fewer hourly peaks, so early ratios are wider).
+    fresh = np.stack([rec.replayed_ratios(s) for s in stationary(200, 24, seed=12)])
+    weights = np.broadcast_to(w[::-1], fresh.shape)
+    realized = float(np.sum(weights * (fresh > 1.0 + margin)) / weights.sum())
+    se = np.sqrt(rate * (1 - rate) / n)
     assert abs(realized - rate) < 4 * se + 0.002, (realized, rate)
 
 
@@ -119,6 +123,21 @@ def test_a_causal_calibration_meets_the_rate_on_the_hours_after_it():
     res = backtest(series[:40], {"effopt": get_recommender("effopt"), "vpa": get_recommender("vpa")},
                    step_s=3600, warmup_s=6 * 3600)
     assert res.recommenders["effopt"].mean_slack < res.recommenders["vpa"].mean_slack
+
+
+def test_a_fleet_phase_that_has_passed_stops_setting_the_margin():
+    # every container ramps up 40% an hour for its first 5 hours, then runs stationary for 21 hours (7 half-lives)
+    ramp = 1.4 ** np.minimum(np.arange(26 * 60) / 60.0, 5.0)
+    fleet = [make_series(s.workload, s.container, "memory", s.timestamps, s.values * ramp)
+             for s in stationary(100, 26, seed=31)]
+    rec = EffoptRecommender()
+    margin = rec.calibrate(fleet).margins["memory"][0]
+    steady = EffoptRecommender().calibrate(stationary(100, 26, seed=32)).margins["memory"][0]
+    unweighted = float(np.quantile(np.concatenate([rec.replayed_ratios(s) for s in fleet]), rec.quantile)) - 1
+    # pooled without weights, the ramp's 40% rises (5 of 25 ratios per container) would set the margin
+    assert unweighted > 0.35
+    # weighted by age, the margin is the steady fleet's, within sampling noise
+    assert margin == pytest.approx(steady, abs=0.03) and margin < 0.2
 
 
 def test_prior_falls_back_to_fixed_without_enough_ratios_and_recommend_all_calibrates():

@@ -184,8 +184,8 @@ class _Replay(NamedTuple):
 class FleetPrior:
     """A fleet-level margin prior made by :meth:`EffoptRecommender.calibrate`.
 
-    ``margins`` maps a resource kind to ``(margin, ratios pooled, series
-    pooled)``; ``data_end`` is the newest sample time the calibration saw (None
+    ``margins`` maps a resource kind to ``(margin, effective number of
+    weighted ratios pooled, series pooled)``; ``data_end`` is the newest sample time the calibration saw (None
     when it saw no sample), so a caller can check it used only earlier data.
     """
 
@@ -257,12 +257,16 @@ class EffoptRecommender(Recommender[EffoptSettings]):
 
         Intervals after a level of 0 have no ratio (nothing to scale a margin by).
         """
+        return self._replayed(series)[1]
+
+    def _replayed(self, series: UsageSeries) -> tuple[np.ndarray, np.ndarray]:
+        """(start time of each ratio's interval, :meth:`replayed_ratios`)."""
         if series.values.size < 2:
-            return np.empty(0)
+            return np.empty(0), np.empty(0)
         r = self._replay(series)
         basis = self._basis(r.levels, r.envelopes)
         ok = basis > 0
-        return r.stats[1:][ok] / basis[ok]
+        return r.starts[1:][ok], r.stats[1:][ok] / basis[ok]
 
     def calibrate(self, series: Sequence[UsageSeries]) -> FleetPrior:
         """Calibrate the fleet prior on ``series``; sets and returns :attr:`prior`.
@@ -271,24 +275,34 @@ class EffoptRecommender(Recommender[EffoptSettings]):
         (a hierarchical, empirical-Bayes prior: what the fleet's rises were
         like, for containers with too little history of their own) and keeps
         their ``1 - target_overrun_rate`` quantile, minus 1, as the prior
-        margin of that kind.  It sees only what it is given: the backtest
-        passes every container cut strictly before the decision time, so a
-        calibration cannot see data at or after it.
+        margin of that kind.  Each ratio is weighted
+        ``2 ** (-age / half_life_s)`` (age from the newest interval of that
+        kind), the half-life of a container's own level and margin: a weighted
+        conformal quantile for data that drift (Barber, Candes, Ramdas and
+        Tibshirani, "Conformal prediction beyond exchangeability", 2023), so a
+        fleet-wide phase that has passed (a start-up ramp, a rollout) stops
+        setting today's margin.  ``fleet_min_ratios`` is compared with the
+        effective number of weighted ratios, ``(sum w)^2 / sum w^2``.  It
+        sees only what it is given: the backtest passes every container cut
+        strictly before the decision time, so a calibration cannot see data
+        at or after it.
         """
-        pooled: dict[str, list[np.ndarray]] = {}
+        pooled: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         end: float | None = None
         for x in series:
             if not x.values.size:
                 continue
             end = float(x.timestamps[-1]) if end is None else max(end, float(x.timestamps[-1]))
-            r = self.replayed_ratios(x)
-            if r.size:
-                pooled.setdefault(x.resource, []).append(r)
+            starts, ratios = self._replayed(x)
+            if ratios.size:
+                pooled.setdefault(x.resource, []).append((starts, ratios))
         margins: dict[str, tuple[float, int, int]] = {}
         for kind, parts in pooled.items():
-            ratios = np.concatenate(parts)
-            margins[kind] = (float(np.quantile(ratios, 1.0 - self.settings.target_overrun_rate)) - 1.0,
-                             int(ratios.size), len(parts))
+            starts = np.concatenate([p[0] for p in parts])
+            ratios = np.concatenate([p[1] for p in parts])
+            w = 2.0 ** ((starts - starts.max()) / self.settings.half_life_s)
+            effective = int(w.sum() ** 2 / np.sum(w * w))
+            margins[kind] = (_weighted_quantile(ratios, w, self.quantile) - 1.0, effective, len(parts))
         self.prior = FleetPrior(margins, end)
         return self.prior
 
@@ -298,7 +312,8 @@ class EffoptRecommender(Recommender[EffoptSettings]):
         if self.prior is not None and resource in self.prior.margins:
             margin, n, k = self.prior.margins[resource]
             if n >= s.fleet_min_ratios:
-                return max(margin, 0.0), f"fleet prior margin {margin:.3f} from {n} ratio(s) of {k} series"
+                return max(margin, 0.0), (f"fleet prior margin {margin:.3f} from {n} effective ratio(s) of "
+                                          f"{k} series")
         return s.prior_margin, f"fixed prior margin {s.prior_margin:.3f} (not calibrated on a fleet)"
 
     def _levels(self, starts: np.ndarray, stats: np.ndarray) -> np.ndarray:
