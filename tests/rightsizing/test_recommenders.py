@@ -161,11 +161,11 @@ def test_krr_simple():
 def test_effopt_constant_and_margin_prior():
     ts = minutes(2)
     r = EffoptRecommender().recommend(make_series("w", "c", "memory", ts, np.full(ts.size, GIB)))
-    # 48 hourly peaks, 47 replayed rises of exactly 1.0: learned margin 0, blended with the 15% prior
-    # weighted 3 intervals: 0.45 / 50 = 0.009 -> floor of 2%
+    # 48 hourly peaks, 46 replayed rises of exactly 1.0 after the start-up one: learned margin 0, blended with the 15% prior
+    # weighted 3 intervals: 0.45 / 49 = 0.009 -> floor of 2%
     assert r.target == pytest.approx(GIB * 1.02)
     assert r.lower == pytest.approx(GIB)
-    assert "learned 0.000 from 47 interval(s)" in " ".join(r.evidence.notes)
+    assert "learned 0.000 from 46 interval(s) after 1 start-up interval(s)" in " ".join(r.evidence.notes)
 
 
 def test_effopt_follows_a_drop_gradually_and_bumps_after_overrun():
@@ -202,6 +202,42 @@ def test_effopt_seasonality_needs_a_full_cycle():
     short = ts < T0 + 20 * 3600  # less than one cycle: no seasonal term
     r1 = EffoptRecommender(half_life_s=3600).recommend(make_series("w", "c", "memory", ts[short], vs[short]))
     assert not any("seasonal" in n for n in r1.evidence.notes)
+
+
+def test_effopt_trend_projects_steady_growth_into_the_level():
+    # memory growing 5% an hour for a day: the level is the last hourly peak grown by one more hour
+    ts = minutes(1)
+    vs = GIB * 1.05 ** ((ts - T0) / 3600)
+    r = EffoptRecommender().recommend(make_series("w", "c", "memory", ts, vs))
+    assert "level includes a growth trend of 5.0% per interval" in r.evidence.notes
+    assert r.lower == pytest.approx(vs[-1] * 1.05, rel=1e-3)
+    # the trend explains every replayed rise once it is known (from the third hour), so nothing is left
+    # for the learned margin
+    assert any("learned 0.000" in n for n in r.evidence.notes), r.evidence.notes
+    flat = EffoptRecommender(trend=False).recommend(make_series("w", "c", "memory", ts, vs))
+    assert flat.lower == pytest.approx(vs[-1], rel=1e-3) and not any("trend" in n for n in flat.evidence.notes)
+    # only growth is projected: the same series falling has no trend
+    down = EffoptRecommender().recommend(make_series("w", "c", "memory", ts, vs[::-1].copy()))
+    assert not any("trend" in n for n in down.evidence.notes)
+
+
+def test_effopt_trend_ignores_a_single_burst_and_the_start_up():
+    ts = minutes(0.5)
+    hour = (ts - T0) // 3600
+    # the last hour at 3x in a flat series: a burst, not a trend (the pairs that include it carry over a third
+    # of the weight, so a weighted mean of the slopes would call it growth; their median does not)
+    burst = np.where(hour == 11, 3 * GIB, GIB)
+    r = EffoptRecommender().recommend(make_series("w", "c", "memory", ts, burst))
+    assert not any("trend" in n for n in r.evidence.notes), r.evidence.notes
+    # a start-up hour at 40% of the steady level: the burn-in keeps it out of the trend and of the
+    # container's own margin (counted, its 2.5x rise would be the margin)
+    start = np.where(hour == 0, 0.4 * GIB, GIB)
+    r = EffoptRecommender().recommend(make_series("w", "c", "memory", ts, start))
+    assert not any("trend" in n for n in r.evidence.notes)
+    assert any("learned 0.000 from 10 interval(s) after 1 start-up" in n for n in r.evidence.notes), r.evidence.notes
+    assert r.target < 1.1 * GIB
+    counted = EffoptRecommender(burn_in_intervals=0).recommend(make_series("w", "c", "memory", ts, start))
+    assert counted.target > 2 * GIB, counted.evidence.notes
 
 
 MONDAY = 1_793_577_600.0  # 2026-11-02 00:00 UTC, a Monday

@@ -7,6 +7,13 @@
    statistics, each weighted ``2 ** (-age / half_life_s)`` (VPA's decay with
    a shorter half-life): recent intervals dominate, so the recommendation
    follows a container whose usage fell instead of keeping a day-old peak.
+   A *growth trend* is projected one interval ahead: the level is multiplied
+   by ``exp(g)``, ``g`` the log growth per interval when positive, a
+   decay-weighted Theil-Sen slope of the interval statistics (robust to a
+   single burst; the first ``burn_in_intervals`` are left out; with a
+   seasonal profile, the growth of statistic / envelope), so a container that
+   keeps growing is covered by the level rather than by an ever larger
+   margin.
 3. *Seasonality*, by hour of day and by weekday, learned from the data: the
    *seasonal envelope* of an interval is the largest statistic of the same
    slot in earlier cycles: the same hour of the week once the history covers
@@ -24,14 +31,20 @@
    a rise the season predicts does not count as a surprise; the
    container's own margin is the
    ``1 - target_overrun_rate`` quantile of those ratios (``growth_quantile``
-   overrides it), decayed like the level.  With few replayed intervals it is
+   overrides it), decayed like the level, leaving out the first
+   ``burn_in_intervals`` ratios: they are taken against a "level" of a
+   single interval's peak and measure the start-up, not the container's
+   surprises (the fleet prior keeps them: start-ups are what a young
+   container faces, and the prior is what covers it).  With few replayed intervals it is
    blended with a *prior* margin weighted ``prior_weight_intervals``
    intervals, so confidence in the container's own margin grows with its
    history.  The prior is an empirical-Bayes, fleet-level one once the
    recommender is calibrated (:meth:`EffoptRecommender.calibrate`): the
    ``1 - target_overrun_rate`` quantile of the same replayed ratios pooled
-   over every series of the resource kind it was given, i.e. the margin
-   the fleet's past would have overrun in ``target_overrun_rate`` of the
+   over every series of the resource kind it was given, weighted by age
+   like the container's own (a weighted conformal quantile: a fleet-wide
+   phase that has passed stops setting the margin), i.e. the margin the
+   fleet's recent past would have overrun in ``target_overrun_rate`` of the
    decisions.  The backtest calibrates on all containers cut before the
    decision time (never on later data); the Airflow path
    (:func:`~effopt.rightsizing.recommend.recommend_all`) on all series it
@@ -66,7 +79,7 @@ shows their neighbours.
   level x margin rule, while the deployed rule adds the bump after an
   overrun, hysteresis that only lowers gradually and the seasonal term, all
   of which only raise the target, so on usage that moves in steps the
-  realized rate is lower (1.2% and 0.8% on the benchmark trace, about VPA's
+  realized rate is lower (1.3% and 1.0% on the benchmark trace, about VPA's
   own rate there).  On noisy stationary usage it can be higher (3.5% at a 2%
   target on i.i.d. lognormal minutes, tests/rightsizing/test_calibration.py):
   a container's own decayed quantile rests on only a few effective hours and
@@ -77,6 +90,8 @@ shows their neighbours.
   ``prior_margin`` is used instead.
 * ``prior_margin`` 0.15 (VPA's and KRR's 15%), ``prior_weight_intervals`` 3
   (the prior counts as three replayed hours), ``min_margin`` 2%.
+* ``trend`` on, ``burn_in_intervals`` 1: the one interval whose "level" is
+  a single peak; the trend needs two intervals after it (one slope).
 * ``season_min_cycles`` 1 day, ``weekly_min_cycles`` 2 weeks: a daily slot
   needs one earlier day; the weekly profile replaces the daily one only
   when each hour of the week has been seen in two earlier weeks, so one
@@ -111,6 +126,9 @@ from effopt.rightsizing.base import (
 )
 from effopt.rightsizing.histogram import options_for
 
+#: Pairs of intervals older than this many half-lives are left out of the growth trend (weight < 2**-16).
+TREND_HALF_LIVES = 8
+
 
 @dataclass(frozen=True)
 class EffoptSettings:
@@ -132,6 +150,8 @@ class EffoptSettings:
     hysteresis: float = 0.05
     max_decrease: float = 0.1
     min_samples: int = 10
+    trend: bool = True
+    burn_in_intervals: int = 1
     min_cpu_cores: float = 0.010
     min_memory_bytes: float = 100 * MIB
 
@@ -218,7 +238,7 @@ class EffoptRecommender(Recommender[EffoptSettings]):
         starts, stats = interval_stats(series.timestamps, series.values, s.interval_s,
                                        None if peak_like else s.cpu_percentile)
         envelopes, periods = self._envelopes(starts, stats)
-        return _Replay(starts, stats, self._levels(starts, stats), envelopes, periods)
+        return _Replay(starts, stats, self._levels(starts, stats, envelopes), envelopes, periods)
 
     def _envelopes(self, starts: np.ndarray, stats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Seasonal envelope of each interval (oldest first) and, last, of the coming one, with the cycle
@@ -316,14 +336,45 @@ class EffoptRecommender(Recommender[EffoptSettings]):
                                           f"{k} series")
         return s.prior_margin, f"fixed prior margin {s.prior_margin:.3f} (not calibrated on a fleet)"
 
-    def _levels(self, starts: np.ndarray, stats: np.ndarray) -> np.ndarray:
-        """level[k] = decayed ``level_percentile`` of statistics 0..k (what was known at the end of interval k)."""
+    def _levels(self, starts: np.ndarray, stats: np.ndarray, envelopes: np.ndarray) -> np.ndarray:
+        """level[k] = decayed ``level_percentile`` of statistics 0..k, times the growth trend known then
+        (what was known at the end of interval k, for the interval after it)."""
         s = self.settings
         levels = np.empty(stats.size)
         for k in range(stats.size):
             w = 2.0 ** ((starts[:k + 1] - starts[k]) / s.half_life_s)
-            levels[k] = _weighted_quantile(stats[:k + 1], w, s.level_percentile)
+            levels[k] = _weighted_quantile(stats[:k + 1], w, s.level_percentile) * np.exp(
+                self._growth(starts, stats, envelopes, k))
         return levels
+
+    def _growth(self, starts: np.ndarray, stats: np.ndarray, envelopes: np.ndarray, k: int) -> float:
+        """Log growth per interval of the statistics up to interval ``k``, if positive (else 0).
+
+        A decay-weighted Theil-Sen slope: the weighted median of the pairwise slopes of
+        ``log(stat)`` over intervals ``burn_in_intervals..k``, pair weight ``w_i * w_j`` with
+        ``w = 2 ** (-age / half_life_s)`` (pairs older than ``TREND_HALF_LIVES`` half-lives weigh
+        under 2**-16 and are left out).  Robust to a single burst; needs two intervals after the
+        burn-in; only growth is projected, one interval ahead (a falling series is followed by the
+        level's own decay).  Once a seasonal profile covers interval ``k`` the slope is that of
+        ``stat / envelope`` over the intervals the profile covers: growth the season does not
+        explain (a Monday-morning step is the season's, not a trend)."""
+        s = self.settings
+        if not s.trend:
+            return 0.0
+        first = max(s.burn_in_intervals, int(np.searchsorted(starts, starts[k] - TREND_HALF_LIVES * s.half_life_s)))
+        x = stats[first:k + 1]
+        age = (starts[k] - starts[first:k + 1]) / s.interval_s
+        if np.isfinite(envelopes[k]):
+            env = envelopes[first:k + 1]
+            covered = np.isfinite(env) & (env > 0)
+            x, age = x[covered] / env[covered], age[covered]
+        if x.size < 2 or np.any(x <= 0):
+            return 0.0
+        i, j = np.triu_indices(x.size, 1)
+        lx = np.log(x)
+        slopes = (lx[j] - lx[i]) / (age[i] - age[j])
+        w = 2.0 ** (-age * s.interval_s / s.half_life_s)
+        return max(_weighted_quantile(slopes, w[i] * w[j], 0.5), 0.0)
 
     def recommend(self, series: UsageSeries, previous: Recommendation | None = None) -> Recommendation:
         s = self.settings
@@ -342,12 +393,18 @@ class EffoptRecommender(Recommender[EffoptSettings]):
                          f"raises the level")
             level = seasonal
         # Learned margin: how far each interval rose above what was expected before it (level or season).
-        ratios = stats[1:] / np.maximum(self._basis(levels, envelopes), np.finfo(float).tiny)
+        growth = self._growth(starts, stats, envelopes, stats.size - 1)
+        if growth > 0:
+            notes.append(f"level includes a growth trend of {np.expm1(growth):.1%} per interval")
+        # The container's own ratios after the burn-in (the first ones are taken against a level of a
+        # single interval's peak: they measure the start-up, not the container's surprises).
+        burn = min(s.burn_in_intervals, stats.size - 1)
+        ratios = stats[1 + burn:] / np.maximum(self._basis(levels, envelopes)[burn:], np.finfo(float).tiny)
         prior_w = s.prior_weight_intervals
         prior, prior_note = self.prior_margin(series.resource)
         notes.append(prior_note)
         if ratios.size:
-            w = 2.0 ** ((starts[1:] - starts[-1]) / s.half_life_s)
+            w = 2.0 ** ((starts[1 + burn:] - starts[-1]) / s.half_life_s)
             learned = _weighted_quantile(ratios, w, self.quantile) - 1.0
             margin = (learned * ratios.size + prior * prior_w) / (ratios.size + prior_w)
         else:
@@ -381,7 +438,8 @@ class EffoptRecommender(Recommender[EffoptSettings]):
         c = vpa_confidence_days(ts)
         cap = options_for(series.unit).max_value
         upper = min(target * (1.0 + 1.0 / c), cap) if c > 0 else cap
-        notes.append(f"margin {margin:.3f} (learned {learned:.3f} from {ratios.size} interval(s))")
+        notes.append(f"margin {margin:.3f} (learned {learned:.3f} from {ratios.size} interval(s) after "
+                     f"{burn} start-up interval(s))")
         evidence = Evidence(int(vs.size), float(ts[0]), float(ts[-1]), s.level_percentile,
                             f"decaying p{s.level_percentile * 100:g} of {stats.size} {s.interval_s / 3600:g} h "
                             f"{'peaks' if peak_like else f'p{s.cpu_percentile * 100:g}s'} + learned margin",
