@@ -35,8 +35,8 @@
    ``burn_in_intervals`` ratios: they are taken against a "level" of a
    single interval's peak and measure the start-up, not the container's
    surprises (the fleet prior keeps them: start-ups are what a young
-   container faces, and the prior is what covers it).  With few replayed intervals it is
-   blended with a *prior* margin weighted ``prior_weight_intervals``
+   container faces, and the prior is what covers it).  With few replayed
+   intervals it is blended with a *prior* margin weighted ``prior_weight_intervals``
    intervals, so confidence in the container's own margin grows with its
    history.  The prior is an empirical-Bayes, fleet-level one once the
    recommender is calibrated (:meth:`EffoptRecommender.calibrate`): the
@@ -392,12 +392,12 @@ class EffoptRecommender(Recommender[EffoptSettings]):
             notes.append(f"seasonal peak {seasonal:g} of the same hour of the {cycle} in earlier cycles "
                          f"raises the level")
             level = seasonal
-        # Learned margin: how far each interval rose above what was expected before it (level or season).
         growth = self._growth(starts, stats, envelopes, stats.size - 1)
         if growth > 0:
             notes.append(f"level includes a growth trend of {np.expm1(growth):.1%} per interval")
-        # The container's own ratios after the burn-in (the first ones are taken against a level of a
-        # single interval's peak: they measure the start-up, not the container's surprises).
+        # Learned margin: how far each interval rose above what was expected before it (level or season),
+        # after the burn-in (the first ratios are taken against a level of a single interval's peak: they
+        # measure the start-up, not the container's surprises).
         burn = min(s.burn_in_intervals, stats.size - 1)
         ratios = stats[1 + burn:] / np.maximum(self._basis(levels, envelopes)[burn:], np.finfo(float).tiny)
         prior_w = s.prior_weight_intervals
@@ -442,7 +442,8 @@ class EffoptRecommender(Recommender[EffoptSettings]):
                      f"{burn} start-up interval(s))")
         evidence = Evidence(int(vs.size), float(ts[0]), float(ts[-1]), s.level_percentile,
                             f"decaying p{s.level_percentile * 100:g} of {stats.size} {s.interval_s / 3600:g} h "
-                            f"{'peaks' if peak_like else f'p{s.cpu_percentile * 100:g}s'} + learned margin",
+                            f"{'peaks' if peak_like else f'p{s.cpu_percentile * 100:g}s'}{' x growth trend' if s.trend else ''} "
+                            f"+ learned margin",
                             tuple(notes))
         if not np.isfinite(target):
             raise NotEnoughData(f"effopt: {series.workload}/{series.container} {series.resource}: no finite target")
