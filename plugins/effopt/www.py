@@ -4,16 +4,22 @@ Every route requires Airflow authentication (the UI's session cookie or a
 ``Bearer`` token from ``POST /auth/token``), and task usage is shown only for
 DAGs the user may read.
 
-- ``/effopt/``: measured usage per task and the computation cache's hits and
-  time saved, as an HTML page (also embedded in the UI's navigation as "effopt").
+- ``/effopt/``: measured usage per task, the computation cache's hits and
+  time saved, and the resource changes right-sizing applied, as an HTML page
+  (also embedded in the UI's navigation as "effopt").
 - ``/effopt/api/task-usage``: the same task summary as JSON.
 - ``/effopt/api/cache``: the cache summary as JSON.
+- ``/effopt/api/rightsizing``: the right-sizing audit (applied changes) as
+  JSON.  Kubernetes changes are shown to users who may read the
+  ``effopt_rightsizing`` DAG that made them; changes to an Airflow task's
+  resources also need read access to that task's DAG.
 """
 
 from __future__ import annotations
 
 import html
 import statistics
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -35,8 +41,6 @@ def _readable(user: Any, dag_ids: set[str]) -> set[str]:
 def task_summary(user: Any, dag_id: str | None = None, days: float = 30.0) -> list[dict[str, Any]]:
     """Per (dag, task) over the last ``days``: runs, median wall and CPU seconds, CPU utilisation,
     largest peak RSS, last state."""
-    import time
-
     from effopt.airflow_settings import get_store
 
     records = get_store().task_usage(dag_id=dag_id, since=time.time() - days * 86400)
@@ -75,11 +79,49 @@ def cache_summary() -> dict[str, Any]:
     return summary
 
 
+RIGHTSIZING_DAG = "effopt_rightsizing"
+
+
+def rightsizing_summary(user: Any, days: float = 30.0) -> list[dict[str, Any]]:
+    """Resource changes applied in the last ``days`` (newest first) that ``user`` may see."""
+    from effopt.airflow_settings import get_store
+    from effopt.rightsizing.apply.model import AIRFLOW_TASK_KIND
+
+    records = get_store().rightsizing_audit(since=time.time() - days * 86400)
+    task_dags = {r.namespace for r in records if r.kind == AIRFLOW_TASK_KIND}
+    allowed = _readable(user, task_dags | {RIGHTSIZING_DAG})
+    if RIGHTSIZING_DAG not in allowed:
+        return []
+    return [
+        {"applied_at": r.applied_at, "mode": r.mode, "kind": r.kind, "namespace": r.namespace, "name": r.name,
+         "container": r.container, "before": r.before, "after": r.after, "reason": r.reason,
+         "monthly_cost_delta": r.monthly_cost_delta, "resource_version": r.resource_version}
+        for r in reversed(records)
+        if r.kind != AIRFLOW_TASK_KIND or r.namespace in allowed
+    ]
+
+
+def _resources_change(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """``requests.cpu 2 -> 1, limits.memory 2Gi -> 1Gi`` for the values that changed."""
+    parts = []
+    for section in ("requests", "limits"):
+        old, new = before.get(section) or {}, after.get(section) or {}
+        for name in sorted(set(old) | set(new)):
+            if old.get(name) != new.get(name):
+                parts.append(f"{section}.{name} {old.get(name, '-')} -> {new.get(name, '-')}")
+    return ", ".join(parts) or "no change"
+
+
 @app.get("/api/task-usage")
 def api_task_usage(
     user: GetUserDep, dag_id: str | None = None, days: float = Query(30.0, gt=0, le=3650)
 ) -> list[dict[str, Any]]:
     return task_summary(user, dag_id, days)
+
+
+@app.get("/api/rightsizing")
+def api_rightsizing(user: GetUserDep, days: float = Query(30.0, gt=0, le=3650)) -> list[dict[str, Any]]:
+    return rightsizing_summary(user, days)
 
 
 @app.get("/api/cache")
@@ -145,8 +187,22 @@ def page(user: GetUserDep) -> str:
         )
     except Exception as exc:  # noqa: BLE001 - the page still shows task usage
         cache_html = f'<p class="muted">Computation cache unavailable: {html.escape(str(exc))}</p>'
+    changes = rightsizing_summary(user)
+    rightsizing_html = (
+        _table(
+            ["applied (UTC)", "mode", "workload", "container", "change", "monthly cost delta", "reason"],
+            [[time.strftime("%Y-%m-%d %H:%M", time.gmtime(c["applied_at"])), c["mode"],
+              f"{c['kind']} {c['namespace']}/{c['name']}", c["container"], _resources_change(c["before"], c["after"]),
+              "n/a" if c["monthly_cost_delta"] is None else f"{c['monthly_cost_delta']:+,.2f} USD", c["reason"]]
+             for c in changes],
+        )
+        if changes
+        else '<p class="muted">No right-sizing change applied in the last 30 days (effopt_rightsizing runs '
+        "in dry-run mode unless its mode param says otherwise).</p>"
+    )
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>effopt</title><style>{_STYLE}</style></head>"
         f"<body><h1>effopt</h1><h2>Measured task usage (last 30 days)</h2>{task_html}"
-        f"<h2>Computation cache</h2>{cache_html}</body></html>"
+        f"<h2>Computation cache</h2>{cache_html}"
+        f"<h2>Right-sizing changes (last 30 days)</h2>{rightsizing_html}</body></html>"
     )

@@ -51,7 +51,7 @@ def test_effopt_pages_require_login_and_show_usage_and_cache(airflow):
     run_id, state = client.run_dag("effopt_selftest", conf={"megabytes": 50, "cpu_seconds": 0.2})
     assert state == "success", client.failure_report("effopt_selftest", run_id)
 
-    for path in ("/effopt/", "/effopt/api/task-usage", "/effopt/api/cache"):
+    for path in ("/effopt/", "/effopt/api/task-usage", "/effopt/api/cache", "/effopt/api/rightsizing"):
         with pytest.raises(urllib.error.HTTPError) as denied:
             urllib.request.urlopen(airflow.url + path, timeout=30)
         assert denied.value.code == 401, path
