@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,17 @@ def test_empty_single_and_all_bad_series_give_clear_results():
         make_series("w", "c", "disk", [1], [1])
     with pytest.raises(ValueError, match="3 timestamps but 2 values"):
         clean_series([1, 2, 3], [1, 2], unit="bytes")
+
+
+def test_effopt_after_a_level_of_zero_has_a_finite_target():
+    # an idle GPU (0% for 5 hours) that starts working at 50%: the hours after a level of 0 give no ratio,
+    # not an infinite one (which made the target infinite and the recommendation fail)
+    ts = T0 + 60.0 * np.arange(10 * 60)
+    vs = np.where(ts < T0 + 5 * 3600, 0.0, 50.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow in a division either
+        r = get_recommender("effopt").recommend(make_series("w", "c", "gpu_util", ts, vs))
+    assert 50.0 <= r.target < 60.0, r.evidence.notes
 
 
 # -- trace source ---------------------------------------------------------------------

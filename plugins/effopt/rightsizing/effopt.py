@@ -398,13 +398,16 @@ class EffoptRecommender(Recommender[EffoptSettings]):
         # Learned margin: how far each interval rose above what was expected before it (level or season),
         # after the burn-in (the first ratios are taken against a level of a single interval's peak: they
         # measure the start-up, not the container's surprises).
+        # Intervals after a level of 0 have no ratio (nothing to scale a margin by), as in the fleet prior.
         burn = min(s.burn_in_intervals, stats.size - 1)
-        ratios = stats[1 + burn:] / np.maximum(self._basis(levels, envelopes)[burn:], np.finfo(float).tiny)
+        basis = self._basis(levels, envelopes)[burn:]
+        ok = basis > 0
+        ratios = stats[1 + burn:][ok] / basis[ok]
         prior_w = s.prior_weight_intervals
         prior, prior_note = self.prior_margin(series.resource)
         notes.append(prior_note)
         if ratios.size:
-            w = 2.0 ** ((starts[1 + burn:] - starts[-1]) / s.half_life_s)
+            w = 2.0 ** ((starts[1 + burn:][ok] - starts[-1]) / s.half_life_s)
             learned = _weighted_quantile(ratios, w, self.quantile) - 1.0
             margin = (learned * ratios.size + prior * prior_w) / (ratios.size + prior_w)
         else:
