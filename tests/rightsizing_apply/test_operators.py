@@ -38,6 +38,31 @@ def test_patch_mode_patches_the_live_deployment(standin, kube_hook):
     assert app["resources"]["limits"]["memory"] == "1536Mi"
 
 
+def test_patch_mode_uses_the_configured_kubernetes_connection(standin, tmp_path, monkeypatch):
+    """Without ``kubernetes_conn_id`` the operator uses ``[effopt] kubernetes_conn_id``, not ``kubernetes_default``
+    (which here names a kube config of a closed port: using it would fail)."""
+    import json
+
+    from effopt.airflow_settings import get_settings
+
+    standin.add(deployment("web-configured", "shop"))
+    good = standin.kubeconfig(tmp_path / "good.yaml")
+    dead = tmp_path / "dead.yaml"
+    dead.write_text(good.read_text().replace(standin.url, "http://127.0.0.1:9"))
+    for conn, config in (("PROD_K8S", good), ("KUBERNETES_DEFAULT", dead)):
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn}",
+                           json.dumps({"conn_type": "kubernetes", "extra": {"kube_config_path": str(config)}}))
+    monkeypatch.setenv("AIRFLOW__EFFOPT__KUBERNETES_CONN_ID", "prod_k8s")
+    get_settings.cache_clear()
+    try:
+        out = RightSizingApplyOperator(task_id="apply", recommendation=_recommendation("web-configured"),
+                                       mode="patch").execute({})
+    finally:
+        get_settings.cache_clear()
+    assert out["applied"] == 1
+    assert [p.path for p in standin.patches()] == ["/apis/apps/v1/namespaces/shop/deployments/web-configured"]
+
+
 @pytest.mark.parametrize("mode", ["vpa", "gitops"])
 def test_manifest_modes_write_files(tmp_path, mode):
     name = f"web-{mode}"

@@ -19,15 +19,15 @@ def metrics_source(
     dag_ids: Sequence[str] | None = None,
 ) -> Any:
     """``prometheus`` (the connection, default ``[effopt] prometheus_conn_id``; ``selector`` label matchers;
-    the last ``window_hours``), ``airflow``
-    (the task-usage records of ``dag_ids``, all DAGs when empty) or ``trace`` (CSV files at ``path``)."""
+    the last ``window_hours``), ``airflow`` (the task-usage records of ``dag_ids``, all DAGs when empty)
+    or ``trace`` (CSV files at ``path``)."""
     if source == "prometheus":
         from effopt.airflow_settings import get_settings
         from effopt.hooks.prometheus import PrometheusHook
 
         end = time.time()
-        return PrometheusHook(prometheus_conn_id or get_settings().prometheus_conn_id).get_source(start=end - float(window_hours) * 3600, end=end,
-                                                             selector=selector or "")
+        hook = PrometheusHook(prometheus_conn_id or get_settings().prometheus_conn_id)
+        return hook.get_source(start=end - float(window_hours) * 3600, end=end, selector=selector or "")
     if source == "airflow":
         from effopt.airflow_settings import get_store
         from effopt.metrics.airflow_tasks import AirflowTaskSource

@@ -15,8 +15,8 @@ class RightSizingRecommendOperator(BaseOperator):
     """Recommend CPU and memory per container from usage history and plan the changes (nothing is applied).
 
     :param source: ``prometheus`` (the ``prometheus_conn_id`` connection; default ``[effopt]
-        prometheus_conn_id``), ``airflow`` (the task-usage
-        listener's records of ``dag_ids``) or ``trace`` (CSV files at ``trace_path``)
+        prometheus_conn_id``), ``airflow`` (the task-usage listener's records of ``dag_ids``) or
+        ``trace`` (CSV files at ``trace_path``)
     :param selector: extra PromQL label matchers for every query, e.g. ``namespace="ml"``
     :param recommender: ``effopt`` (default), ``vpa`` or ``krr``
     :param window_hours: history to read (Prometheus)
@@ -116,7 +116,8 @@ class RightSizingApplyOperator(BaseOperator):
 
     :param recommendation: that operator's XCom (templated, e.g. ``recommend.output``)
     :param mode: ``dry-run`` (default: nothing changes), ``patch`` (Kubernetes, through
-        ``kubernetes_conn_id``, default ``[effopt] kubernetes_conn_id``; re-planned against the live objects with guardrails),
+        ``kubernetes_conn_id``, default ``[effopt] kubernetes_conn_id``; re-planned against the live
+        objects with guardrails),
         ``vpa`` (VerticalPodAutoscaler YAML in ``output_dir``), ``gitops`` (kustomize patches in
         ``output_dir``) or ``airflow`` (container resources for opted-in KubernetesPodOperator tasks)
     """
