@@ -140,6 +140,24 @@ def test_a_fleet_phase_that_has_passed_stops_setting_the_margin():
     assert margin == pytest.approx(steady, abs=0.03) and margin < 0.2
 
 
+def test_recommending_for_the_calibrated_series_reuses_their_replays():
+    class Counting(EffoptRecommender):
+        replays = 0
+
+        def _levels(self, *args):  # type: ignore[no-untyped-def]
+            Counting.replays += 1
+            return super()._levels(*args)
+
+    fleet = stationary(3, 8, seed=41)
+    rec = Counting()
+    rec.calibrate(fleet)
+    first = [rec.recommend(s) for s in fleet]
+    assert Counting.replays == 3  # once per series, by the calibration
+    copies = [s.before(s.timestamps[-1] + 1) for s in fleet]  # equal series, other objects: replayed afresh
+    assert [rec.recommend(c).target for c in copies] == [r.target for r in first]
+    assert Counting.replays == 6
+
+
 def test_prior_falls_back_to_fixed_without_enough_ratios_and_recommend_all_calibrates():
     few = stationary(1, 4, seed=5)  # 3 ratios < fleet_min_ratios
     rec = EffoptRecommender()

@@ -225,6 +225,9 @@ class EffoptRecommender(Recommender[EffoptSettings]):
             raise ValueError(f"target_overrun_rate must be in (0, 1), got {self.settings.target_overrun_rate}")
         #: The fleet prior in effect (set by :meth:`calibrate` or passed in); None: ``prior_margin``.
         self.prior: FleetPrior | None = prior
+        # The replays the last calibration made, by series identity: recommending for the same series
+        # objects (``recommend_all``) reuses them instead of replaying every series twice.
+        self._calibrated_replays: dict[int, tuple[UsageSeries, _Replay]] = {}
 
     @property
     def quantile(self) -> float:
@@ -233,6 +236,9 @@ class EffoptRecommender(Recommender[EffoptSettings]):
         return s.growth_quantile if s.growth_quantile is not None else 1.0 - s.target_overrun_rate
 
     def _replay(self, series: UsageSeries) -> _Replay:
+        cached = self._calibrated_replays.get(id(series))
+        if cached is not None and cached[0] is series:  # series are frozen: same object, same replay
+            return cached[1]
         s = self.settings
         peak_like = series.resource in ("memory", "gpu_memory")
         starts, stats = interval_stats(series.timestamps, series.values, s.interval_s,
@@ -309,10 +315,12 @@ class EffoptRecommender(Recommender[EffoptSettings]):
         """
         pooled: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         end: float | None = None
+        self._calibrated_replays = {}
         for x in series:
             if not x.values.size:
                 continue
             end = float(x.timestamps[-1]) if end is None else max(end, float(x.timestamps[-1]))
+            self._calibrated_replays[id(x)] = (x, self._replay(x))
             starts, ratios = self._replayed(x)
             if ratios.size:
                 pooled.setdefault(x.resource, []).append((starts, ratios))
