@@ -39,6 +39,38 @@ def test_same_try_is_replaced_not_duplicated(tmp_path):
     assert rows[0].cpu_s == 2.0
 
 
+@pytest.mark.parametrize("scheme", ["sqlite", "sqlite+pysqlite"])
+def test_sqlite3_fast_path_and_engine_path_write_the_same_rows(tmp_path, scheme):
+    """``sqlite:///PATH`` writes usage through the sqlite3 module, ``sqlite+pysqlite:///PATH`` through the
+    engine: the same upsert, the same rows."""
+    store = EffoptStore(f"{scheme}:///{tmp_path / 'e.db'}")
+    store.record_task_usage(_record(state="failed"))
+    store.record_task_usage(_record(state="success", cpu_s=2.0))
+    store.record_task_usage(_record(try_number=2, task_id="u"))
+    assert [(r.task_id, r.try_number, r.state, r.cpu_s) for r in store.task_usage()] == [
+        ("t", 1, "success", 2.0), ("u", 2, "success", 1.25)]
+
+
+def test_recording_usage_in_an_existing_sqlite_store_makes_no_engine(tmp_path):
+    """A task process only records its usage: on a plain SQLite file it never pays for an engine."""
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    EffoptStore(url).ensure_schema()
+    task_process = EffoptStore(url)
+    task_process.record_task_usage(_record())
+    assert "engine" not in task_process.__dict__
+    assert [r.run_id for r in EffoptStore(url).task_usage()] == ["r1"]
+
+
+def test_a_failed_sqlite_write_is_rolled_back_and_releases_the_file(tmp_path):
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    store = EffoptStore(url)
+    store.record_task_usage(_record())
+    with pytest.raises(StoreUnavailable, match="could not be written: IntegrityError"):
+        store.record_task_usage(_record(run_id="r2", state=None))  # state is NOT NULL
+    store.record_task_usage(_record(run_id="r3"))  # no transaction or lock was left behind
+    assert [r.run_id for r in store.task_usage()] == ["r1", "r3"]
+
+
 def test_second_process_sees_records(tmp_path):
     url = f"sqlite:///{tmp_path / 'e.db'}"
     EffoptStore(url).record_task_usage(_record())

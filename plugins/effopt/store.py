@@ -10,9 +10,11 @@ creates whatever is missing.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any
 
 import sqlalchemy as sa
@@ -115,15 +117,17 @@ report_deliveries = sa.Table(
 _TI_KEY_COLUMNS = ("dag_id", "task_id", "run_id", "map_index", "try_number")
 _USAGE_COLUMNS = [c.name for c in task_usage.columns if c.name != "id"]
 # One portable statement (SQLite >= 3.24 and Postgres): a retried write of the
-# same try replaces the row.  Plain text, so a fresh task process does not pay
-# for compiling a Core construct.
+# same try replaces the row.  Plain text with named parameters, which both
+# SQLAlchemy and the sqlite3 module accept, so a fresh task process does not
+# pay for compiling a Core construct.
 _quoted = [f'"{c}"' for c in _USAGE_COLUMNS]
-_UPSERT_TASK_USAGE = sa.text(
+_UPSERT_TASK_USAGE_SQL = (
     f"INSERT INTO {task_usage.name} ({', '.join(_quoted)}) "
     f"VALUES ({', '.join(':' + c for c in _USAGE_COLUMNS)}) "
     f"ON CONFLICT ({', '.join(_TI_KEY_COLUMNS)}) DO UPDATE SET "
     + ", ".join(f"{q} = excluded.{q}" for c, q in zip(_USAGE_COLUMNS, _quoted, strict=True) if c not in _TI_KEY_COLUMNS)
 )
+_UPSERT_TASK_USAGE = sa.text(_UPSERT_TASK_USAGE_SQL)
 
 
 @dataclass(frozen=True)
@@ -168,25 +172,46 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _sqlite_file(url: sa.engine.URL) -> str | None:
+    """The database file of a plain ``sqlite:///PATH`` URL (no driver, no query options), else None."""
+    if url.drivername != "sqlite" or url.query or not url.database or url.database == ":memory:":
+        return None
+    return url.database
+
+
 class EffoptStore:
-    """Access to the effopt tables at ``url``."""
+    """Access to the effopt tables at ``url``.
+
+    The SQLAlchemy engine is made on first use: a task process that only
+    records its usage in the embedded SQLite file writes through the
+    ``sqlite3`` module directly (:meth:`record_task_usage`), which keeps the
+    task-usage listener's cost per task at about half of what the engine's
+    first connection costs in a fresh process.
+    """
 
     def __init__(self, url: str, *, connect_timeout_s: float = 10.0) -> None:
         self.url = url
+        self._connect_timeout_s = connect_timeout_s
+        self._sqlite_path = _sqlite_file(sa.engine.make_url(url))
+        self._schema_ready = False
+        self._lock = threading.Lock()
+
+    @cached_property
+    def engine(self) -> sa.engine.Engine:
+        url, timeout = self.url, self._connect_timeout_s
         kwargs: dict[str, Any] = {"future": True}
         if url.startswith("sqlite"):
-            kwargs["connect_args"] = {"timeout": connect_timeout_s}
+            kwargs["connect_args"] = {"timeout": timeout}
             # One task process writes a handful of rows: no pool to keep.
             kwargs["poolclass"] = sa.pool.NullPool
         else:
             kwargs["pool_pre_ping"] = True
             if url.startswith("postgresql"):
-                kwargs["connect_args"] = {"connect_timeout": int(connect_timeout_s)}
-        self.engine = sa.create_engine(url, **kwargs)
+                kwargs["connect_args"] = {"connect_timeout": int(timeout)}
+        engine = sa.create_engine(url, **kwargs)
         if url.startswith("sqlite"):
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        self._schema_ready = False
-        self._lock = threading.Lock()
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
 
     def ensure_schema(self) -> None:
         with self._lock:
@@ -203,16 +228,21 @@ class EffoptStore:
             self._schema_ready = True
 
     def _safe_url(self) -> str:
-        return self.engine.url.render_as_string(hide_password=True)
+        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
 
     # -- task usage -------------------------------------------------------
     def record_task_usage(self, record: TaskUsageRecord) -> None:
         """Insert or replace the record of one task-instance try (idempotent).
 
         Every task process writes one record, so the write goes straight to the
-        table and creates the schema only when the table is missing.
+        table and creates the schema only when the table is missing.  On a plain
+        SQLite file it goes through the ``sqlite3`` module (same statement, same
+        pragmas as the engine's connections), not through the engine.
         """
         row = asdict(record)
+        if self._sqlite_path is not None:
+            self._record_task_usage_sqlite(self._sqlite_path, row)
+            return
 
         def write() -> None:
             with self.engine.begin() as conn:
@@ -228,6 +258,33 @@ class EffoptStore:
                 write()
         except sa.exc.SQLAlchemyError as exc:
             raise StoreUnavailable(f"effopt store {self._safe_url()} could not be written: {_reason(exc)}") from exc
+
+    def _record_task_usage_sqlite(self, path: str, row: dict[str, Any]) -> None:
+        def write() -> None:
+            conn = sqlite3.connect(path, timeout=self._connect_timeout_s, isolation_level=None)
+            try:
+                _sqlite_pragmas(conn, None)
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.execute(_UPSERT_TASK_USAGE_SQL, row)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            finally:
+                conn.close()
+
+        try:
+            try:
+                write()
+            except sqlite3.OperationalError:
+                if self._schema_ready:
+                    raise
+                self.ensure_schema()  # a missing table or file: create the schema (or say why it can't be)
+                write()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"effopt store {self._safe_url()} could not be written: "
+                                   f"{type(exc).__name__}: {exc}") from exc
 
     def task_usage(
         self,
@@ -344,4 +401,5 @@ class EffoptStore:
                                                               recipients=recipients, sent_at=sent_at))
 
     def dispose(self) -> None:
-        self.engine.dispose()
+        if "engine" in self.__dict__:  # made on first use
+            self.engine.dispose()
