@@ -107,6 +107,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import NamedTuple
 
 import numpy as np
@@ -181,6 +182,15 @@ def interval_stats(ts: np.ndarray, vs: np.ndarray, interval_s: float, percentile
     starts = ts[-1] - (np.arange(n) + 1) * interval_s
     keep = np.flatnonzero(have)[::-1]  # oldest first
     return starts[keep], stat[keep]
+
+
+@cache
+def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs ``i < j`` of ``n`` items (``np.triu_indices(n, 1)``), cached: the trend asks for the same
+    few sizes once per interval of every replay."""
+    i, j = np.triu_indices(n, 1)
+    i.flags.writeable = j.flags.writeable = False
+    return i, j
 
 
 def _weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
@@ -378,7 +388,7 @@ class EffoptRecommender(Recommender[EffoptSettings]):
             x, age = x[covered] / env[covered], age[covered]
         if x.size < 2 or np.any(x <= 0):
             return 0.0
-        i, j = np.triu_indices(x.size, 1)
+        i, j = _pairs(x.size)
         lx = np.log(x)
         slopes = (lx[j] - lx[i]) / (age[i] - age[j])
         w = 2.0 ** (-age * s.interval_s / s.half_life_s)
