@@ -152,6 +152,16 @@ def test_backtest_scoring_by_hand():
     }
 
 
+def test_backtest_reports_every_scored_window():
+    ts = T0 + 1800.0 * np.arange(6)
+    s = make_series("w", "c", "memory", ts, np.array([0.1, 0.1, 0.4, 0.6, 0.5, 0.9]), unit="fraction", limit=1.0)
+    seen = []
+    backtest([s], {"a": Fixed([0.8, 0.7]), "b": Fixed([0.5, 1.0])}, step_s=3600, warmup_s=3600,
+             on_window=lambda series, t, recs, usage: seen.append(
+                 (series.container, t - T0, {n: r.target for n, r in recs.items()}, list(usage))))
+    assert seen == [("c", 3600.0, {"a": 0.8, "b": 0.5}, [0.4, 0.6]), ("c", 7200.0, {"a": 0.7, "b": 1.0}, [0.5, 0.9])]
+
+
 def test_backtest_sees_only_the_past_and_skips_windows_without_data():
     seen: list[float] = []
 

@@ -109,8 +109,14 @@ def backtest(
     warmup_s: float = 6 * 3600.0,
     metric: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    on_window: Callable[[UsageSeries, float, Mapping[str, Recommendation], np.ndarray], None] | None = None,
 ) -> BacktestResult:
-    """Score ``recommenders`` (name -> strategy) on ``series``; see the module docstring for the rules."""
+    """Score ``recommenders`` (name -> strategy) on ``series``; see the module docstring for the rules.
+
+    ``on_window(series, t, recommendations, usage)`` is called for every scored container-window
+    (decision time ``t``, the recommendations scored, the usage samples of ``[t, t + step)``), for
+    analyses the totals do not show (e.g. slack by the history a recommender had).
+    """
     if step_s <= 0 or warmup_s < 0:
         raise ValueError(f"step must be > 0 and warmup >= 0 (got step {step_s}, warmup {warmup_s})")
     if not recommenders:
@@ -162,6 +168,8 @@ def backtest(
                         skipped += 1
                     else:
                         usage = vs[lo:hi]
+                        if on_window is not None:
+                            on_window(s, t, recs, usage)
                         for name, r in recs.items():
                             tallies[name].add(r.target, usage)
                             before = previous[name]
