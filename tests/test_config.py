@@ -41,6 +41,18 @@ def test_every_bad_key_is_named_with_its_accepted_values():
     assert "AIRFLOW__EFFOPT__CACHE_BACKEND" in text
 
 
+def test_secret_fallbacks_are_a_list_and_a_short_one_is_named_without_its_value():
+    s = Settings.from_mapping({"cache_secret_fallbacks": " first-old-secret-16 , , second-old-secret-1"}, "/h")
+    assert s.cache_secret_fallbacks == ("first-old-secret-16", "second-old-secret-1")
+    assert dict(s.describe())["cache_secret_fallbacks"] == "***"
+    assert Settings.from_mapping({}, "/h").cache_secret_fallbacks == ()
+    with pytest.raises(ConfigError) as err:
+        Settings.from_mapping({"cache_secret_fallbacks": "a-long-enough-secret,hunter2"}, "/h")
+    text = str(err.value)
+    assert "cache_secret_fallbacks is invalid: item 2 has 7 character(s), each needs at least 16" in text
+    assert "hunter2" not in text and "a-long-enough-secret" not in text
+
+
 def test_markdown_table_lists_every_option():
     table = markdown_table()
     for option in OPTIONS:

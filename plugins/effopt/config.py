@@ -26,7 +26,7 @@ class Option:
     key: str
     default: str
     help: str
-    kind: str = "str"  # str | bool | int | float | choice | path
+    kind: str = "str"  # str | bool | int | float | choice | path | secrets
     choices: tuple[str, ...] = ()
     minimum: float | None = None
     secret: bool = False
@@ -41,6 +41,8 @@ class Option:
             return f"a{'n integer' if self.kind == 'int' else ' number'}{lo}"
         if self.kind == "path":
             return "a filesystem path ({AIRFLOW_HOME} is expanded)"
+        if self.kind == "secrets":
+            return "comma-separated strings of at least 16 characters"
         return "a string"
 
 
@@ -80,6 +82,16 @@ OPTIONS: tuple[Option, ...] = (
         "Secret key that signs every cache entry (HMAC-SHA256), at least 16 characters; every worker sharing "
         "the cache needs the same value (e.g. AIRFLOW__EFFOPT__CACHE_SECRET in each worker's environment). "
         "Shown masked.",
+        secret=True,
+    ),
+    Option(
+        "cache_secret_fallbacks",
+        "",
+        "Previous values of cache_secret, comma-separated, each at least 16 characters: entries and shared "
+        "values they signed are still read, never written, so rotating the secret does not make every entry "
+        "a miss at once. Remove one once the entries it signed have expired or been invalidated (a warning "
+        "in the task log says while it is still in use). Shown masked.",
+        kind="secrets",
         secret=True,
     ),
     Option(
@@ -202,6 +214,17 @@ def _convert(option: Option, raw: str, airflow_home: str) -> Any:
     elif option.kind == "path":
         if value:
             return os.path.expanduser(value.replace("{AIRFLOW_HOME}", airflow_home))
+    elif option.kind == "secrets":
+        items = [item.strip() for item in value.split(",")]
+        items = [item for item in items if item]
+        short = [f"item {i + 1} has {len(item)}" for i, item in enumerate(items) if len(item) < 16]
+        if not short:
+            return tuple(items)
+        # Never echo a secret: name the item and its length only.
+        raise ConfigError(
+            f"[effopt] {option.key} is invalid: {', '.join(short)} character(s), each needs at least 16 "
+            f"(value not shown; set it in airflow.cfg or AIRFLOW__EFFOPT__{option.key.upper()})"
+        )
     else:
         return value.replace("{AIRFLOW_HOME}", airflow_home)
     raise ConfigError(
@@ -219,6 +242,7 @@ class Settings:
     cache_backend: str
     cache_dir: str
     cache_secret: str
+    cache_secret_fallbacks: tuple[str, ...]
     cache_max_bytes: int
     cache_max_entry_bytes: int
     cache_compress_min_bytes: int
@@ -263,7 +287,8 @@ class Settings:
         out = []
         for option in OPTIONS:
             value = getattr(self, option.key)
-            out.append((option.key, "***" if option.secret and value else str(value)))
+            shown = ", ".join(value) if isinstance(value, tuple) else str(value)
+            out.append((option.key, "***" if option.secret and value else shown))
         return out
 
 

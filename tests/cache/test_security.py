@@ -188,3 +188,39 @@ def test_mac_is_hmac_sha256_over_the_key_and_the_blake3_digest():
         body, mac = entry[:-32], entry[-32:]
         message = b"effopt-cache-entry-v1\x00" + b"ns:f:v1:abc" + b"\x00" + blake3.blake3(body).digest()
         assert mac == hmac.new(secret, message, hashlib.sha256).digest()
+
+
+def test_rotated_secret_entries_are_read_through_a_fallback_and_new_ones_use_the_new_secret(backend, caplog):
+    """``fallback_secrets`` ([effopt] cache_secret_fallbacks): a rotation does not turn every entry into a miss,
+    the secret rotated out never signs, and once it is dropped its entries are rejected and recomputed."""
+    runs: list[int] = []
+
+    def square(n: int) -> int:
+        runs.append(n)
+        return n * n
+
+    new_secret = "the-new-secret-after-rotation"
+    # Wrapped before any call: the closure's state is part of the code version, hence of the key.
+    old = ComputationCache(backend, SECRET, namespace="rot").cached(square)
+    f = ComputationCache(backend, new_secret, namespace="rot", fallback_secrets=[SECRET]).cached(square)
+    dropped = ComputationCache(backend, new_secret, namespace="rot").cached(square)
+    assert old(3) == 9 and runs == [3]
+
+    with caplog.at_level(logging.WARNING, logger="effopt.cache"):
+        assert f.call((3,)).hit and f(3) == 9
+    assert runs == [3]  # read through the fallback, not recomputed
+    warnings = [r.getMessage() for r in caplog.records if "fallback secret" in r.getMessage()]
+    assert len(warnings) == 1 and "fallback secret 1 of 1" in warnings[0] and SECRET.decode() not in warnings[0]
+
+    assert f(4) == 16 and runs == [3, 4]  # written now: signed with the new secret only
+    assert old.call((4,)).rejected == 1
+    assert runs == [3, 4, 4]
+
+    assert dropped.call((3,)).rejected == 1 and runs == [3, 4, 4, 3]
+
+
+def test_fallback_secrets_are_checked_like_the_secret(backend):
+    with pytest.raises(ValueError, match="fallback secret 2 must be at least 16 bytes long, got 5 bytes"):
+        ComputationCache(backend, SECRET, fallback_secrets=["an-old-secret-of-16+", "short"])
+    with pytest.raises(TypeError, match="a sequence of secrets, not one secret"):
+        ComputationCache(backend, SECRET, fallback_secrets="an-old-secret-of-16+")

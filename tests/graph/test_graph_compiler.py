@@ -292,3 +292,16 @@ def test_pickled_values_are_signed_and_tampering_is_refused(tmp_path):
         ValueCodec(codec.store).decode(ref)
     with pytest.raises(TypeError, match="needs a signing key"):
         ValueCodec(codec.store, max_inline_bytes=10).encode((1, "a"), "run/pair2")
+
+
+def test_pickled_values_signed_before_a_key_rotation_still_verify(tmp_path):
+    """[effopt] cache_secret_fallbacks: values signed with a key rotated out are read, new ones use the new key."""
+    store = ObjectStorageValueStore(f"file://{tmp_path}")
+    old_ref = ValueCodec(store, max_inline_bytes=10, signing_key=b"old" * 11).encode((1, "a"), "run/old")
+    rotated = ValueCodec(store, max_inline_bytes=10, signing_key=b"new" * 11, fallback_keys=[b"old" * 11])
+    assert rotated.decode(old_ref) == (1, "a")
+    new_ref = rotated.encode((2, "b"), "run/new")
+    with pytest.raises(ValueError, match="failed signature verification"):  # new values: new key only
+        ValueCodec(store, signing_key=b"old" * 11).decode(new_ref)
+    with pytest.raises(ValueError, match="failed signature verification"):  # fallback dropped: refused
+        ValueCodec(store, signing_key=b"new" * 11).decode(old_ref)

@@ -26,7 +26,10 @@ microseconds).
 :func:`open_entry` checks the MAC **before** it parses the header or touches
 the body: bytes that fail verification (unsigned, tampered with, truncated,
 signed with another secret, stored under another key) are rejected with
-:class:`RejectedEntry` and never unpickled.
+:class:`RejectedEntry` and never unpickled.  To rotate the secret, readers
+also accept MACs made with *fallback* secrets (the ones rotated out): BLAKE3
+runs once, then one HMAC of 32 bytes per candidate.  Entries are only ever
+signed with the current secret.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import hmac
 import pickle
 import struct
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,6 +110,8 @@ class OpenedEntry:
     compute_s: float
     created: float
     nbytes: int
+    #: Which secret's MAC matched: -1 the signing secret, ``i`` the ``i``-th fallback (a secret rotated out).
+    signed_with: int = -1
 
 
 def _nbytes(buf: bytes | bytearray | memoryview) -> int:
@@ -292,8 +298,15 @@ def _dtype(text: bytes) -> np.dtype:
     return np.dtype(text.decode("ascii"))
 
 
-def verify_entry(blob: bytes | bytearray | memoryview, *, key: str, secret: bytes) -> memoryview:
+def verify_entry(blob: bytes | bytearray | memoryview, *, key: str, secret: bytes,
+                 fallbacks: Sequence[bytes] = ()) -> memoryview:
     """The signed content of ``blob`` (everything before the MAC); raise :class:`RejectedEntry` if it fails."""
+    return _verify(blob, key, secret, fallbacks)[0]
+
+
+def _verify(blob: bytes | bytearray | memoryview, key: str, secret: bytes,
+            fallbacks: Sequence[bytes]) -> tuple[memoryview, int]:
+    """(signed content, -1 if ``secret`` signed it or the index of the fallback that did)."""
     mv = memoryview(blob)
     if mv.format != "B" or mv.ndim != 1:
         mv = mv.cast("B")
@@ -302,19 +315,24 @@ def verify_entry(blob: bytes | bytearray | memoryview, *, key: str, secret: byte
     content = mv[:-_MAC_LEN]
     threads = blake3.blake3.AUTO if content.nbytes >= _THREADED_HASH else 1
     digest = blake3.blake3(content, max_threads=threads).digest()
-    if not hmac.compare_digest(_mac(secret, key, digest), mv[-_MAC_LEN:]):
-        raise RejectedEntry("signature mismatch (tampered with, truncated, or signed with another secret)")
-    return content
+    tag = mv[-_MAC_LEN:]
+    # The signing secret first (every entry written since the rotation), then the secrets rotated out.
+    for index, candidate in enumerate((secret, *fallbacks), start=-1):
+        if hmac.compare_digest(_mac(candidate, key, digest), tag):
+            return content, index
+    raise RejectedEntry("signature mismatch (tampered with, truncated, or signed with another secret)")
 
 
-def open_entry(blob: bytes | bytearray | memoryview, *, key: str, secret: bytes) -> OpenedEntry:
+def open_entry(blob: bytes | bytearray | memoryview, *, key: str, secret: bytes,
+               fallbacks: Sequence[bytes] = ()) -> OpenedEntry:
     """Verify ``blob`` and return its value.
 
     Raises :class:`RejectedEntry` before reading anything else when the MAC
-    does not match.  numpy arrays in the value are read-only views of
+    matches neither ``secret`` nor one of ``fallbacks`` (secrets rotated out,
+    accepted for reading only).  numpy arrays in the value are read-only views of
     ``blob`` (or of its decompressed body): no copy is made.
     """
-    content = verify_entry(blob, key=key, secret=secret)
+    content, signed_with = _verify(blob, key, secret, fallbacks)
     if not content.readonly:  # e.g. a bytearray: values must not write into the entry
         content = content.toreadonly()
     # From here on the bytes are authentic: written by a holder of the secret for this key.
@@ -333,4 +351,5 @@ def open_entry(blob: bytes | bytearray | memoryview, *, key: str, secret: bytes)
         value: Any = np.ndarray(shape, dtype=dtype, buffer=views[0])
     else:
         value = pickle.loads(views[0], buffers=views[1:])
-    return OpenedEntry(value=value, compute_s=compute_s, created=created, nbytes=_nbytes(blob))
+    return OpenedEntry(value=value, compute_s=compute_s, created=created, nbytes=_nbytes(blob),
+                       signed_with=signed_with)

@@ -260,11 +260,26 @@ def _names(value: Any, what: str) -> tuple[str, ...]:
 _LIVE: weakref.WeakSet[ComputationCache] = weakref.WeakSet()
 
 
+def _secret_bytes(secret: bytes | str, what: str) -> bytes:
+    """``secret`` as bytes (a ``str`` is UTF-8 encoded), at least 16 of them; errors never show the value."""
+    if isinstance(secret, str):
+        secret = secret.encode()
+    if not isinstance(secret, (bytes, bytearray)):
+        raise TypeError(f"{what} must be bytes or str, got {type(secret).__name__}")
+    if len(secret) < 16:
+        raise ValueError(f"{what} must be at least 16 bytes long, got {len(secret)} bytes")
+    return bytes(secret)
+
+
 class ComputationCache:
     """Results of functions, stored signed in ``backend`` under ``namespace``.
 
     ``secret`` (at least 16 bytes; a ``str`` is UTF-8 encoded) signs every
     entry with HMAC-SHA256; every worker sharing entries needs the same one.
+    ``fallback_secrets`` are secrets rotated out: entries they signed are
+    still read (never written), so a rotation does not turn every entry into
+    a miss at once; a warning per process says which fallback is still in
+    use.
 
     ``max_entry_bytes``: larger results are returned but not stored (one
     warning per function).  ``compress_min_bytes``: bodies at least this large
@@ -289,6 +304,7 @@ class ComputationCache:
         secret: bytes | str,
         namespace: str = "default",
         *,
+        fallback_secrets: Sequence[bytes | str] = (),
         max_entry_bytes: int = 256 * 2**20,
         compress_min_bytes: int = 2**20,
         compress_level: int = 3,
@@ -299,14 +315,12 @@ class ComputationCache:
     ) -> None:
         if not isinstance(backend, CacheBackend):
             raise TypeError(f"backend must be a LocalBackend or RedisBackend, got {type(backend).__name__}")
-        if isinstance(secret, str):
-            secret = secret.encode()
-        if not isinstance(secret, (bytes, bytearray)):
-            raise TypeError(f"secret must be bytes or str, got {type(secret).__name__}")
-        if len(secret) < 16:
-            raise ValueError(f"secret must be at least 16 bytes long, got {len(secret)} bytes")
         self.backend = backend
-        self._secret = bytes(secret)
+        self._secret = _secret_bytes(secret, "secret")
+        if isinstance(fallback_secrets, (str, bytes, bytearray)):
+            raise TypeError("fallback_secrets must be a sequence of secrets, not one secret")
+        self._fallbacks = tuple(_secret_bytes(f, f"fallback secret {i + 1}") for i, f in enumerate(fallback_secrets))
+        self._fallbacks_seen: set[int] = set()
         self.namespace = validate_name(namespace, "namespace")
         self.max_entry_bytes = int(_positive(max_entry_bytes, "max_entry_bytes"))
         self.compress_min_bytes = int(_positive(compress_min_bytes, "compress_min_bytes", allow_zero=True))
@@ -330,6 +344,7 @@ class ComputationCache:
             backend,
             settings.cache_secret,
             namespace,
+            fallback_secrets=settings.cache_secret_fallbacks,
             max_entry_bytes=settings.cache_max_entry_bytes,
             compress_min_bytes=settings.cache_compress_min_bytes,
             lock_lease_s=settings.cache_lock_lease_s,
@@ -694,12 +709,13 @@ class ComputationCache:
         if blob is None:
             return Lookup(hit=False)
         try:
-            opened = open_entry(blob, key=str(key), secret=self._secret)
+            opened = open_entry(blob, key=str(key), secret=self._secret, fallbacks=self._fallbacks)
         except RejectedEntry as exc:
             log.warning("effopt cache: rejected the entry of %s: %s; it is deleted and recomputed", key, exc.reason)
         except Exception as exc:  # noqa: BLE001 - an authentic entry whose value no longer loads (code changed)
             log.warning("effopt cache: the entry of %s could not be loaded (%s: %s); recomputing", key, type(exc).__name__, exc)
         else:
+            self._note_fallback(opened.signed_with)
             return Lookup(hit=True, value=opened.value, nbytes=opened.nbytes, compute_s=opened.compute_s)
         self.backend.delete(key)
         return Lookup(hit=False, rejected=True)
@@ -790,10 +806,22 @@ class ComputationCache:
                 "invalidated; rerun the task that produced it"
             )
         try:
-            return open_entry(blob, key=str(key), secret=self._secret).value
+            opened = open_entry(blob, key=str(key), secret=self._secret, fallbacks=self._fallbacks)
         except RejectedEntry as exc:
             self._count(key.function, rejected=1)
             raise CacheReferenceError(f"the cache entry {key} was rejected: {exc.reason}") from exc
+        self._note_fallback(opened.signed_with)
+        return opened.value
+
+    def _note_fallback(self, signed_with: int) -> None:
+        """Warn once per process and fallback secret that entries it signed are still being read."""
+        if signed_with < 0 or signed_with in self._fallbacks_seen:
+            return
+        self._fallbacks_seen.add(signed_with)
+        log.warning(
+            "effopt cache: read an entry signed with fallback secret %d of %d (a secret rotated out); keep it in "
+            "[effopt] cache_secret_fallbacks until the entries it signed have expired, or run `python -m effopt "
+            "cache invalidate --namespace %s` and remove it", signed_with + 1, len(self._fallbacks), self.namespace)
 
     # -- statistics ------------------------------------------------------------
     def _count(self, function: str, **fields: float) -> None:

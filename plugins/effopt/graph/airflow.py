@@ -204,10 +204,11 @@ class GraphNodeOperator(BaseOperator):
         self.xcom_max_bytes = xcom_max_bytes
 
     def execute(self, context: Any) -> None:
-        from effopt.hooks.cache import signing_key
+        from effopt.hooks.cache import fallback_keys, signing_key
 
         codec = ValueCodec(
-            self.value_store, max_inline_bytes=self.xcom_max_bytes, readers=self.readers, signing_key=signing_key()
+            self.value_store, max_inline_bytes=self.xcom_max_bytes, readers=self.readers, signing_key=signing_key(),
+            fallback_keys=fallback_keys(),
         )
         ti = context["ti"]
         params = context["params"]

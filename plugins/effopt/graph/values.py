@@ -11,8 +11,9 @@
   goes to a :class:`ValueStore` and XCom carries a small reference
   ``{"__effopt_value__": "ref", "kind": ..., "location": ..., "format": ...}``.
   Pickled objects are only ever read from a store, never from XCom, and
-  only after their HMAC-SHA256 tag (``signing_key``) verifies: bytes someone
-  else wrote into the store are refused, never unpickled.
+  only after their HMAC-SHA256 tag (``signing_key``, or a ``fallback_keys``
+  key rotated out) verifies: bytes someone else wrote into the store are
+  refused, never unpickled.
 
 A store is anything with ``kind``, ``put(key, data) -> location`` and
 ``get(location) -> bytes``: Airflow object storage by default
@@ -82,9 +83,12 @@ class ValueCodec:
         max_inline_bytes: int = 65536,
         readers: Sequence[ValueStore] = (),
         signing_key: bytes | None = None,
+        fallback_keys: Sequence[bytes] = (),
     ) -> None:
         self.store = store
         self.signing_key = signing_key
+        #: Keys rotated out: pickles they signed still verify; nothing is signed with them.
+        self.fallback_keys = tuple(fallback_keys)
         self.max_inline_bytes = max_inline_bytes
         self.readers: dict[str, ValueStore] = {s.kind: s for s in readers}
         self.readers[store.kind] = store
@@ -115,9 +119,16 @@ class ValueCodec:
         payload = pickle.dumps(value, protocol=5)
         return self._ref(key, "pickle", self._mac(payload) + payload)
 
-    def _mac(self, payload: bytes) -> bytes:
+    def _mac(self, payload: bytes, key: bytes | None = None) -> bytes:
+        key = self.signing_key if key is None else key
+        assert key is not None
+        return hmac.new(key, payload, hashlib.sha256).digest()
+
+    def _verified(self, tag: bytes, payload: bytes) -> bool:
         assert self.signing_key is not None
-        return hmac.new(self.signing_key, payload, hashlib.sha256).digest()
+        if len(tag) != _MAC_BYTES:
+            return False
+        return any(hmac.compare_digest(tag, self._mac(payload, key)) for key in (self.signing_key, *self.fallback_keys))
 
     def _ref(self, key: str, fmt: str, data: bytes) -> dict[str, Any]:
         location = self.store.put(f"{key}.{fmt}", data)
@@ -152,7 +163,7 @@ class ValueCodec:
             if self.signing_key is None:
                 raise ValueError(f"refusing to unpickle {where!r}: no signing key to verify it with")
             tag, payload = data[: _MAC_BYTES], data[_MAC_BYTES :]
-            if len(tag) != _MAC_BYTES or not hmac.compare_digest(tag, self._mac(payload)):
+            if not self._verified(tag, payload):
                 raise ValueError(
                     f"value at {where!r} failed signature verification (tampered with, truncated, or signed with "
                     "another [effopt] cache_secret); refusing to unpickle it"

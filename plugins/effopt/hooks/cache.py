@@ -139,6 +139,11 @@ def signing_key() -> bytes:
     return local_secret(settings.cache_dir)
 
 
+def fallback_keys() -> tuple[bytes, ...]:
+    """Keys rotated out (``[effopt] cache_secret_fallbacks``): payloads they signed still verify."""
+    return tuple(secret.encode() for secret in get_settings().cache_secret_fallbacks)
+
+
 @cache
 def task_cache(namespace: str = "airflow") -> ComputationCache:
     """One cache per namespace per process (tasks reuse its connections)."""
