@@ -186,6 +186,14 @@ OPTIONS: tuple[Option, ...] = (
         "Airflow object-storage base (file://, s3://conn_id@bucket/prefix, ...) for large graph values when the "
         "computation cache is not shared (Redis).",
     ),
+    Option(
+        "graph_retention_days",
+        "7",
+        "The daily effopt_maintenance DAG removes a graph DAG run's values from graph_storage once all of them "
+        "are older than this many days; 0 keeps them forever.",
+        kind="float",
+        minimum=0,
+    ),
 )
 
 _BY_KEY = {o.key: o for o in OPTIONS}
@@ -259,6 +267,7 @@ class Settings:
     graph_specs_dir: str
     graph_plan_cache_dir: str
     graph_storage: str
+    graph_retention_days: float
 
     @classmethod
     def from_mapping(cls, section: Mapping[str, Any], airflow_home: str) -> Settings:
