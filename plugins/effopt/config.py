@@ -183,8 +183,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "graph_storage",
         "file://{AIRFLOW_HOME}/effopt-graph-data",
-        "Airflow object-storage base (file://, s3://conn_id@bucket/prefix, ...) for large graph values when the "
-        "computation cache is not shared (Redis).",
+        "Airflow object-storage base for large graph values when the computation cache is not shared (Redis): "
+        "file:// works as installed; s3://conn_id@bucket/prefix and other stores need their fsspec filesystem "
+        "(e.g. s3fs) on every worker.",
     ),
     Option(
         "graph_retention_days",
