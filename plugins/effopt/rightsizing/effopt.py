@@ -200,6 +200,36 @@ def _weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> flo
     return float(v[min(int(np.searchsorted(cum, q * cum[-1], side="left")), v.size - 1)])
 
 
+#: Rows of the vectorised replay are computed in blocks of about this many matrix elements (bounded memory).
+_BLOCK_ELEMENTS = 1 << 20
+
+
+def _row_weighted_quantiles(values: np.ndarray, weights: np.ndarray, q: float) -> np.ndarray:
+    """:func:`_weighted_quantile` of every row of ``values`` (entries of weight 0 take no part; each row
+    needs one entry of positive weight)."""
+    order = np.argsort(values, axis=1)
+    v = np.take_along_axis(values, order, axis=1)
+    cum = np.cumsum(np.take_along_axis(weights, order, axis=1), axis=1)
+    idx = np.minimum(np.sum(cum < q * cum[:, -1:], axis=1), values.shape[1] - 1)
+    return v[np.arange(values.shape[0]), idx]
+
+
+def _prefix_weighted_quantiles(starts: np.ndarray, stats: np.ndarray, half_life_s: float, q: float) -> np.ndarray:
+    """For every k, :func:`_weighted_quantile` of ``stats[:k + 1]`` weighted ``2 ** ((starts - starts[k]) /
+    half_life_s)``: one row per k, later intervals at weight 0, in blocks of rows."""
+    n = stats.size
+    out = np.empty(n)
+    order = np.argsort(stats)  # once: every prefix is the sorted whole with later intervals at weight 0
+    v, s_sorted = stats[order], starts[order]
+    block = max(1, _BLOCK_ELEMENTS // max(n, 1))
+    for a in range(0, n, block):
+        k = np.arange(a, min(n, a + block))
+        expo = np.minimum((s_sorted[None, :] - starts[k][:, None]) / half_life_s, 0.0)
+        cum = np.cumsum(np.where(order[None, :] <= k[:, None], 2.0 ** expo, 0.0), axis=1)
+        out[k] = v[np.minimum(np.sum(cum < q * cum[:, -1:], axis=1), n - 1)]
+    return out
+
+
 class _Replay(NamedTuple):
     """The level rule replayed over a series' intervals (oldest first)."""
 
@@ -356,14 +386,50 @@ class EffoptRecommender(Recommender[EffoptSettings]):
 
     def _levels(self, starts: np.ndarray, stats: np.ndarray, envelopes: np.ndarray) -> np.ndarray:
         """level[k] = decayed ``level_percentile`` of statistics 0..k, times the growth trend known then
-        (what was known at the end of interval k, for the interval after it)."""
+        (what was known at the end of interval k, for the interval after it).
+
+        Computed for every k at once (:func:`_prefix_weighted_quantiles`, :meth:`_growths`); the same
+        numbers as :func:`_weighted_quantile` and :meth:`_growth` interval by interval."""
         s = self.settings
-        levels = np.empty(stats.size)
-        for k in range(stats.size):
-            w = 2.0 ** ((starts[:k + 1] - starts[k]) / s.half_life_s)
-            levels[k] = _weighted_quantile(stats[:k + 1], w, s.level_percentile) * np.exp(
-                self._growth(starts, stats, envelopes, k))
-        return levels
+        return _prefix_weighted_quantiles(starts, stats, s.half_life_s, s.level_percentile) * np.exp(
+            self._growths(starts, stats, envelopes))
+
+    def _growths(self, starts: np.ndarray, stats: np.ndarray, envelopes: np.ndarray) -> np.ndarray:
+        """:meth:`_growth` for every interval k, vectorised over k: each row holds the window of intervals
+        the trend of k looks at (padded to the longest), its pairwise slopes and their weights."""
+        s = self.settings
+        n = stats.size
+        out = np.zeros(n)
+        if not s.trend or n < 2:
+            return out
+        first = np.maximum(s.burn_in_intervals,
+                           np.searchsorted(starts, starts - TREND_HALF_LIVES * s.half_life_s, side="left"))
+        m = int(max(1, np.max(np.arange(n) - first + 1)))
+        if m < 2:
+            return out
+        pi, pj = _pairs(m)
+        block = max(1, _BLOCK_ELEMENTS // max(pi.size, m))
+        for a in range(0, n, block):
+            k = np.arange(a, min(n, a + block))
+            idx = k[:, None] - (m - 1) + np.arange(m)[None, :]  # the window ends at k
+            valid = idx >= first[k][:, None]
+            safe = np.clip(idx, 0, n - 1)
+            x = stats[safe]
+            seasonal = np.isfinite(envelopes[k])
+            env = envelopes[safe]
+            covered = np.isfinite(env) & (env > 0)
+            valid &= ~seasonal[:, None] | covered
+            x = np.where(seasonal[:, None] & covered, x / np.where(covered, env, 1.0), x)
+            age = (starts[k][:, None] - starts[safe]) / s.interval_s
+            usable = (valid.sum(axis=1) >= 2) & ~np.any(valid & (x <= 0), axis=1)
+            lx = np.log(np.where(valid & (x > 0), x, 1.0))
+            w = np.where(valid, 2.0 ** (-np.maximum(age, 0.0) * s.interval_s / s.half_life_s), 0.0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                slopes = (lx[:, pj] - lx[:, pi]) / (age[:, pi] - age[:, pj])
+            pair_w = w[:, pi] * w[:, pj]
+            slopes = np.where(pair_w > 0, slopes, np.inf)
+            out[k] = np.where(usable, np.maximum(_row_weighted_quantiles(slopes, pair_w, 0.5), 0.0), 0.0)
+        return out
 
     def _growth(self, starts: np.ndarray, stats: np.ndarray, envelopes: np.ndarray, k: int) -> float:
         """Log growth per interval of the statistics up to interval ``k``, if positive (else 0).
