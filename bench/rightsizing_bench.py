@@ -101,10 +101,10 @@ the target itself.  effopt's slack starts 0.12-0.14 above it (6-9 h of history, 
 knows a container's bursts yet; VPA is 0.09-0.12 above it there), closes to 0.01-0.06 above it at 16-20 h and
 falls below it only at 21-22 h; VPA stays 0.09-0.16 above it throughout.  Meeting 0.70x would need
 effopt to be as good as the clairvoyant limit on average over the whole day, first hours included.  On
-pod_memory_util effopt is 0.01-0.04 above the clairvoyant limit before the fleet restart at 19 h (and
-below it at 14 h and 17-18 h); the restart costs 15 overruns for effopt and VPA alike, and afterwards
-every recommender still holds the restart's spike over a baseline that fell to a sixth of it (effopt
-0.04-0.08 above the clairvoyant limit, VPA 0.12).
+pod_memory_util effopt starts 0.09 above the clairvoyant limit (6 h), is 0.005-0.04 above it at 7-13 h and
+below it from 14 h until the fleet restart at 19 h, which costs 15 overruns for effopt (14 for
+VPA); afterwards every recommender still holds the restart's spike over a baseline that fell to a sixth
+of it (effopt 0.04-0.08 above the clairvoyant limit, VPA 0.12).
 """
 
 
@@ -166,8 +166,7 @@ class ByHistory:
     sample), next to the clairvoyant constant limit (each container's peak over its scored windows): where
     a causal recommender loses to a limit that knows the future, and where it beats it."""
 
-    def __init__(self, step_s: float) -> None:
-        self.step_s = step_s
+    def __init__(self) -> None:
         self.windows: list[tuple[str, float, dict[str, float], np.ndarray]] = []
 
     def __call__(self, series, t: float, recs, usage: np.ndarray) -> None:  # backtest's on_window
@@ -222,7 +221,7 @@ def run(path: Path, step_s: float, warmup_s: float) -> list[tuple[str, BacktestR
     for label, metric in METRICS:
         t0 = time.perf_counter()
         series = source.series(metric)  # type: ignore[arg-type]
-        by_history = ByHistory(step_s)
+        by_history = ByHistory()
         result = backtest(series, {n: get_recommender(n) for n in RECOMMENDERS}, step_s=step_s, warmup_s=warmup_s,
                           metric=metric, on_window=by_history)
         seconds = time.perf_counter() - t0

@@ -10,11 +10,14 @@ DOC = """
 ### effopt maintenance
 
 Once a day, removes the large values of compiled graph DAG runs
-(`effopt_graph_*`) from `[effopt] graph_storage` once **every** value of a
-run is older than `[effopt] graph_retention_days` (default 7; 0 keeps them
-forever). A run whose tasks are still being run or cleared keeps all of its
-values. Values kept in a shared (Redis) cache are not touched here: the cache
-bounds them itself.
+(`effopt_graph_*` directories only, links never followed) from
+`[effopt] graph_storage` once **every** file of a run is older than
+`[effopt] graph_retention_days` (default 7; 0 keeps them forever). Each graph
+task rewrites its run's marker file when it starts, so a run one of whose
+tasks started (or was cleared and re-run) within the retention keeps all of
+its values. A file whose store reports no modification time keeps its run and
+is listed under `errors`. Values kept in a shared (Redis) cache are not
+touched here: the cache bounds them itself.
 
 Params: `graph_retention_days` (empty: the setting) and `dry_run` (list what
 would go, remove nothing). The XCom `return_value` is the report:

@@ -57,8 +57,49 @@ def test_recording_usage_in_an_existing_sqlite_store_makes_no_engine(tmp_path):
     EffoptStore(url).ensure_schema()
     task_process = EffoptStore(url)
     task_process.record_task_usage(_record())
-    assert "engine" not in task_process.__dict__
+    assert task_process._engine is None
     assert [r.run_id for r in EffoptStore(url).task_usage()] == ["r1"]
+
+
+def test_a_relative_sqlite_path_is_resolved_once(tmp_path, monkeypatch):
+    """Like the engine, the sqlite3 path resolves a relative file when the store is made: a task that
+    changes directory still writes to the same file."""
+    monkeypatch.chdir(tmp_path)
+    store = EffoptStore("sqlite:///e.db")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    store.record_task_usage(_record())
+    assert (tmp_path / "e.db").exists() and not (tmp_path / "elsewhere" / "e.db").exists()
+    assert len(EffoptStore(f"sqlite:///{tmp_path / 'e.db'}").task_usage()) == 1
+
+
+def _write_many(url: str, worker: int, errors) -> None:
+    try:
+        store = EffoptStore(url)
+        for n in range(10):
+            store.record_task_usage(_record(task_id=f"t{worker}", run_id=f"r{n}"))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent
+        errors.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_many_task_processes_writing_to_a_fresh_store_at_once(tmp_path):
+    """The first writes race to create the schema (a table another process just created is not an
+    error); then writers queue on the SQLite lock. Every record lands."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    errors = ctx.Queue()
+    procs = [ctx.Process(target=_write_many, args=(url, w, errors)) for w in range(16)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    found = []
+    while not errors.empty():
+        found.append(errors.get())
+    assert found == [] and all(p.exitcode == 0 for p in procs)
+    assert len(EffoptStore(url).task_usage()) == 16 * 10
 
 
 def test_a_failed_sqlite_write_is_rolled_back_and_releases_the_file(tmp_path):

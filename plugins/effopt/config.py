@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -87,10 +87,10 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "cache_secret_fallbacks",
         "",
-        "Previous values of cache_secret, comma-separated, each at least 16 characters: entries and shared "
-        "values they signed are still read, never written, so rotating the secret does not make every entry "
-        "a miss at once. Remove one once the entries it signed have expired or been invalidated (a warning "
-        "in the task log says while it is still in use). Shown masked.",
+        "Other secrets accepted when reading, never used to sign: comma-separated (so a secret with a comma "
+        "cannot be one), each at least 16 characters. Rotate without misses: add the new secret here on every "
+        "worker, then make it cache_secret and put the old one here, and drop the old one once what it signed "
+        "has expired (a warning in the task log says while it is still read). Shown masked.",
         kind="secrets",
         secret=True,
     ),
@@ -250,8 +250,8 @@ class Settings:
     task_usage_listener: bool
     cache_backend: str
     cache_dir: str
-    cache_secret: str
-    cache_secret_fallbacks: tuple[str, ...]
+    cache_secret: str = field(repr=False)  # never in a repr, a traceback or a log line
+    cache_secret_fallbacks: tuple[str, ...] = field(repr=False)
     cache_max_bytes: int
     cache_max_entry_bytes: int
     cache_compress_min_bytes: int

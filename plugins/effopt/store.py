@@ -10,11 +10,11 @@ creates whatever is missing.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from functools import cached_property
 from typing import Any
 
 import sqlalchemy as sa
@@ -173,10 +173,20 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_file(url: sa.engine.URL) -> str | None:
-    """The database file of a plain ``sqlite:///PATH`` URL (no driver, no query options), else None."""
+    """The database file of a plain ``sqlite:///PATH`` URL (no driver, no query options), else None; a
+    relative path is made absolute once, as the engine does, so a task that changes directory writes to
+    the same file."""
     if url.drivername != "sqlite" or url.query or not url.database or url.database == ":memory:":
         return None
     return url.database
+
+
+def _absolute(url: sa.engine.URL) -> sa.engine.URL:
+    """``url`` with a relative SQLite file made absolute now (a task may change directory later)."""
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:" \
+            and not url.database.startswith("file:") and not os.path.isabs(url.database):
+        return url.set(database=os.path.abspath(url.database))
+    return url
 
 
 class EffoptStore:
@@ -192,12 +202,23 @@ class EffoptStore:
     def __init__(self, url: str, *, connect_timeout_s: float = 10.0) -> None:
         self.url = url
         self._connect_timeout_s = connect_timeout_s
-        self._sqlite_path = _sqlite_file(sa.engine.make_url(url))
+        self._url = _absolute(sa.engine.make_url(url))
+        self._sqlite_path = _sqlite_file(self._url)
         self._schema_ready = False
         self._lock = threading.Lock()
+        self._engine: sa.engine.Engine | None = None
+        self._engine_lock = threading.Lock()
 
-    @cached_property
+    @property
     def engine(self) -> sa.engine.Engine:
+        """The SQLAlchemy engine, made on first use (once, whatever the threads)."""
+        if self._engine is None:
+            with self._engine_lock:
+                if self._engine is None:
+                    self._engine = self._make_engine()
+        return self._engine
+
+    def _make_engine(self) -> sa.engine.Engine:
         url, timeout = self.url, self._connect_timeout_s
         kwargs: dict[str, Any] = {"future": True}
         if url.startswith("sqlite"):
@@ -208,7 +229,7 @@ class EffoptStore:
             kwargs["pool_pre_ping"] = True
             if url.startswith("postgresql"):
                 kwargs["connect_args"] = {"connect_timeout": int(timeout)}
-        engine = sa.create_engine(url, **kwargs)
+        engine = sa.create_engine(self._url, **kwargs)
         if url.startswith("sqlite"):
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -222,7 +243,15 @@ class EffoptStore:
                     # WAL lets task processes write while the UI and the CLI read.
                     with self.engine.connect() as conn:
                         conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-                metadata.create_all(self.engine, checkfirst=True)
+                # Another process may create a table between our check and our CREATE (a fresh SQLite
+                # file, many tasks starting at once): check again; each round finds one more table made.
+                for attempt in range(len(metadata.tables) + 1):
+                    try:
+                        metadata.create_all(self.engine, checkfirst=True)
+                        break
+                    except sa.exc.OperationalError as exc:
+                        if "already exists" not in str(exc) or attempt == len(metadata.tables):
+                            raise
             except sa.exc.SQLAlchemyError as exc:
                 raise StoreUnavailable(f"effopt store {self._safe_url()} is unavailable: {_reason(exc)}") from exc
             self._schema_ready = True
@@ -265,14 +294,10 @@ class EffoptStore:
             try:
                 _sqlite_pragmas(conn, None)
                 conn.execute("BEGIN IMMEDIATE")
-                try:
-                    conn.execute(_UPSERT_TASK_USAGE_SQL, row)
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
+                conn.execute(_UPSERT_TASK_USAGE_SQL, row)
                 conn.execute("COMMIT")
             finally:
-                conn.close()
+                conn.close()  # rolls back a transaction a failed statement left open
 
         try:
             try:
@@ -401,5 +426,5 @@ class EffoptStore:
                                                               recipients=recipients, sent_at=sent_at))
 
     def dispose(self) -> None:
-        if "engine" in self.__dict__:  # made on first use
-            self.engine.dispose()
+        if self._engine is not None:  # made on first use
+            self._engine.dispose()

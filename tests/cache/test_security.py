@@ -224,3 +224,18 @@ def test_fallback_secrets_are_checked_like_the_secret(backend):
         ComputationCache(backend, SECRET, fallback_secrets=["an-old-secret-of-16+", "short"])
     with pytest.raises(TypeError, match="a sequence of secrets, not one secret"):
         ComputationCache(backend, SECRET, fallback_secrets="an-old-secret-of-16+")
+
+
+def test_configured_fallbacks_reach_the_cache(backend):
+    """``[effopt] cache_secret_fallbacks`` goes through Settings into the cache a task gets."""
+    from effopt.config import Settings
+
+    @ComputationCache(backend, SECRET, namespace="rot2").cached
+    def double(n: int) -> int:
+        return 2 * n
+
+    assert double(21) == 42
+    settings = Settings.from_mapping({"cache_secret": "the-new-secret-after-rotation",
+                                      "cache_secret_fallbacks": SECRET.decode()}, "/h")
+    configured = ComputationCache.from_settings(settings, backend, namespace="rot2")
+    assert configured.cached(double.__wrapped__).call((21,)).hit

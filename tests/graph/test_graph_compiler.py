@@ -205,6 +205,10 @@ def test_tasks_pass_small_values_inline_and_large_ones_by_reference(tmp_path):
     assert train[TAG] == "ref" and train["format"] == "pickle"  # a dict of arrays
     model = json.loads(store[("train_ridge", "ridge_model")])
     assert model["kind"] == "ridge"  # small JSON: inline, readable through the REST API
+    # every task marked its run active in the storage (what retention keeps a run by)
+    from effopt.graph.retention import RUN_MARKER
+
+    assert (tmp_path / "storage" / "values" / "manual__2026-01-01T00_00_00_00_00" / RUN_MARKER).is_file()
 
 
 def test_missing_graph_input_and_missing_xcom_are_named(tmp_path):
@@ -294,12 +298,27 @@ def test_pickled_values_are_signed_and_tampering_is_refused(tmp_path):
         ValueCodec(codec.store, max_inline_bytes=10).encode((1, "a"), "run/pair2")
 
 
-def test_pickled_values_signed_before_a_key_rotation_still_verify(tmp_path):
-    """[effopt] cache_secret_fallbacks: values signed with a key rotated out are read, new ones use the new key."""
+def test_pickled_values_signed_before_a_key_rotation_still_verify(tmp_path, monkeypatch, caplog):
+    """[effopt] cache_secret_fallbacks: values signed with a key rotated out are read (with one warning that
+    names the fallback by position only), new ones use the new key; the setting reaches the tasks' keys."""
+    import logging
+
+    from effopt.graph import values as values_module
+    from effopt.hooks.cache import fallback_keys
+    from tests.graph.conftest import reload_settings
+
+    monkeypatch.setenv("AIRFLOW__EFFOPT__CACHE_SECRET", "new" * 11)
+    monkeypatch.setenv("AIRFLOW__EFFOPT__CACHE_SECRET_FALLBACKS", "old" * 11)
+    reload_settings()
+    assert (signing_key(), fallback_keys()) == (b"new" * 11, (b"old" * 11,))
+    monkeypatch.setattr(values_module, "_FALLBACKS_WARNED", set())
     store = ObjectStorageValueStore(f"file://{tmp_path}")
     old_ref = ValueCodec(store, max_inline_bytes=10, signing_key=b"old" * 11).encode((1, "a"), "run/old")
-    rotated = ValueCodec(store, max_inline_bytes=10, signing_key=b"new" * 11, fallback_keys=[b"old" * 11])
-    assert rotated.decode(old_ref) == (1, "a")
+    rotated = ValueCodec(store, max_inline_bytes=10, signing_key=signing_key(), fallback_keys=fallback_keys())
+    with caplog.at_level(logging.WARNING, logger="effopt.graph.values"):
+        assert rotated.decode(old_ref) == (1, "a") and rotated.decode(old_ref) == (1, "a")
+    warned = [r.getMessage() for r in caplog.records if "fallback key" in r.getMessage()]
+    assert len(warned) == 1 and "fallback key 1 of 1" in warned[0] and "old" * 11 not in warned[0]
     new_ref = rotated.encode((2, "b"), "run/new")
     with pytest.raises(ValueError, match="failed signature verification"):  # new values: new key only
         ValueCodec(store, signing_key=b"old" * 11).decode(new_ref)

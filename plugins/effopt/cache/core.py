@@ -278,8 +278,8 @@ class ComputationCache:
     entry with HMAC-SHA256; every worker sharing entries needs the same one.
     ``fallback_secrets`` are secrets rotated out: entries they signed are
     still read (never written), so a rotation does not turn every entry into
-    a miss at once; a warning per process says which fallback is still in
-    use.
+    a miss at once; the first read through each fallback logs a warning
+    (once per cache and fallback).
 
     ``max_entry_bytes``: larger results are returned but not stored (one
     warning per function).  ``compress_min_bytes``: bodies at least this large
@@ -814,7 +814,7 @@ class ComputationCache:
         return opened.value
 
     def _note_fallback(self, signed_with: int) -> None:
-        """Warn once per process and fallback secret that entries it signed are still being read."""
+        """Warn once per cache and fallback secret that entries it signed are still being read."""
         if signed_with < 0 or signed_with in self._fallbacks_seen:
             return
         self._fallbacks_seen.add(signed_with)

@@ -76,7 +76,7 @@ def prune_graph_values(retention_days: float | None = None, *, dry_run: bool = F
     import time
 
     from effopt.airflow_settings import get_settings
-    from effopt.graph.retention import prune_runs
+    from effopt.graph.retention import RetentionReport, prune_runs
 
     log = logging.getLogger(__name__)
     days = get_settings().graph_retention_days if retention_days is None else float(retention_days)
@@ -85,9 +85,10 @@ def prune_graph_values(retention_days: float | None = None, *, dry_run: bool = F
     where = base or default_storage_base()
     if days == 0:
         log.info("effopt: graph value retention is off ([effopt] graph_retention_days = 0): nothing removed")
-        return {"storage": where, "retention_days": 0.0, "skipped": "retention is off"}
-    report = prune_runs(ObjectStoragePath(where), older_than=time.time() - days * 86400.0, dry_run=dry_run,
-                        progress=log.info)
+        off = RetentionReport(cutoff=0.0, dry_run=dry_run).as_dict()
+        return {"storage": where, "retention_days": 0.0, **off, "skipped": "retention is off"}
+    report = prune_runs(ObjectStoragePath(where), older_than=time.time() - days * 86400.0, dag_prefix=DAG_ID_PREFIX,
+                        dry_run=dry_run, progress=log.info)
     for error in report.errors:
         log.warning("effopt: could not remove %s", error)
     log.info("effopt: %s %d of %d graph run(s) older than %g day(s) from %s: %d file(s), %.1f MiB",
@@ -126,6 +127,14 @@ class ObjectStorageValueStore:
 
     def get(self, location: str) -> bytes:
         return ObjectStoragePath(location).read_bytes()
+
+    def mark_run_active(self, run_prefix: str) -> None:
+        """(Re)write the run's marker, so retention keeps a run one of whose tasks is starting."""
+        from effopt.graph.retention import RUN_MARKER
+
+        path = ObjectStoragePath(self.base) / run_prefix / RUN_MARKER
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
 
     def __repr__(self) -> str:
         return f"ObjectStorageValueStore({self.base!r})"
@@ -198,6 +207,11 @@ class ConfiguredValueStore:
     def get(self, location: str) -> bytes:
         return self.target().get(location)
 
+    def mark_run_active(self, run_prefix: str) -> None:
+        mark = getattr(self.target(), "mark_run_active", None)
+        if mark is not None:  # the cache bounds its entries itself: nothing to mark
+            mark(run_prefix)
+
     def __repr__(self) -> str:
         return f"ConfiguredValueStore({self.storage_base!r})"
 
@@ -241,6 +255,15 @@ class GraphNodeOperator(BaseOperator):
         )
         ti = context["ti"]
         params = context["params"]
+        run = _UNSAFE.sub("_", str(context["run_id"]))
+        mark = getattr(self.value_store, "mark_run_active", None)
+        if mark is not None:
+            try:  # before the inputs are read: retention keeps a run one of whose tasks is starting
+                mark(f"{self.dag_id}/{run}")
+            except Exception as exc:  # noqa: BLE001 - a task whose values all fit in XCom needs no storage
+                self.log.warning("could not mark run %s active in the graph value storage (%s: %s); values of runs "
+                                 "older than [effopt] graph_retention_days may be removed under it",
+                                 run, type(exc).__name__, exc)
         values: dict[str, Any] = {}
         for data, (kind, where) in self.sources.items():
             if kind == "input":
@@ -253,7 +276,6 @@ class GraphNodeOperator(BaseOperator):
                     raise ValueError(f"node {self.node.id!r}: no XCom {data!r} from task {where!r}")
                 values[data] = codec.decode(raw)
         outputs = call_node(self.node, values)
-        run = _UNSAFE.sub("_", str(context["run_id"]))
         for name, value in outputs.items():
             encoded = codec.encode(value, f"{self.dag_id}/{run}/{self.task_id}/{name}")
             ti.xcom_push(key=name, value=encoded)

@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import io
 import json
+import logging
 import pickle
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -50,6 +51,11 @@ class ValueStore(Protocol):
     def get(self, location: str) -> bytes:
         """The bytes stored at ``location``."""
         ...
+
+
+log = logging.getLogger(__name__)
+#: Fallback keys (by position) this process has already warned about.
+_FALLBACKS_WARNED: set[int] = set()
 
 
 def is_json_value(value: Any, depth: int = 0) -> bool:
@@ -124,11 +130,15 @@ class ValueCodec:
         assert key is not None
         return hmac.new(key, payload, hashlib.sha256).digest()
 
-    def _verified(self, tag: bytes, payload: bytes) -> bool:
+    def _verified(self, tag: bytes, payload: bytes) -> int | None:
+        """None when no key signed ``payload``; -1 the signing key; ``i`` the ``i``-th fallback key."""
         assert self.signing_key is not None
         if len(tag) != _MAC_BYTES:
-            return False
-        return any(hmac.compare_digest(tag, self._mac(payload, key)) for key in (self.signing_key, *self.fallback_keys))
+            return None
+        for index, key in enumerate((self.signing_key, *self.fallback_keys), start=-1):
+            if hmac.compare_digest(tag, self._mac(payload, key)):
+                return index
+        return None
 
     def _ref(self, key: str, fmt: str, data: bytes) -> dict[str, Any]:
         location = self.store.put(f"{key}.{fmt}", data)
@@ -163,7 +173,14 @@ class ValueCodec:
             if self.signing_key is None:
                 raise ValueError(f"refusing to unpickle {where!r}: no signing key to verify it with")
             tag, payload = data[: _MAC_BYTES], data[_MAC_BYTES :]
-            if not self._verified(tag, payload):
+            signed_with = self._verified(tag, payload)
+            if signed_with is not None and signed_with >= 0 and signed_with not in _FALLBACKS_WARNED:
+                _FALLBACKS_WARNED.add(signed_with)
+                log.warning("effopt graph: read a value signed with fallback key %d of %d (a secret rotated out): "
+                            "keep it in [effopt] cache_secret_fallbacks while graph runs older than the rotation "
+                            "may be re-run (at most [effopt] graph_retention_days)", signed_with + 1,
+                            len(self.fallback_keys))
+            if signed_with is None:
                 raise ValueError(
                     f"value at {where!r} failed signature verification (tampered with, truncated, or signed with "
                     "another [effopt] cache_secret); refusing to unpickle it"

@@ -107,7 +107,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -184,7 +184,7 @@ def interval_stats(ts: np.ndarray, vs: np.ndarray, interval_s: float, percentile
     return starts[keep], stat[keep]
 
 
-@cache
+@lru_cache(maxsize=64)  # the trend's window sizes: a handful with any settings
 def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Index pairs ``i < j`` of ``n`` items (``np.triu_indices(n, 1)``), cached: the trend asks for the same
     few sizes once per interval of every replay."""
