@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -173,9 +173,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_file(url: sa.engine.URL) -> str | None:
-    """The database file of a plain ``sqlite:///PATH`` URL (no driver, no query options), else None; a
-    relative path is made absolute once, as the engine does, so a task that changes directory writes to
-    the same file."""
+    """The database file of a plain ``sqlite:///PATH`` URL (no driver, no query options), else None."""
     if url.drivername != "sqlite" or url.query or not url.database or url.database == ":memory:":
         return None
     return url.database
@@ -257,7 +255,7 @@ class EffoptStore:
             self._schema_ready = True
 
     def _safe_url(self) -> str:
-        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+        return self._url.render_as_string(hide_password=True)
 
     # -- task usage -------------------------------------------------------
     def record_task_usage(self, record: TaskUsageRecord) -> None:
@@ -270,46 +268,43 @@ class EffoptStore:
         """
         row = asdict(record)
         if self._sqlite_path is not None:
-            self._record_task_usage_sqlite(self._sqlite_path, row)
+            path = self._sqlite_path
+
+            def write() -> None:
+                conn = sqlite3.connect(path, timeout=self._connect_timeout_s, isolation_level=None)
+                try:
+                    _sqlite_pragmas(conn, None)
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute(_UPSERT_TASK_USAGE_SQL, row)
+                    conn.execute("COMMIT")
+                finally:
+                    conn.close()  # rolls back a transaction a failed statement left open
+
+            self._write_creating_schema(write, missing=sqlite3.OperationalError, failed=sqlite3.Error,
+                                        reason=lambda exc: f"{type(exc).__name__}: {exc}")
             return
 
-        def write() -> None:
+        def write_engine() -> None:
             with self.engine.begin() as conn:
                 conn.execute(_UPSERT_TASK_USAGE, row)
 
+        self._write_creating_schema(write_engine, missing=(sa.exc.OperationalError, sa.exc.ProgrammingError),
+                                    failed=sa.exc.SQLAlchemyError, reason=_reason)
+
+    def _write_creating_schema(self, write: Callable[[], None], *, missing: Any, failed: Any,
+                               reason: Callable[[BaseException], str]) -> None:
+        """Run ``write``; when it raises ``missing`` before the schema is known to exist, create the schema
+        (or raise why it can't be) and write again.  ``failed`` errors become :class:`StoreUnavailable`."""
         try:
             try:
                 write()
-            except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+            except missing:
                 if self._schema_ready:
                     raise
                 self.ensure_schema()
                 write()
-        except sa.exc.SQLAlchemyError as exc:
-            raise StoreUnavailable(f"effopt store {self._safe_url()} could not be written: {_reason(exc)}") from exc
-
-    def _record_task_usage_sqlite(self, path: str, row: dict[str, Any]) -> None:
-        def write() -> None:
-            conn = sqlite3.connect(path, timeout=self._connect_timeout_s, isolation_level=None)
-            try:
-                _sqlite_pragmas(conn, None)
-                conn.execute("BEGIN IMMEDIATE")
-                conn.execute(_UPSERT_TASK_USAGE_SQL, row)
-                conn.execute("COMMIT")
-            finally:
-                conn.close()  # rolls back a transaction a failed statement left open
-
-        try:
-            try:
-                write()
-            except sqlite3.OperationalError:
-                if self._schema_ready:
-                    raise
-                self.ensure_schema()  # a missing table or file: create the schema (or say why it can't be)
-                write()
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"effopt store {self._safe_url()} could not be written: "
-                                   f"{type(exc).__name__}: {exc}") from exc
+        except failed as exc:
+            raise StoreUnavailable(f"effopt store {self._safe_url()} could not be written: {reason(exc)}") from exc
 
     def task_usage(
         self,
