@@ -1,0 +1,1 @@
+"""Deferrable sensors of effopt; each waits through a trigger in ``effopt.triggers``."""
