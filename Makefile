@@ -19,17 +19,23 @@ $(VENV)/.installed-runtime: requirements.txt constraints.txt | $(UV)
 	$(UV) pip install --python $(PY) -q -r requirements.txt -c constraints.txt
 	touch $@
 
+# effopt itself, in editable mode: .venv/bin/effopt is the command line, and the airflow.plugins entry
+# point registers the plugin.
+$(VENV)/.installed-effopt: pyproject.toml $(VENV)/.installed-runtime
+	$(UV) pip install --python $(PY) -q --no-deps -e .
+	touch $@
+
 # Plus the test, lint and benchmark tools.
 $(VENV)/.installed-dev: $(VENV)/.installed-runtime requirements-dev.txt
 	$(UV) pip install --python $(PY) -q -r requirements.txt -r requirements-dev.txt -c constraints.txt
 	touch $@
 
-install: $(VENV)/.installed-runtime
-install-dev: $(VENV)/.installed-dev
+install: $(VENV)/.installed-effopt
+install-dev: $(VENV)/.installed-dev $(VENV)/.installed-effopt
 
 ## run: start Airflow standalone with effopt's bundle and plugin on http://localhost:8080
 run: install
-	PYTHONPATH=plugins $(PY) -m effopt standalone
+	$(VENV)/bin/effopt standalone
 
 ## test: the whole suite, end-to-end tests against real services included
 test: install-dev

@@ -245,6 +245,14 @@ class RateTable:
     def rates_for(self, pricing: str) -> Rates | None:
         return self.rates.get(pricing)
 
+    def describe(self) -> str:
+        """Where the prices come from, without this machine's paths: ``rate_table.json: prices from
+        ec2_catalog_snapshot_001367d2.csv, us-east-1``."""
+        src = self.source or {}
+        origin = ", ".join(str(src[k]) for k in ("file", "region") if src.get(k))
+        name = Path(self.path).name if self.path else "rate table"
+        return f"{name}: prices from {origin}" if origin else name
+
     def gpu_rate(self, model: str | None, pricing: str = "on_demand") -> float | None:
         rates = self.rates.get(pricing)
         if rates is None or not model:

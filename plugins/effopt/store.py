@@ -257,6 +257,10 @@ class EffoptStore:
     def _safe_url(self) -> str:
         return self._url.render_as_string(hide_password=True)
 
+    def _absent(self) -> bool:
+        """An embedded SQLite file that does not exist yet: nothing is recorded, and a read must not create it."""
+        return self._sqlite_path is not None and not os.path.exists(self._sqlite_path)
+
     # -- task usage -------------------------------------------------------
     def record_task_usage(self, record: TaskUsageRecord) -> None:
         """Insert or replace the record of one task-instance try (idempotent).
@@ -315,6 +319,8 @@ class EffoptStore:
         limit: int | None = None,
     ) -> list[TaskUsageRecord]:
         """Records, oldest first, filtered by any of the arguments."""
+        if self._absent():
+            return []
         self.ensure_schema()
         q = sa.select(task_usage).order_by(task_usage.c.start, task_usage.c.id)
         for col, value in (("dag_id", dag_id), ("task_id", task_id), ("run_id", run_id)):
@@ -337,6 +343,8 @@ class EffoptStore:
 
     def latest_cache_snapshot(self, before: float) -> tuple[float, dict[str, Any]] | None:
         """The newest snapshot taken before ``before``: (taken_at, counters)."""
+        if self._absent():
+            return None
         self.ensure_schema()
         q = (
             sa.select(cache_stats_snapshots.c.taken_at, cache_stats_snapshots.c.counters)
@@ -371,6 +379,8 @@ class EffoptStore:
         since: float | None = None,
     ) -> list[RightsizingAuditRecord]:
         """Audit records, oldest first, filtered by any of the arguments."""
+        if self._absent():
+            return []
         self.ensure_schema()
         q = sa.select(rightsizing_audit).order_by(rightsizing_audit.c.applied_at, rightsizing_audit.c.id)
         for col, value in (("kind", kind), ("namespace", namespace), ("name", name), ("mode", mode)):
@@ -385,6 +395,8 @@ class EffoptStore:
 
     def last_rightsizing_apply(self, kind: str, namespace: str, name: str) -> float | None:
         """When effopt last changed this workload (epoch seconds), or None."""
+        if self._absent():
+            return None
         self.ensure_schema()
         q = sa.select(sa.func.max(rightsizing_audit.c.applied_at)).where(
             rightsizing_audit.c.kind == kind, rightsizing_audit.c.namespace == namespace,
@@ -400,6 +412,8 @@ class EffoptStore:
 
     def latest_waste_report(self, before: float) -> dict[str, Any] | None:
         """The newest saved report whose period ended before ``before``."""
+        if self._absent():
+            return None
         self.ensure_schema()
         q = (sa.select(waste_reports.c.summary).where(waste_reports.c.period_end < before)
              .order_by(waste_reports.c.period_end.desc()).limit(1))
@@ -409,6 +423,8 @@ class EffoptStore:
 
     def report_delivery(self, report_key: str) -> dict[str, Any] | None:
         """The delivery of ``report_key`` if the SMTP server accepted it, else None."""
+        if self._absent():
+            return None
         self.ensure_schema()
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(report_deliveries).where(report_deliveries.c.report_key == report_key)).first()

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from effopt.cli import main
 from tests.graph.conftest import REPO, SPECS
@@ -75,8 +76,8 @@ def test_validate_reports_every_problem_and_exit_code(tmp_path, capsys):
 
 
 def test_dot_writes_graphviz_and_png_when_dot_exists(tmp_path, capsys):
-    out = tmp_path / "ml.dot"
-    assert main(["graph", "dot", ML, "-o", str(out)]) == 0
+    assert main(["graph", "dot", ML, "--out", str(tmp_path)]) == 0
+    out = tmp_path / "ml_models.dot"
     text = out.read_text()
     assert text.startswith('digraph "ml_models"') and 'subgraph "cluster_stage_1"' in text
     assert '"ridge_split" -> "train_lasso" [label="ridge_train"]' in text
@@ -85,9 +86,32 @@ def test_dot_writes_graphviz_and_png_when_dot_exists(tmp_path, capsys):
         assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     else:
         assert "graphviz 'dot' is not installed" in streams.err and not out.with_suffix(".png").exists()
-    raw = tmp_path / "raw.dot"
-    assert main(["graph", "dot", "--raw", ML, "-o", str(raw)]) == 0
-    assert "merged into ridge_features" in raw.read_text() and "culled" in raw.read_text()
+    raw = tmp_path / "raw"
+    assert main(["graph", "dot", "--raw", ML, "--out", str(raw)]) == 0
+    assert "merged into ridge_features" in (raw / "ml_models.dot").read_text()
+    assert "culled" in (raw / "ml_models.dot").read_text()
+
+
+def test_dot_without_out_writes_into_a_new_temporary_folder_not_the_working_directory(tmp_path, monkeypatch,
+                                                                                       capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["graph", "dot", ML, str(SPECS / "seed_pipeline.yaml")]) == 0
+    assert list(tmp_path.iterdir()) == []
+    written = [Path(line.split("wrote ", 1)[1]) for line in capsys.readouterr().out.splitlines()]
+    dots = [w for w in written if w.suffix == ".dot"]
+    assert [d.name for d in dots] == ["ml_models.dot", "seed_pipeline.dot"]
+    assert dots[0].parent == dots[1].parent and dots[0].parent.name.startswith("effopt-graph-dot-")
+    assert all(d.read_text().startswith("digraph") for d in dots)
+
+
+def test_plan_takes_several_specs(capsys):
+    gpu, seed = str(SPECS / "gpu_training.yaml"), str(SPECS / "seed_pipeline.yaml")
+    assert main(["graph", "plan", "--json", ML, gpu, seed]) == 0
+    summaries = json.loads(capsys.readouterr().out)
+    assert [s["name"] for s in summaries] == ["ml_models", "gpu_training", "seed_pipeline"]
+    assert main(["graph", "plan", ML, seed]) == 0
+    out = capsys.readouterr().out
+    assert out.count("critical path:") == 2 and "graph ml_models:" in out and "graph seed_pipeline:" in out
 
 
 def test_run_prints_outputs_and_a_progress_bar(capsys):

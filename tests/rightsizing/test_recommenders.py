@@ -288,8 +288,12 @@ def test_gpu_fit_names_slices():
     assert gpu_fit(200 * GIB).smallest_gpu is None
     ts = minutes(1)
     r = get_recommender("effopt").recommend(make_series("w", "c", "gpu_memory", ts, np.full(ts.size, 30 * GIB)))
-    assert r.gpu is not None and r.gpu.smallest_slice.name == "A100 40GB MIG 7g.40gb"
+    # 7g.40gb would be all of an A100 40GB: the slice is half an A100 80GB, the whole card an A100 40GB.
+    assert r.gpu is not None and r.gpu.smallest_slice.name == "A100 80GB MIG 3g.40gb"
     assert r.as_dict()["gpu"]["smallest_gpu"]["name"] == "A100 40GB"
+    assert all(not gpu_fit(g * GIB).smallest_slice.resource.endswith(("7g.40gb", "7g.80gb"))
+               for g in (20, 39.3, 41) if gpu_fit(g * GIB).smallest_slice is not None)
+    assert gpu_fit(45 * GIB).smallest_slice is None  # only 7g.80gb holds 45 GiB: that is the whole card
 
 
 def test_unknown_recommender_and_setting_are_named():

@@ -193,7 +193,8 @@ def test_empty_report_renders_without_charts():
     p = _parse(html)
     assert not [t for t, _ in p.tags if t == "img"]
     text = " ".join(p.text)
-    assert "No chart" in text and "No workloads were analysed" in text and "n/a" in text
+    assert "No chart" in text and "No finding: nothing to act on" in text and "n/a" in text
+    assert "no usage observed" in text
     msg = build_message(empty, subject="s", sender="a@example.com", recipients=["b@example.com"], html=html,
                         charts=charts, csv_text=empty.to_csv())
     assert [part.get_content_type() for part in msg.walk() if part.get_content_maintype() == "image"] == []

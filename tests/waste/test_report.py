@@ -83,8 +83,13 @@ def test_report_totals_by_kind_label_and_json_keys(rates):
     assert f["kind"] == "over_provisioned" and t["by_kind"]["over_provisioned"] == pytest.approx(f["monthly_waste"])
     assert t["by_label"] == {"namespace=team-a": {"cost": 8.5, "waste": 6.0},
                              "namespace=team-b": {"cost": 4.0, "waste": 0.0}}
-    assert [w["workload"] for w in data["top_wasters"]] == ["team-a/api", "team-b/etl"]
+    # Only workloads with a finding are top wasters: etl has none (and no waste).
+    assert [w["workload"] for w in data["top_wasters"]] == ["team-a/api"]
     assert data["trend"] is None
+    # 24 h of 5-minute samples (the last one counts for its interval), scaled to the rate table's month.
+    assert data["observed_s"] == pytest.approx(24 * 3600.0, rel=0.05)
+    assert data["window"] == f"24 h observed, scaled to a month ({rates.hours_per_month:g} h)"
+    assert "/" not in data["rate_table"].split(":")[0], data["rate_table"]  # a file name, never a local path
 
 
 def test_csv_has_one_row_per_finding_and_trend_against_a_previous_report(rates):

@@ -1,14 +1,23 @@
-"""``python -m effopt``: the command line.
+"""``effopt`` (or ``python -m effopt``): the command line.
 
 Each command group lives in its own module with ``register(subparsers)``;
 the module is imported only when its group is run, so ``--help`` stays fast.
+
+Commands that read Airflow state use ``AIRFLOW_HOME``; when it is not set and
+effopt runs from its repository checkout, that is the checkout's ``.airflow``
+(the one ``make run`` uses), so nothing lands in ``~/airflow`` by accident.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from pathlib import Path
+
+#: The repository checkout this package sits in (``<repo>/plugins/effopt/cli``), when it is one.
+_CHECKOUT = Path(__file__).resolve().parents[3]
 
 # group name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -24,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m effopt", description="effopt: cheaper, faster ML on Airflow")
+    parser = argparse.ArgumentParser(prog="effopt", description="effopt: cheaper, faster ML on Airflow")
     sub = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
     wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_text) in COMMANDS.items():
@@ -35,8 +44,15 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def default_airflow_home() -> None:
+    """Set ``AIRFLOW_HOME`` to the checkout's ``.airflow`` (``make run``'s) when unset and run from a checkout."""
+    if "AIRFLOW_HOME" not in os.environ and (_CHECKOUT / "Makefile").is_file() and (_CHECKOUT / "dags").is_dir():
+        os.environ["AIRFLOW_HOME"] = str(_CHECKOUT / ".airflow")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    default_airflow_home()
     args = build_parser(argv).parse_args(argv)
     if not hasattr(args, "func"):
         build_parser([args.group]).parse_args([args.group, "--help"])

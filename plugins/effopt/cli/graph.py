@@ -21,16 +21,16 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("specs", nargs="+", metavar="SPEC", help="YAML spec file(s)")
     p.set_defaults(func=_validate)
 
-    p = sub.add_parser("plan", help="optimise and plan a spec: stages, critical path, eliminated nodes, makespan")
-    p.add_argument("spec", metavar="SPEC")
+    p = sub.add_parser("plan", help="optimise and plan specs: stages, critical path, eliminated nodes, makespan")
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="YAML spec file(s)")
     _optimise_args(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--json", action="store_true", help="print JSON: one object for one spec, else a list")
     p.set_defaults(func=_plan)
 
     p = sub.add_parser("dot", help="write Graphviz DOT (and PNG when graphviz's dot is installed)")
-    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="YAML spec file(s)")
     _optimise_args(p)
-    p.add_argument("-o", "--output", help="DOT file to write (default: <name>.dot here)")
+    p.add_argument("--out", help="folder for <name>.dot and <name>.png (default: a new temporary folder)")
     p.add_argument("--raw", action="store_true", help="draw the spec as written, eliminated nodes greyed out")
     p.set_defaults(func=_dot)
 
@@ -78,14 +78,14 @@ def _capacity(args: argparse.Namespace, graph: Any) -> dict[str, Any]:
     return capacity
 
 
-def _compile(args: argparse.Namespace) -> tuple[Any, Any]:
+def _compile(args: argparse.Namespace, spec: str) -> tuple[Any, Any]:
     """(spec graph, compiled plan); raises GraphValidationError."""
     from effopt.graph.compiled import CompiledPlan
     from effopt.graph.model import MISSING
     from effopt.graph.optimize import optimize
     from effopt.graph.plan import Capacity, plan
 
-    graph = _load(args.spec)
+    graph = _load(spec)
     optimized, report = optimize(
         graph,
         cse_enabled=False if args.no_cse else None,
@@ -93,7 +93,7 @@ def _compile(args: argparse.Namespace) -> tuple[Any, Any]:
         fuse_max_cost=MISSING if args.fuse_max_cost is None else args.fuse_max_cost,
     )
     _, the_plan = plan(optimized, Capacity.coerce(_capacity(args, graph)))
-    return graph, CompiledPlan(optimized, report, the_plan, source=args.spec)
+    return graph, CompiledPlan(optimized, report, the_plan, source=spec)
 
 
 def _problems(exc: Exception) -> int:
@@ -121,14 +121,26 @@ def _validate(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from effopt.graph import GraphValidationError
 
-    try:
-        _, compiled = _compile(args)
-    except GraphValidationError as exc:
-        return _problems(exc)
-    summary = compiled.summary()
+    summaries, failed = [], 0
+    for n, spec in enumerate(args.specs):
+        try:
+            _, compiled = _compile(args, spec)
+        except GraphValidationError as exc:
+            failed += _problems(exc)
+            continue
+        if args.json:
+            summaries.append(compiled.summary())
+        else:
+            if n:
+                print()
+            _print_plan(compiled)
     if args.json:
-        print(json.dumps(summary, indent=2))
-        return 0
+        print(json.dumps(summaries[0] if len(args.specs) == 1 and summaries else summaries, indent=2))
+    return 1 if failed else 0
+
+
+def _print_plan(compiled: Any) -> None:
+    summary = compiled.summary()
     g = compiled.graph
     print(f"graph {g.name}: {summary['nodes_before']} nodes -> {summary['nodes_after']} after optimisation")
     print()
@@ -164,37 +176,45 @@ def _plan(args: argparse.Namespace) -> int:
     print(f"parallelism:        {plan.parallelism:g}")
     for note in list(report.notes) + list(plan.notes):
         print(f"note: {note}")
-    return 0
 
 
 def _dot(args: argparse.Namespace) -> int:
+    import tempfile
+
     from effopt.graph import GraphValidationError
     from effopt.graph.dot import to_dot
 
-    try:
-        graph, compiled = _compile(args)
-    except GraphValidationError as exc:
-        return _problems(exc)
-    if args.raw:
-        notes = {m.removed: f"merged into {m.kept}" for m in compiled.report.merged}
-        notes.update({c.node: "culled" for c in compiled.report.culled})
-        text = to_dot(graph, None, notes)
-    else:
-        text = to_dot(compiled.graph, compiled.plan)
-    out = Path(args.output or f"{graph.name}.dot")
-    out.write_text(text)
-    print(f"wrote {out}")
+    folder = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="effopt-graph-dot-"))
+    folder.mkdir(parents=True, exist_ok=True)
     dot = shutil.which("dot")
+    failed = 0
+    for spec in args.specs:
+        try:
+            graph, compiled = _compile(args, spec)
+        except GraphValidationError as exc:
+            failed += _problems(exc)
+            continue
+        if args.raw:
+            notes = {m.removed: f"merged into {m.kept}" for m in compiled.report.merged}
+            notes.update({c.node: "culled" for c in compiled.report.culled})
+            text = to_dot(graph, None, notes)
+        else:
+            text = to_dot(compiled.graph, compiled.plan)
+        out = folder / f"{graph.name}.dot"
+        out.write_text(text)
+        print(f"wrote {out}")
+        if dot is None:
+            continue
+        png = out.with_suffix(".png")
+        done = subprocess.run([dot, "-Tpng", str(out), "-o", str(png)], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            print(f"dot failed on {out}: {done.stderr.strip()}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"wrote {png}")
     if dot is None:
         print("graphviz 'dot' is not installed: no PNG (apt-get install graphviz)", file=sys.stderr)
-        return 0
-    png = out.with_suffix(".png")
-    done = subprocess.run([dot, "-Tpng", str(out), "-o", str(png)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        print(f"dot failed: {done.stderr.strip()}", file=sys.stderr)
-        return 1
-    print(f"wrote {png}")
-    return 0
+    return 1 if failed else 0
 
 
 class _ProgressBar:
@@ -249,7 +269,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.no_optimize:
             graph = _load(args.spec)
         else:
-            _, compiled = _compile(args)
+            _, compiled = _compile(args, args.spec)
             graph = compiled.graph
         progress = None if args.quiet else _ProgressBar(len(graph))
         start = time.perf_counter()

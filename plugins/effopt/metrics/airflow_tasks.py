@@ -39,6 +39,10 @@ class AirflowTaskSource:
         self.since = since
         self.min_history_s = min_history_s
 
+    def issues(self) -> list[str]:
+        """Nothing outside the series' own quality reports."""
+        return []
+
     def resources(self) -> tuple[ResourceKind, ...]:
         return ("cpu", "memory")
 

@@ -45,7 +45,15 @@ _POD_LABELS = ("namespace", "pod", "container")
 
 
 class PrometheusError(RuntimeError):
-    """Prometheus could not be reached or refused a query (the message names the URL and the query)."""
+    """Prometheus could not be reached or refused a query (the message names the URL and the query).
+
+    ``transient`` is true when trying again later may succeed (unreachable, a timeout, HTTP 5xx or 429),
+    false when the request itself is wrong (HTTP 4xx: a bad query or selector, no permission).
+    """
+
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 def workload_of(pod: str) -> str:
@@ -124,7 +132,8 @@ class PrometheusSource:
         try:
             resp = self.session.get(f"{self.url}{path}", params=params, timeout=self.timeout_s)
         except requests.RequestException as exc:
-            raise PrometheusError(f"Prometheus {self.url} unreachable for {params.get('query')!r}: {exc}") from exc
+            raise PrometheusError(f"Prometheus {self.url} unreachable for {params.get('query')!r}: {exc}",
+                                  transient=True) from exc
         try:
             body = resp.json()
         except ValueError:
@@ -132,7 +141,8 @@ class PrometheusSource:
         if resp.status_code != 200 or body.get("status") != "success":
             reason = body.get("error") or resp.text[:200]
             raise PrometheusError(f"Prometheus {self.url} refused {params.get('query')!r} "
-                                  f"(HTTP {resp.status_code}): {reason}")
+                                  f"(HTTP {resp.status_code}): {reason}",
+                                  transient=resp.status_code >= 500 or resp.status_code in (408, 429))
         return body["data"]["result"]
 
     def query_range(self, promql: str) -> list[dict[str, Any]]:
@@ -147,6 +157,10 @@ class PrometheusSource:
         return "{" + ",".join(parts) + "}"
 
     # -- MetricsSource ------------------------------------------------------------
+    def issues(self) -> list[str]:
+        """Nothing outside the series' own quality reports."""
+        return []
+
     def resources(self) -> tuple[ResourceKind, ...]:
         return ("cpu", "memory", "gpu_util", "gpu_memory")
 

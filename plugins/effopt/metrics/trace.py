@@ -121,6 +121,11 @@ class TraceSource:
         self.min_history_s = min_history_s
         if not self.path.exists():
             raise FileNotFoundError(f"trace {self.path} does not exist")
+        self._issues: dict[str, str] = {}
+
+    def issues(self) -> list[str]:
+        """Rows that belong to no container (an empty id), per file read so far."""
+        return list(self._issues.values())
 
     def resources(self) -> tuple[ResourceKind, ...]:
         files = [self.path] if self.path.is_file() else sorted(self.path.iterdir())
@@ -140,6 +145,12 @@ class TraceSource:
         if kind != resource:
             raise ValueError(f"{file} holds {kind}, not {resource}")
         ts, ids, vs = read_trace(file)
+        named = np.array([bool(str(i).strip()) for i in ids], dtype=bool) if ids.size else np.ones(0, dtype=bool)
+        if not named.all():
+            # A sample without a container id belongs to no workload: dropped and reported, never a nameless one.
+            self._issues[file.name] = (f"{file.name}: {int((~named).sum())} row(s) without a container id "
+                                       "dropped")
+            ts, ids, vs = ts[named], ids[named], vs[named]
         if not ids.size:
             return []
         order = np.argsort(ids, kind="stable")

@@ -59,13 +59,22 @@ class GpuFit:
                 "smallest_gpu": opt(self.smallest_gpu)}
 
 
+def whole_card(option: GpuOption) -> bool:
+    """A MIG profile with all seven compute slices (``7g.*``) takes the whole card: it is no slice of it."""
+    return option.mig and option.resource.split("-", 1)[1].startswith("7g.")
+
+
 def gpu_fit(needed_bytes: float, options: tuple[GpuOption, ...] = GPU_OPTIONS) -> GpuFit:
-    """Smallest slice / GPU whose memory is at least ``needed_bytes`` (None when nothing is big enough)."""
+    """Smallest slice / GPU whose memory is at least ``needed_bytes`` (None when nothing is big enough).
+
+    A slice is a MIG profile that leaves part of its card to others; a ``7g`` profile, which takes the
+    whole card, is never offered as one (the whole GPU is).
+    """
     if not needed_bytes >= 0:
         raise ValueError(f"GPU memory needed must be a non-negative number, got {needed_bytes!r}")
     fitting = sorted((o for o in options if o.memory_bytes >= needed_bytes), key=lambda o: (o.memory_bytes, o.name))
     return GpuFit(
         needed_bytes,
-        next((o for o in fitting if o.mig), None),
+        next((o for o in fitting if o.mig and not whole_card(o)), None),
         next((o for o in fitting if not o.mig), None),
     )

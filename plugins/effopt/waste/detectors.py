@@ -16,14 +16,11 @@ import numpy as np
 
 from effopt.metrics.series import GAP_FACTOR, UsageSeries
 from effopt.prices import RateTable
-from effopt.rightsizing.base import MIB, NotEnoughData, Recommendation, get_recommender
+from effopt.rightsizing.base import NotEnoughData, Recommendation, get_recommender
+from effopt.units import DAY, GIB, HOUR, MIB, format_bytes, format_quantity
 from effopt.waste.cost import unit_price
 from effopt.waste.model import Advice, Finding, Severity
 from effopt.waste.stats import MAD_TO_SIGMA, mad, mann_kendall, theil_sen
-
-HOUR = 3600.0
-DAY = 86400.0
-GIB = 1024**3
 
 #: KRR's severity by absolute gap between request and recommendation: (warning, critical).
 GAP_THRESHOLDS: dict[str, tuple[float, float]] = {"cpu": (0.25, 0.5), "memory": (250 * MIB, 500 * MIB)}
@@ -72,8 +69,9 @@ def over_provisioned(series: UsageSeries, rates: RateTable, *, recommender: str 
     values: dict[str, Any] = {"request": _r(target)}
     if series.resource == "memory":
         values["limit"] = _r(target)
-    advice = Advice(f"lower the {series.resource} request from {series.request:.6g} to {target:.6g} {series.unit}",
-                    values, f"{recommendation.recommender} recommender")
+    what = "memory request and limit" if series.resource == "memory" else f"{series.resource} request"
+    advice = Advice(f"lower the {what} from {format_quantity(series.request, series.unit)} to "
+                    f"{format_quantity(target, series.unit)}", values, f"{recommendation.recommender} recommender")
     return [Finding("over_provisioned", series.workload, series.container, series.resource, severity, evidence,
                     advice, waste, () if price.missing is None else (price.missing,), series.labels)]
 
@@ -141,6 +139,13 @@ def idle(series: UsageSeries, rates: RateTable, *, threshold: float | None = Non
 
 
 # -- idle GPUs --------------------------------------------------------------------------------------------------
+def _fit_text(fit: Any) -> str:
+    """``an A100 80GB MIG 3g.40gb slice (39.2 GiB)`` or ``a whole L4 24GB (22.0 GiB)``."""
+    if fit is None:
+        return "a GPU"
+    return f"{'a' if fit.mig else 'a whole'} {fit.name}{' slice' if fit.mig else ''} ({format_bytes(fit.memory_bytes)})"
+
+
 def idle_gpu(util: UsageSeries, rates: RateTable, *, memory: UsageSeries | None = None, gpu_model: str | None = None,
              gpu_count: float = 1.0, idle_pct: float = 5.0, min_idle_share: float = 0.5, critical_share: float = 0.8,
              held_bytes: float = GIB, min_samples: int = 10, recommender: str = "krr",
@@ -175,7 +180,7 @@ def idle_gpu(util: UsageSeries, rates: RateTable, *, memory: UsageSeries | None 
         j = j[j >= 0]
         held = float(np.median(memory.values[j])) if j.size else None
         if held is not None and held >= held_bytes:
-            action = (f"GPU memory ({held / GIB:.1f} GiB) is held while compute idles {share:.0%} of the time: "
+            action = (f"GPU memory ({format_bytes(held)}) is held while compute idles {share:.0%} of the time: "
                       "release the GPU or scale to zero")
             try:
                 rec = get_recommender(recommender).recommend(memory)
@@ -187,7 +192,7 @@ def idle_gpu(util: UsageSeries, rates: RateTable, *, memory: UsageSeries | None 
                           "gpu_resource": fit.resource if fit else None}
                 source = f"{rec.recommender} recommender"
                 action = (f"GPU memory is held while compute idles: share the GPU or move to "
-                          f"{fit.name if fit else 'a GPU'} sized for {rec.target / GIB:.1f} GiB, or scale to zero")
+                          f"{_fit_text(fit)} for the {format_bytes(rec.target)} it needs, or scale to zero")
     severity: Severity = "critical" if share >= critical_share else "warning"
     evidence = {"idle_share": _r(share, 4), "mean_duty_pct": _r(mean_duty, 3),
                 "p95_duty_pct": _r(float(np.percentile(duty, 95)), 3), "idle_gpu_hours": _r(share * hours * gpu_count, 3),

@@ -137,9 +137,15 @@ def _all_wasters(report: WasteReport) -> list[dict[str, Any]]:
     return [r for r in report.top_wasters(n) if r["waste"] > 0] if n else []
 
 
+def _all_equal(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Bars a reader could not tell apart (within 0.5% of the largest) carry no information as a chart."""
+    values = [r["waste"] for r in rows[:MAX_BARS]]
+    return len(values) > 1 and max(values) - min(values) <= 0.005 * max(values)
+
+
 def _top_wasters_chart(report: WasteReport) -> bytes | None:
     rows = _all_wasters(report)
-    if not rows:
+    if not rows or _all_equal(rows):
         return None
     shown = rows[:MAX_BARS]
     fig = Figure(figsize=(WIDTH_IN, 1.2 + 0.28 * len(shown)))
@@ -344,8 +350,17 @@ def report_context(report: WasteReport, charts: Mapping[str, bytes], *, title: s
             src = ("data:image/png;base64," + base64.b64encode(charts[name]).decode("ascii") if inline_images
                    else "cid:" + chart_cid(name))
             images[name] = src
+    wasters = _all_wasters(report)
+    if not wasters:
+        no_chart = "No chart: no workload has priced waste."
+    elif _all_equal(wasters):
+        no_chart = (f"No chart: the {min(len(wasters), MAX_BARS)} top wasters each waste about "
+                    f"{_usd(wasters[0]['waste'])} a month.")
+    else:
+        no_chart = ""
     return {
         "title": title, "period_start": _when(period_start), "period_end": _when(period_end),
+        "window": report.window_text(), "top_wasters_no_chart": no_chart,
         "cost": _usd(t["cost"]), "waste": _usd(t["waste"]), "waste_pct": _pct(t["waste_pct"]),
         "workloads": t["workloads"], "findings": t["findings"],
         "unpriced_findings": sum(unpriced.values()),
@@ -383,7 +398,7 @@ def render_html(report: WasteReport, charts: Mapping[str, bytes], *, title: str,
 def render_plain(report: WasteReport, *, title: str) -> str:
     """The plain-text alternative: totals, top wasters with their findings, missing prices."""
     t = report.totals()
-    lines = [title, "", f"{t['workloads']} containers, {t['findings']} findings",
+    lines = [title, "", f"{report.window_text()}.", f"{t['workloads']} containers, {t['findings']} findings",
              f"monthly cost {_usd(t['cost'])}, waste {_usd(t['waste'])} ({_pct(t['waste_pct'])})", "",
              "Waste by kind:"]
     unpriced = t["unpriced_findings_by_kind"]

@@ -21,6 +21,7 @@ import numpy as np
 
 from effopt.metrics.series import UsageSeries
 from effopt.prices import RateTable
+from effopt.units import HOURS_PER_MONTH, format_duration
 from effopt.waste import detectors
 from effopt.waste.cost import ResourceCost, resource_cost
 from effopt.waste.model import KINDS, SEVERITY_RANK, Finding
@@ -90,6 +91,15 @@ class WasteReport:
     rate_table: str = ""
     pricing: str = "on_demand"
     top: int = 10
+    #: Seconds of usage the report rests on (first to last sample over all workloads); None without samples.
+    observed_s: float | None = None
+    hours_per_month: float = HOURS_PER_MONTH
+
+    def window_text(self) -> str:
+        """``23 h observed, scaled to a month (730 h)``: what the monthly figures are extrapolated from."""
+        if self.observed_s is None:
+            return "no usage observed"
+        return f"{format_duration(self.observed_s)} observed, scaled to a month ({self.hours_per_month:g} h)"
 
     # -- totals ---------------------------------------------------------------------------------------------
     def totals(self) -> dict[str, Any]:
@@ -129,7 +139,12 @@ class WasteReport:
         return out
 
     def top_wasters(self, n: int | None = None) -> list[dict[str, Any]]:
-        """Workloads by OpenCost waste (most first), with their findings' kinds."""
+        """Workloads by OpenCost waste (most first), with their findings' kinds.
+
+        Only workloads with at least one finding are listed: a workload whose
+        unused capacity no detector explains (below every threshold) has
+        nothing to act on, though its idle cost is in the totals.
+        """
         per: dict[str, dict[str, Any]] = {}
         for c in self.costs:
             slot = per.setdefault(c.workload, {"workload": c.workload, "cost": 0.0, "waste": 0.0, "kinds": set()})
@@ -138,7 +153,8 @@ class WasteReport:
         for f in self.findings:
             per.setdefault(f.workload, {"workload": f.workload, "cost": 0.0, "waste": 0.0, "kinds": set()})
             per[f.workload]["kinds"].add(f.kind)
-        rows = sorted(per.values(), key=lambda r: (-r["waste"], r["workload"]))[: n or self.top]
+        rows = sorted((r for r in per.values() if r["kinds"]),
+                      key=lambda r: (-r["waste"], r["workload"]))[: n or self.top]
         return [{**r, "cost": round(r["cost"], 4), "waste": round(r["waste"], 4), "kinds": sorted(r["kinds"])}
                 for r in rows]
 
@@ -184,6 +200,8 @@ class WasteReport:
             "assumptions": list(self.assumptions),
             "rate_table": self.rate_table,
             "pricing": self.pricing,
+            "observed_s": None if self.observed_s is None else round(self.observed_s, 3),
+            "window": self.window_text(),
             "trend": self.trend(previous),
         }
 
@@ -252,4 +270,16 @@ def analyze(workloads: Sequence[WorkloadUsage], rates: RateTable, *, settings: W
                                                  worker_cores=settings.cache_worker_cores, pricing=settings.pricing)
     for name, (days, usd) in (daily_costs or {}).items():
         findings += detectors.cost_anomaly(days, usd, workload=name)
-    return WasteReport(costs, findings, total, list(assumptions), rates.path, settings.pricing, settings.top)
+    return WasteReport(costs, findings, total, list(assumptions), rates.describe(), settings.pricing, settings.top,
+                       observed_span(workloads), rates.hours_per_month)
+
+
+def observed_span(workloads: Iterable[WorkloadUsage]) -> float | None:
+    """Seconds from the first to the last sample of any series of ``workloads`` (None without samples)."""
+    firsts, lasts = [], []
+    for w in workloads:
+        for s in (w.cpu, w.memory, w.gpu_util, w.gpu_memory):
+            if s is not None and len(s):
+                firsts.append(float(s.timestamps[0]))
+                lasts.append(float(s.timestamps[-1]) + s.quality.median_interval_s)
+    return max(lasts) - min(firsts) if firsts else None
