@@ -19,8 +19,12 @@ observed peak, cooldown) and the monthly cost delta from the `[effopt]
 rate_table`. `apply` then acts in the chosen mode; the default `dry-run`
 changes nothing. Both push JSON to XCom.
 
-Sources: `prometheus` (connection `[effopt] prometheus_conn_id`, or the param `prometheus_conn_id`),
-`airflow` (the task-usage listener's records of `dag_ids`), `trace` (CSV files).
+Sources: `auto` (the default: `prometheus` when its connection is defined, else `airflow`, so a fresh
+install plans from the Airflow tasks' own usage and says when there are not enough samples yet),
+`prometheus` (connection `[effopt] prometheus_conn_id`, `effopt_prometheus` by default, or the param
+`prometheus_conn_id`; define it with e.g. `AIRFLOW_CONN_EFFOPT_PROMETHEUS='http://prometheus:9090'`),
+`airflow` (the task-usage listener's records of `dag_ids`), `trace` (CSV files at `trace_path`).
+A configuration error (a missing connection or path) fails the run at once; only transient errors retry.
 Modes: `dry-run`, `patch` (Kubernetes, via `[effopt] kubernetes_conn_id` or the param), `vpa` and
 `gitops` (files in `output_dir`), `airflow` (KubernetesPodOperator resources).
 
@@ -37,7 +41,7 @@ with DAG(
     doc_md=DOC,
     default_args={"owner": "effopt", "retries": 1, "retry_delay": timedelta(minutes=5)},
     params={
-        "source": Param("prometheus", enum=list(SOURCES)),
+        "source": Param("auto", enum=list(SOURCES)),
         "selector": Param("", type="string", description="PromQL label matchers, e.g. namespace=\"ml\""),
         "dag_ids": Param([], type="array", description="DAGs whose tasks to size (source airflow)"),
         "trace_path": Param("", type="string"),

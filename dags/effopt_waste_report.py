@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, Param
 
+from effopt.hooks.metrics import SOURCES
 from effopt.operators.waste import WasteDetectionOperator, WasteReportEmailOperator
 
 DOC = """
@@ -15,14 +16,19 @@ Every Monday at 07:00 UTC, `detect` finds over-provisioned, idle and
 leaking containers, idle GPUs, scaling churn and cost anomalies in the usage
 data, prices them with the `[effopt] rate_table` (OpenCost: max(request, usage)
 x price; missing prices are listed, never counted as zero), compares with the
-previous report, and renders the HTML email with charts. `email` sends it
-through the `smtp_default` connection, once per report period: a retried task
-does not send a second copy once the server accepted one.
+previous report, and renders the HTML email with charts; the report is kept
+in the effopt store and shown on the effopt page (`/effopt/`). `email` mails it
+through the `smtp_default` connection to `recipients` (or `[effopt]
+report_recipients`), once per report period: a retried task does not send a
+second copy once the server accepted one. Without recipients or without the
+connection the run still succeeds: the `email` task's log and XCom say what
+to set (`AIRFLOW_CONN_SMTP_DEFAULT`, `AIRFLOW__EFFOPT__REPORT_RECIPIENTS`).
 
 Params (trigger with `conf` to override): `recipients` (list of addresses),
-`source` (`trace`, `prometheus` through `effopt_prometheus` with `selector`
-over the last `window_hours`, or `airflow`: the task-usage records of
-`dag_ids`), `path` (trace directory laid out like `alibaba-genai-2026`),
+`source` (`auto`, the default: Prometheus when `effopt_prometheus` is defined,
+else the Airflow tasks' own usage records; `prometheus` with `selector` over
+the last `window_hours`; `airflow`: the task-usage records of `dag_ids`;
+`trace`), `path` (trace directory laid out like `alibaba-genai-2026`),
 `memory_limit_gib` and `gpu_model` (what the trace's containers were given),
 `rate_table`, `pricing` (`on_demand` or `spot`), `period` (the period the
 email is sent once for; default: the run's date).
@@ -40,7 +46,7 @@ with DAG(
     default_args={"owner": "effopt", "retries": 2, "retry_delay": timedelta(minutes=5)},
     params={
         "recipients": Param([], type="array", description="email addresses of the report"),
-        "source": Param("trace", enum=["trace", "prometheus", "airflow"]),
+        "source": Param("auto", enum=list(SOURCES)),
         "path": Param("", type="string", description="usage trace directory (source trace)"),
         "selector": Param("", type="string", description="PromQL label matchers (source prometheus)"),
         "dag_ids": Param([], type="array", description="DAGs whose tasks to analyse (source airflow)"),
@@ -70,7 +76,8 @@ with DAG(
         task_id="email",
         report=detect.output,
         recipients="{{ params.recipients }}",
-        subject="effopt waste report {{ params.period or (data_interval_end or dag_run.run_after).strftime('%Y-%m-%d') }}",
-        period_key="{{ params.period or (data_interval_end or dag_run.run_after).strftime('%Y-%m-%d') }}",
+        # run_after exists for every run; data_interval_end is undefined when triggered with logical_date null.
+        subject="effopt waste report {{ params.period or dag_run.run_after.strftime('%Y-%m-%d') }}",
+        period_key="{{ params.period or dag_run.run_after.strftime('%Y-%m-%d') }}",
         retry_delay=timedelta(seconds=30),
     )

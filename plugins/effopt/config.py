@@ -156,6 +156,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("aws_conn_id", "aws_default", "Airflow connection of the AWS account."),
     Option("smtp_conn_id", "smtp_default", "Airflow connection of the SMTP server for reports."),
     Option(
+        "report_recipients",
+        "",
+        "Comma-separated addresses that receive the emailed reports when a DAG run names none; empty: reports "
+        "are rendered and shown on the effopt page, and mailed only to the recipients a run gives.",
+    ),
+    Option(
+        "airflow_api_conn_id",
+        "effopt_airflow_api",
+        "Airflow connection of this Airflow's REST API (an http connection: host, port, and a user with the "
+        "Op role) that effopt's tasks use for pools; make run defines it for its effopt service user.",
+    ),
+    Option(
         "rate_table",
         "",
         "Rate table (USD per vCPU-hour, GiB-hour and GPU-hour by model) that prices right-sizing plans and "
@@ -263,6 +275,8 @@ class Settings:
     kubernetes_conn_id: str
     aws_conn_id: str
     smtp_conn_id: str
+    report_recipients: str
+    airflow_api_conn_id: str
     rate_table: str
     templates_dir: str
     graph_specs_dir: str

@@ -270,7 +270,7 @@ class RateTable:
             raise ValueError(f"negative resources cannot be priced: cpu {cpu_cores}, memory {memory_bytes}")
         rates = self.rates.get(pricing)
         if rates is None:
-            return MonthlyCost(None, (f"pricing model {pricing!r} (table {self.path} has "
+            return MonthlyCost(None, (f"pricing model {pricing!r} (table {self.describe()} has "
                                       f"{', '.join(sorted(self.rates)) or 'none'})",))
         missing: list[str] = []
         breakdown = {"cpu": cpu_cores * rates.cpu_per_vcpu_hour * self.hours_per_month,

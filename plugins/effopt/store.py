@@ -114,6 +114,36 @@ report_deliveries = sa.Table(
     sa.Column("sent_at", sa.Float, nullable=False),
 )
 
+# The latest right-sizing plans (recommendations, planned changes and their money), for the effopt page.
+rightsizing_plans = sa.Table(
+    "effopt_rightsizing_plan",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),  # epoch seconds
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("recommender", sa.String(64), nullable=False),
+    sa.Column("result", sa.JSON, nullable=False),  # RightsizingResult.to_dict()
+)
+
+# Rendered reports (the waste report's HTML, charts inline) and how their delivery went, for the effopt page.
+rendered_reports = sa.Table(
+    "effopt_rendered_report",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(32), nullable=False),  # waste
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("summary", sa.JSON, nullable=False),
+    sa.Column("html", sa.Text, nullable=False),
+    sa.Column("delivery", sa.JSON),  # {"status": "sent" | "not_sent" | "failed", "detail": ..., "at": ...}
+    sa.Index("ix_effopt_rendered_report_kind", "kind", "created_at"),
+)
+#: Rendered reports kept per kind (older ones lose their HTML row; their summaries stay in effopt_waste_report).
+RENDERED_REPORTS_KEPT = 20
+
 _TI_KEY_COLUMNS = ("dag_id", "task_id", "run_id", "map_index", "try_number")
 _USAGE_COLUMNS = [c.name for c in task_usage.columns if c.name != "id"]
 # One portable statement (SQLite >= 3.24 and Postgres): a retried write of the
@@ -435,6 +465,64 @@ class EffoptStore:
         with self.engine.begin() as conn:
             conn.execute(sa.insert(report_deliveries).values(report_key=report_key, message_id=message_id,
                                                               recipients=recipients, sent_at=sent_at))
+
+    # -- right-sizing plans ---------------------------------------------------------
+    def save_rightsizing_plan(self, created_at: float, dag_id: str, run_id: str, source: str, recommender: str,
+                              result: Mapping[str, Any]) -> None:
+        self.ensure_schema()
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(rightsizing_plans).values(created_at=created_at, dag_id=dag_id, run_id=run_id,
+                                                             source=source, recommender=recommender,
+                                                             result=dict(result)))
+
+    def latest_rightsizing_plan(self, dag_id: str | None = None) -> dict[str, Any] | None:
+        """The newest saved plan (of ``dag_id``): its row as a dict, ``result`` included."""
+        if self._absent():
+            return None
+        self.ensure_schema()
+        q = sa.select(rightsizing_plans).order_by(rightsizing_plans.c.created_at.desc(),
+                                                  rightsizing_plans.c.id.desc()).limit(1)
+        if dag_id is not None:
+            q = q.where(rightsizing_plans.c.dag_id == dag_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(q).mappings().first()
+        return dict(row) if row else None
+
+    # -- rendered reports -------------------------------------------------------------
+    def save_rendered_report(self, kind: str, created_at: float, dag_id: str, run_id: str,
+                             summary: Mapping[str, Any], html: str) -> int:
+        """Store a rendered report; returns its id.  Only the newest :data:`RENDERED_REPORTS_KEPT` per kind stay."""
+        self.ensure_schema()
+        t = rendered_reports
+        with self.engine.begin() as conn:
+            report_id = conn.execute(sa.insert(t).values(kind=kind, created_at=created_at, dag_id=dag_id,
+                                                         run_id=run_id, summary=dict(summary), html=html)
+                                     ).inserted_primary_key[0]
+            keep = sa.select(t.c.id).where(t.c.kind == kind).order_by(t.c.id.desc()).limit(RENDERED_REPORTS_KEPT)
+            conn.execute(sa.delete(t).where(t.c.kind == kind, t.c.id.not_in(keep.scalar_subquery())))
+        return int(report_id)
+
+    def set_report_delivery(self, report_id: int, delivery: Mapping[str, Any]) -> None:
+        self.ensure_schema()
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(rendered_reports).where(rendered_reports.c.id == report_id)
+                         .values(delivery=dict(delivery)))
+
+    def rendered_report(self, report_id: int | None = None, kind: str = "waste", *, html: bool = True
+                        ) -> dict[str, Any] | None:
+        """One rendered report (the newest of ``kind`` when ``report_id`` is None); ``html=False`` leaves the
+        HTML out (for listings)."""
+        if self._absent():
+            return None
+        self.ensure_schema()
+        t = rendered_reports
+        cols = [c for c in t.columns if html or c.name != "html"]
+        q = sa.select(*cols)
+        q = q.where(t.c.id == report_id) if report_id is not None else (
+            q.where(t.c.kind == kind).order_by(t.c.created_at.desc(), t.c.id.desc()).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(q).mappings().first()
+        return dict(row) if row else None
 
     def dispose(self) -> None:
         if self._engine is not None:  # made on first use

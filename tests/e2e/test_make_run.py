@@ -22,7 +22,7 @@ PASSWORDS = "simple_auth_manager_passwords.json.generated"
 
 def _ps() -> list[tuple[int, int, int, int, str]]:
     """(pid, ppid, pgid, sid, args) of every process."""
-    out = subprocess.run(["ps", "-eo", "pid=,ppid=,pgid=,sid=,args="], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,ppid=,pgid=,sid=,args="], capture_output=True, text=True).stdout
     rows = []
     for line in out.splitlines():
         pid, ppid, pgid, sid, *args = line.split(maxsplit=4)

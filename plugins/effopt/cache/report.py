@@ -8,12 +8,32 @@ covers everything since the counters began.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from effopt.cache.base import STAT_FIELDS
 
 Counters = Mapping[str, Mapping[str, Mapping[str, float]]]  # {namespace: {function: {field: value}}}
+
+#: The module-name prefix Airflow gives DAG files it imports (``unusual_prefix_<sha1 of the path>_``).
+_AIRFLOW_MODULE_PREFIX = re.compile(r"(^|\.)unusual_prefix_[0-9a-f]{40}_")
+
+
+def display_name(function: str) -> str:
+    """A cached function's name as a person reads it.
+
+    ``unusual_prefix_<sha1>_effopt_cache_example.effopt_cache_example.<locals>.build_features`` (a task
+    defined inside a DAG function of a DAG file) becomes ``effopt_cache_example.build_features``: Airflow's
+    module prefix, ``<locals>`` and a segment that repeats the one before it are dropped.
+    """
+    text = _AIRFLOW_MODULE_PREFIX.sub(r"\1", function)
+    parts: list[str] = []
+    for part in text.split("."):
+        if part == "<locals>" or (parts and part == parts[-1]):
+            continue
+        parts.append(part)
+    return ".".join(parts) or function
 
 
 def difference(now: Counters, before: Counters | None) -> dict[str, dict[str, dict[str, float]]]:
@@ -42,6 +62,7 @@ def summarize(counters: Counters) -> dict[str, Any]:
                 {
                     "namespace": ns,
                     "function": fn,
+                    "name": display_name(fn),
                     "calls": calls,
                     "hits": hits,
                     "misses": misses,

@@ -293,6 +293,7 @@ class CompiledGraph:
     task_ids: dict[str, str]  # node id -> task id
     groups: dict[str, TaskGroup] = field(default_factory=dict)  # group id -> TaskGroup
     barriers: list[BaseOperator] = field(default_factory=list)
+    pools_task: BaseOperator | None = None  # creates missing pools before the first task (see required_pools)
 
     @property
     def outputs(self) -> dict[str, tuple[str, str]]:
@@ -408,7 +409,45 @@ def to_airflow(
     result = CompiledGraph(dag, compiled, tasks, tids, {gid: grp for gid, grp in _unique_groups(node_group)})
     if barriers:
         result.barriers = _add_barriers(compiled, tasks, dag, taken)
+    pools = required_pools(compiled, serial_pool=serial_pool, gpu_pool=gpu_pool)
+    if pools:
+        result.pools_task = _add_pools_task(pools, tasks, dag, taken)
     return result
+
+
+def required_pools(compiled: CompiledPlan, *, serial_pool: str, gpu_pool: str) -> dict[str, dict[str, Any]]:
+    """The pools the compiled graph's tasks use, with the size to create them at when missing.
+
+    ``serial_pool`` has one slot (its nodes run alone).  ``gpu_pool`` has the spec's ``capacity.gpu`` (the
+    GPUs the spec's author says the graph may use at once), else as many as the plan's busiest stage uses.
+    """
+    g = compiled.graph
+    gpu_needs = [n.resources.gpu for n in g.nodes.values() if n.resources.gpu > 0]
+    serial = any(not n.parallel and not n.resources.gpu > 0 for n in g.nodes.values())
+    out: dict[str, dict[str, Any]] = {}
+    if serial:
+        out[serial_pool] = {"slots": 1, "largest_request": 1,
+                            "description": "effopt graph nodes marked parallel: false (one at a time)"}
+    if gpu_needs:
+        cap = (g.settings.get("capacity") or {}).get("gpu")
+        busiest = max(sum(g.nodes[n].resources.gpu for n in stage) for stage in compiled.plan.stages)
+        slots = math.ceil(cap) if cap else math.ceil(busiest)
+        why = "the spec's capacity.gpu" if cap else "the GPUs of the plan's busiest stage"
+        out[gpu_pool] = {"slots": max(slots, math.ceil(max(gpu_needs))), "largest_request": math.ceil(max(gpu_needs)),
+                         "description": f"GPU slots for effopt graph nodes ({why}: {slots})"}
+    return out
+
+
+def _add_pools_task(pools: Mapping[str, Mapping[str, Any]], tasks: Mapping[str, BaseOperator], dag: DAG,
+                    taken: set[str]) -> BaseOperator:
+    """A setup task, upstream of every root task, that creates missing pools (see EnsurePoolsOperator)."""
+    from effopt.operators.pools import EnsurePoolsOperator
+
+    ensure = EnsurePoolsOperator(task_id=_free_id("effopt_pools", taken, 100), pools=pools, dag=dag,
+                                 doc_md="Creates the pools this graph's tasks use when they are missing.")
+    roots = [t for t in tasks.values() if not t.upstream_task_ids]
+    ensure.as_setup() >> roots
+    return ensure
 
 
 def _unique_groups(node_group: Mapping[str, TaskGroup]) -> list[tuple[str, TaskGroup]]:

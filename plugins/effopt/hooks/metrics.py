@@ -6,7 +6,35 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-SOURCES = ("prometheus", "airflow", "trace")
+from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
+
+from effopt.operators.errors import missing_connection
+
+SOURCES = ("auto", "prometheus", "airflow", "trace")
+
+
+def connection_defined(conn_id: str) -> bool:
+    """Whether Airflow knows connection ``conn_id`` (environment, secrets backend or database)."""
+    try:
+        BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return False
+    return True
+
+
+def resolve_source(source: str, prometheus_conn_id: str = "") -> tuple[str, str]:
+    """``auto`` becomes ``prometheus`` when its connection is defined, else ``airflow`` (the task-usage records);
+    returns (source, why) with the reason for the log."""
+    if source != "auto":
+        return source, f"source {source!r} as asked"
+    from effopt.airflow_settings import get_settings
+
+    conn_id = prometheus_conn_id or get_settings().prometheus_conn_id
+    if connection_defined(conn_id):
+        return "prometheus", f"source auto: connection {conn_id!r} is defined, so Prometheus"
+    return "airflow", (f"source auto: connection {conn_id!r} is not defined, so the Airflow tasks' own usage "
+                       "records (define it to size Kubernetes workloads from Prometheus)")
 
 
 def metrics_source(
@@ -17,16 +45,22 @@ def metrics_source(
     selector: str = "",
     window_hours: float = 7 * 24,
     dag_ids: Sequence[str] | None = None,
+    path_param: str = "path",
 ) -> Any:
     """``prometheus`` (the connection, default ``[effopt] prometheus_conn_id``; ``selector`` label matchers;
     the last ``window_hours``), ``airflow`` (the task-usage records of ``dag_ids``, all DAGs when empty)
-    or ``trace`` (CSV files at ``path``)."""
+    or ``trace`` (CSV files at ``path``); ``auto`` is resolved first (:func:`resolve_source`)."""
+    source, _ = resolve_source(source, prometheus_conn_id)
     if source == "prometheus":
         from effopt.airflow_settings import get_settings
         from effopt.hooks.prometheus import PrometheusHook
 
+        conn_id = prometheus_conn_id or get_settings().prometheus_conn_id
+        if not connection_defined(conn_id):
+            raise AirflowNotFoundException(missing_connection(
+                conn_id, what="Prometheus", example="http://prometheus:9090", param="prometheus_conn_id"))
         end = time.time()
-        hook = PrometheusHook(prometheus_conn_id or get_settings().prometheus_conn_id)
+        hook = PrometheusHook(conn_id)
         return hook.get_source(start=end - float(window_hours) * 3600, end=end, selector=selector or "")
     if source == "airflow":
         from effopt.airflow_settings import get_store
@@ -37,6 +71,6 @@ def metrics_source(
         from effopt.metrics.trace import TraceSource
 
         if not path:
-            raise ValueError("source 'trace' needs path: a trace file or directory (DAG param 'path')")
+            raise ValueError(f"source 'trace' needs a trace file or directory: set the DAG param {path_param!r}")
         return TraceSource(path)
     raise ValueError(f"unknown source {source!r}; use one of {', '.join(SOURCES)}")

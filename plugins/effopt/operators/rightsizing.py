@@ -8,15 +8,17 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from effopt.operators.errors import fail_fast
+
 MODES = ("dry-run", "patch", "vpa", "gitops", "airflow")
 
 
 class RightSizingRecommendOperator(BaseOperator):
     """Recommend CPU and memory per container from usage history and plan the changes (nothing is applied).
 
-    :param source: ``prometheus`` (the ``prometheus_conn_id`` connection; default ``[effopt]
-        prometheus_conn_id``), ``airflow`` (the task-usage listener's records of ``dag_ids``) or
-        ``trace`` (CSV files at ``trace_path``)
+    :param source: ``auto`` (default: ``prometheus`` when its connection is defined, else ``airflow``),
+        ``prometheus`` (the ``prometheus_conn_id`` connection; default ``[effopt] prometheus_conn_id``),
+        ``airflow`` (the task-usage listener's records of ``dag_ids``) or ``trace`` (CSV files at ``trace_path``)
     :param selector: extra PromQL label matchers for every query, e.g. ``namespace="ml"``
     :param recommender: ``effopt`` (default), ``vpa`` or ``krr``
     :param window_hours: history to read (Prometheus)
@@ -26,7 +28,8 @@ class RightSizingRecommendOperator(BaseOperator):
         StatefulSets of the namespaces seen in the usage)
     :param pricing: ``on_demand`` or ``spot`` rates of the ``[effopt] rate_table``
 
-    Returns (XCom) ``{"plan": ..., "changes": [...], "recommendations": [...], "skipped": [...]}``.
+    Returns (XCom) ``{"summary": ..., "source": ..., "plan": ..., "changes": [...], "recommendations": [...],
+    "skipped": [...], "issues": [...]}``; the same is saved in the effopt store for the effopt page.
     """
 
     template_fields: Sequence[str] = ("source", "selector", "dag_ids", "trace_path", "recommender",
@@ -36,7 +39,7 @@ class RightSizingRecommendOperator(BaseOperator):
     def __init__(
         self,
         *,
-        source: str = "prometheus",
+        source: str = "auto",
         selector: str = "",
         dag_ids: Sequence[str] | None = None,
         trace_path: str | None = None,
@@ -60,55 +63,43 @@ class RightSizingRecommendOperator(BaseOperator):
         self.workload_kind = workload_kind
         self.pricing = pricing
 
-    def _metrics_source(self) -> tuple[Any, str]:
-        """The usage source and the kind of workload its series describe."""
-        from effopt.hooks.metrics import metrics_source
-        from effopt.rightsizing.apply.model import AIRFLOW_TASK_KIND
-
-        source = metrics_source(self.source, path=self.trace_path or "", prometheus_conn_id=self.prometheus_conn_id,
-                                selector=self.selector, window_hours=self.window_hours, dag_ids=self.dag_ids)
-        return source, AIRFLOW_TASK_KIND if self.source == "airflow" else self.workload_kind
-
+    @fail_fast
     def execute(self, context: Any) -> dict[str, Any]:
         from effopt.airflow_settings import get_settings, get_store
+        from effopt.hooks.metrics import metrics_source, resolve_source
         from effopt.prices import load_rate_table
-        from effopt.rightsizing.apply import build_plan
-        from effopt.rightsizing.recommend import change_to_dict, recommend_all, to_changes
+        from effopt.rightsizing.apply.model import AIRFLOW_TASK_KIND
+        from effopt.rightsizing.service import plan_rightsizing
 
-        source, kind = self._metrics_source()
-        series = [s for r in ("cpu", "memory") if r in source.resources() for s in source.series(r)]
-        for s in series:
-            if s.quality.issues:
-                self.log.warning("%s/%s %s: %s", s.workload, s.container, s.resource, "; ".join(s.quality.issues))
-        recs, skipped = recommend_all(series, self.recommender)
-        kinds = None
-        if self.kubernetes_conn_id and self.source != "airflow":
-            from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
-
-            from effopt.metrics.kubernetes import KubernetesSource
-
-            namespaces = sorted({s.workload.rpartition("/")[0] or "default" for s in series})
-            if namespaces:
-                kinds = KubernetesSource(KubernetesHook(conn_id=self.kubernetes_conn_id), namespaces).kinds()
-        changes = to_changes(recs, series, kind=kind, kinds=kinds)
+        source_name, why = resolve_source(self.source, self.prometheus_conn_id)
+        self.log.info("%s", why)
+        source = metrics_source(source_name, path=self.trace_path or "", prometheus_conn_id=self.prometheus_conn_id,
+                                selector=self.selector, window_hours=self.window_hours, dag_ids=self.dag_ids,
+                                path_param="trace_path")
         store = get_store()
-        plan = build_plan(
-            changes,
-            load_rate_table(get_settings().rate_table),
-            now=time.time(),
+        result = plan_rightsizing(
+            source, load_rate_table(get_settings().rate_table), now=time.time(),
+            kind=AIRFLOW_TASK_KIND if source_name == "airflow" else self.workload_kind,
+            recommender=self.recommender, pricing=self.pricing,
+            kinds_for=self._cluster_kinds if self.kubernetes_conn_id and source_name != "airflow" else None,
             last_applied=lambda w: store.last_rightsizing_apply(w.kind, w.namespace, w.name),
-            pricing=self.pricing,
         )
-        self.log.info("right-sizing plan: %d containers from %d series (%d skipped for too little data)",
-                      len(changes), len(series), len(skipped))
-        for item in plan.items:
+        for issue in result.issues:
+            self.log.warning("data quality: %s", issue)
+        self.log.info("right-sizing: %s", result.summary())
+        for item in result.plan.items:
             self.log.info("%s", item.to_dict())
-        return {
-            "plan": plan.to_dict(),
-            "changes": [change_to_dict(c) for c in changes],
-            "recommendations": [r.as_dict() for r in recs],
-            "skipped": [s.as_dict() for s in skipped],
-        }
+        out = {**result.to_dict(), "source": source_name}
+        store.save_rightsizing_plan(time.time(), self.dag_id, context["run_id"], source_name, self.recommender, out)
+        return out
+
+    def _cluster_kinds(self, namespaces: list[str]) -> dict[str, str]:
+        """Each workload's kind (Deployment or StatefulSet), read from the cluster."""
+        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+        from effopt.metrics.kubernetes import KubernetesSource
+
+        return KubernetesSource(KubernetesHook(conn_id=self.kubernetes_conn_id), namespaces).kinds()
 
 
 class RightSizingApplyOperator(BaseOperator):
@@ -142,6 +133,7 @@ class RightSizingApplyOperator(BaseOperator):
         self.vpa_update_mode = vpa_update_mode
         self.kubernetes_conn_id = kubernetes_conn_id
 
+    @fail_fast
     def execute(self, context: Any) -> dict[str, Any]:
         from effopt.airflow_settings import get_settings, get_store
         from effopt.prices import load_rate_table

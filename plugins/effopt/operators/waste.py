@@ -10,13 +10,15 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-GIB = 1024**3
+from effopt.operators.errors import fail_fast
+from effopt.units import GIB
 
 
 class WasteDetectionOperator(BaseOperator):
     """Analyse usage for waste and render the report.
 
-    :param source: ``trace`` (files at ``path``), ``prometheus`` (the ``prometheus_conn_id`` connection,
+    :param source: ``auto`` (default: ``prometheus`` when its connection is defined, else ``airflow``),
+        ``trace`` (files at ``path``), ``prometheus`` (the ``prometheus_conn_id`` connection,
         ``selector`` label matchers, the last ``window_hours``) or ``airflow`` (the task-usage records of
         ``dag_ids``, all DAGs when empty)
     :param path: trace directory laid out like ``alibaba-genai-2026`` (usage files by metric)
@@ -25,9 +27,10 @@ class WasteDetectionOperator(BaseOperator):
     :param gpu_model: GPU model of containers with GPU series, priced from the rate table
     :param rate_table: rate table JSON (default ``[effopt] rate_table``, else the bundled one)
 
-    Returns (XCom) ``{"summary": <the report's JSON>, "artifacts": <cache reference>}``; the artifacts
-    (HTML, PNG charts, CSV) travel through the computation cache, not XCom.  The report is saved in
-    the effopt store, so the next one shows its trend.
+    Returns (XCom) ``{"summary": <the report's JSON>, "artifacts": <cache reference>, "report_id": n,
+    "page": "/effopt/reports/waste/<n>"}``; the artifacts (HTML, PNG charts, CSV) travel through the
+    computation cache, not XCom.  The summary is saved in the effopt store, so the next report shows its
+    trend, and the rendered report too, so the effopt page shows it.
     """
 
     template_fields: Sequence[str] = ("source", "path", "selector", "dag_ids", "window_hours", "prometheus_conn_id",
@@ -37,7 +40,7 @@ class WasteDetectionOperator(BaseOperator):
     def __init__(
         self,
         *,
-        source: str = "trace",
+        source: str = "auto",
         path: str = "",
         selector: str = "",
         dag_ids: Sequence[str] | None = None,
@@ -67,50 +70,60 @@ class WasteDetectionOperator(BaseOperator):
         self.recommender = recommender
         self.title = title
 
+    @fail_fast
     def execute(self, context: Any) -> dict[str, Any]:
         from effopt.airflow_settings import get_settings, get_store
-        from effopt.cache import CacheKey
-        from effopt.hooks.cache import task_cache
+        from effopt.hooks.metrics import metrics_source, resolve_source
         from effopt.prices import load_rate_table
-        from effopt.waste import TraceAssumptions, WasteSettings, analyze
-        from effopt.waste.render import render_charts, render_html
+        from effopt.waste import TraceAssumptions, WasteSettings
+        from effopt.waste.service import build_report
         from effopt.waste.trace import workloads_from_source
 
-        rates = load_rate_table(self.rate_table or get_settings().rate_table or None)
+        settings = get_settings()
+        rates = load_rate_table(self.rate_table or settings.rate_table or None)
         assumptions = TraceAssumptions(float(self.memory_limit_gib) * GIB, self.gpu_model, float(self.gpu_count))
-        workloads = workloads_from_source(self._metrics_source(), assumptions, what=f"source {self.source!r}")
-        from effopt.waste.cost import fleet_daily_costs
-
-        report = analyze(workloads, rates, settings=WasteSettings(recommender=self.recommender, pricing=self.pricing),
-                         assumptions=assumptions.describe(), cache_summary=self._cache_summary(),
-                         daily_costs={"*": fleet_daily_costs(workloads, rates, pricing=self.pricing)})
+        source_name, why = resolve_source(self.source, self.prometheus_conn_id)
+        self.log.info("%s", why)
+        source = metrics_source(source_name, path=self.path, prometheus_conn_id=self.prometheus_conn_id,
+                                selector=self.selector, window_hours=self.window_hours, dag_ids=self.dag_ids)
+        workloads = workloads_from_source(source, assumptions, what=f"source {source_name!r}")
+        for issue in source.issues():
+            self.log.warning("data quality: %s", issue)
         store = get_store()
         now = time.time()
         previous = store.latest_waste_report(before=now)
-        summary = report.to_json(previous)
+        rendered = build_report(
+            workloads, rates, settings=WasteSettings(recommender=self.recommender, pricing=self.pricing),
+            assumptions=assumptions.describe(), cache_summary=self._cache_summary(), previous=previous,
+            title=self.title, templates_dir=settings.templates_dir or None,
+            period_start=previous.get("period_end") if previous else None, period_end=now,
+        )
+        summary = {**rendered.summary, "period_end": now, "source": source_name}
         store.save_waste_report(now, summary)
-        start = previous.get("period_end") if previous else None
-        charts = render_charts(report, usage=workloads)
-        html = render_html(report, charts, title=self.title, period_start=start, period_end=now, previous=previous,
-                           templates_dir=get_settings().templates_dir or None)
-        artifacts = {"html": html, "charts": charts, "csv": report.to_csv(), "summary": summary, "report": report}
+        report_id = store.save_rendered_report("waste", now, self.dag_id, context["run_id"], summary,
+                                               rendered.html_page)
+        artifacts = {"html": rendered.html_email, "charts": rendered.charts, "csv": rendered.csv,
+                     "summary": summary, "report": rendered.report}
+        reference = self._store_artifacts(artifacts, summary)
+        t = summary["totals"]
+        self.log.info("waste report %d: %d findings, monthly cost %.2f USD, waste %.2f USD (%s); on the effopt "
+                      "page at /effopt/reports/waste/%d", report_id, t["findings"], t["cost"], t["waste"],
+                      summary["window"], report_id)
+        return {"summary": summary, "artifacts": reference, "report_id": report_id,
+                "page": f"/effopt/reports/waste/{report_id}"}
+
+    def _store_artifacts(self, artifacts: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+        """The rendered artifacts (HTML, PNG charts, CSV) travel through the computation cache, not XCom."""
+        from effopt.cache import CacheKey
+        from effopt.hooks.cache import task_cache
+
         digest = hashlib.sha256(json.dumps(summary, sort_keys=True, default=str).encode()).hexdigest()
         cache = task_cache("effopt_reports")
         key = CacheKey("effopt_reports", "waste_report", "v1", digest)
         nbytes = cache.put(key, artifacts, ttl=30 * 86400)
         if not nbytes:
             raise RuntimeError("the rendered report could not be stored in the computation cache (see the log)")
-        t = summary["totals"]
-        self.log.info("waste report: %d findings, monthly cost %.2f USD, waste %.2f USD", t["findings"], t["cost"],
-                      t["waste"])
-        return {"summary": summary, "artifacts": cache.reference(key, nbytes)}
-
-
-    def _metrics_source(self) -> Any:
-        from effopt.hooks.metrics import metrics_source
-
-        return metrics_source(self.source, path=self.path, prometheus_conn_id=self.prometheus_conn_id,
-                              selector=self.selector, window_hours=self.window_hours, dag_ids=self.dag_ids)
+        return cache.reference(key, nbytes)
 
     def _cache_summary(self) -> dict[str, Any] | None:
         """The computation cache's statistics for the cache-inefficiency findings; None when unavailable."""
@@ -127,10 +140,15 @@ class WasteDetectionOperator(BaseOperator):
 class WasteReportEmailOperator(BaseOperator):
     """Email a rendered waste report through the SMTP provider, once per report period.
 
+    The report is mailed only when there are recipients (``recipients``, else ``[effopt] report_recipients``)
+    and the SMTP connection exists; otherwise the task succeeds, says in its log and XCom what to set, and
+    the report stays on the effopt page.  Either way the delivery status is recorded with the report.
+
     :param report: the :class:`WasteDetectionOperator` XCom (templated, e.g. ``detect.output``)
     :param recipients: addresses (list or comma-separated)
-    :param period_key: identifies the report period (default: the DAG run's data interval end or run id);
-        once the server accepted a message for it, a retried or re-run task does not send again
+    :param period_key: identifies the report period (default: the DAG run id); once the server accepted a
+        message for it, a retried or re-run task does not send again
+    :param smtp_conn_id: default ``[effopt] smtp_conn_id`` (``smtp_default``)
     """
 
     template_fields: Sequence[str] = ("report", "recipients", "subject", "period_key", "smtp_conn_id")
@@ -142,7 +160,7 @@ class WasteReportEmailOperator(BaseOperator):
         recipients: Any,
         subject: str = "effopt waste report",
         period_key: str = "",
-        smtp_conn_id: str = "smtp_default",
+        smtp_conn_id: str = "",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -152,19 +170,51 @@ class WasteReportEmailOperator(BaseOperator):
         self.period_key = period_key
         self.smtp_conn_id = smtp_conn_id
 
+    @fail_fast
     def execute(self, context: Any) -> dict[str, Any]:
+        from effopt.airflow_settings import get_settings, get_store
+        from effopt.hooks.metrics import connection_defined
+        from effopt.operators.errors import connection_env
+
+        settings = get_settings()
+        store = get_store()
+        report_id = self.report.get("report_id")
+        conn_id = self.smtp_conn_id or settings.smtp_conn_id
+        recipients = _addresses(self.recipients) or _addresses(settings.report_recipients)
+        why_not = None
+        if not recipients:
+            why_not = ("no recipients: give the DAG param 'recipients' (a list of addresses) or set [effopt] "
+                       "report_recipients (AIRFLOW__EFFOPT__REPORT_RECIPIENTS=a@example.com,b@example.com)")
+        elif not connection_defined(conn_id):
+            why_not = (f"connection {conn_id!r} is not defined: set {connection_env(conn_id)}="
+                       "'{\"conn_type\": \"smtp\", \"host\": \"smtp.example.com\", \"port\": 587, \"login\": \"...\", "
+                       "\"password\": \"...\", \"extra\": {\"from_email\": \"effopt@example.com\"}}' or add it "
+                       "under Admin > Connections")
+        if why_not is not None:
+            self.log.warning("waste report not mailed: %s. It is on the effopt page at %s", why_not,
+                             self.report.get("page", "/effopt/"))
+            self._record(store, report_id, "not_sent", why_not)
+            return {"sent": False, "already_sent": False, "reason": why_not, "page": self.report.get("page")}
+        try:
+            return self._send(context, store, report_id, conn_id, recipients)
+        except Exception as exc:  # noqa: BLE001 - recorded for the page, then raised for Airflow to retry or fail
+            self._record(store, report_id, "failed", f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _record(self, store: Any, report_id: int | None, status: str, detail: str, **extra: Any) -> None:
+        if report_id is not None:
+            store.set_report_delivery(int(report_id), {"status": status, "detail": detail, "at": time.time(),
+                                                       **extra})
+
+    def _send(self, context: Any, store: Any, report_id: int | None, conn_id: str,
+              recipients: list[str]) -> dict[str, Any]:
         from airflow.providers.smtp.hooks.smtp import SmtpHook
 
-        from effopt.airflow_settings import get_store
         from effopt.hooks.cache import task_cache
         from effopt.waste.render import build_message
 
-        recipients = _addresses(self.recipients)
-        if not recipients:
-            raise ValueError("recipients is empty: give at least one address (DAG param 'recipients')")
         period = self.period_key or context["run_id"]
         key = f"waste:{period}:{','.join(sorted(recipients))}"
-        store = get_store()
         sent = store.report_delivery(key)
         if sent is not None:
             self.log.info("waste report for %s was already accepted by the SMTP server (%s); not sending again",
@@ -173,10 +223,10 @@ class WasteReportEmailOperator(BaseOperator):
 
         artifacts = task_cache("effopt_reports").resolve(self.report["artifacts"])
         message_id = f"effopt-waste-{hashlib.sha256(key.encode()).hexdigest()[:24]}@effopt"
-        with SmtpHook(smtp_conn_id=self.smtp_conn_id) as hook:
+        with SmtpHook(smtp_conn_id=conn_id) as hook:
             sender = hook.from_email
             if not sender:
-                raise ValueError(f"connection {self.smtp_conn_id!r} has no from_email extra: set the sender there")
+                raise ValueError(f"connection {conn_id!r} has no from_email extra: set the sender there")
             message = build_message(artifacts["report"], subject=self.subject, sender=sender, recipients=recipients,
                                     html=artifacts["html"], charts=artifacts["charts"], csv_text=artifacts["csv"],
                                     message_id=message_id)
@@ -187,6 +237,7 @@ class WasteReportEmailOperator(BaseOperator):
             client.send_message(message, from_addr=sender, to_addrs=recipients)
         # Only now, after the server accepted the message: a failure above leaves no "sent" record.
         store.record_report_delivery(key, message_id, ",".join(recipients), time.time())
+        self._record(store, report_id, "sent", f"to {', '.join(recipients)}", message_id=message_id)
         self.log.info("waste report for %s sent to %s (%s)", period, ", ".join(recipients), message_id)
         return {"sent": True, "already_sent": False, "message_id": message_id, "recipients": recipients}
 

@@ -42,7 +42,7 @@ def unit_price(rates: RateTable, resource: str, unit: str, *, gpu_model: str | N
     """
     r = rates.rates_for(pricing)
     if r is None:
-        return UnitPrice(None, unit, f"pricing model {pricing!r} (table {rates.path} has "
+        return UnitPrice(None, unit, f"pricing model {pricing!r} (table {rates.describe()} has "
                                      f"{', '.join(sorted(rates.rates)) or 'none'})")
     if resource == "cpu":
         if unit != "cores":
@@ -59,7 +59,7 @@ def unit_price(rates: RateTable, resource: str, unit: str, *, gpu_model: str | N
         rate = r.gpu_per_hour.get(gpu_model)
         if rate is None:
             known = ", ".join(sorted(r.gpu_per_hour)) or "none"
-            return UnitPrice(None, "gpus", f"GPU-hour of GPU model {gpu_model!r} ({pricing}; table {rates.path} "
+            return UnitPrice(None, "gpus", f"GPU-hour of GPU model {gpu_model!r} ({pricing}; table {rates.describe()} "
                                            f"knows {known})")
         return UnitPrice(rate, "gpus")
     raise ValueError(f"resource {resource!r} is not priced on its own; priced: cpu, memory, gpu")

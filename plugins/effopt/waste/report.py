@@ -274,12 +274,18 @@ def analyze(workloads: Sequence[WorkloadUsage], rates: RateTable, *, settings: W
                        observed_span(workloads), rates.hours_per_month)
 
 
-def observed_span(workloads: Iterable[WorkloadUsage]) -> float | None:
-    """Seconds from the first to the last sample of any series of ``workloads`` (None without samples)."""
+def observed_bounds(workloads: Iterable[WorkloadUsage]) -> tuple[float | None, float | None]:
+    """(first sample, end of the last sample's interval) over every series of ``workloads``, epoch seconds."""
     firsts, lasts = [], []
     for w in workloads:
         for s in (w.cpu, w.memory, w.gpu_util, w.gpu_memory):
             if s is not None and len(s):
                 firsts.append(float(s.timestamps[0]))
                 lasts.append(float(s.timestamps[-1]) + s.quality.median_interval_s)
-    return max(lasts) - min(firsts) if firsts else None
+    return (min(firsts), max(lasts)) if firsts else (None, None)
+
+
+def observed_span(workloads: Iterable[WorkloadUsage]) -> float | None:
+    """Seconds of usage ``workloads`` rest on (None without samples)."""
+    first, last = observed_bounds(workloads)
+    return None if first is None or last is None else last - first

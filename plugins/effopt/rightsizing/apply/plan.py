@@ -159,4 +159,4 @@ def build_plan(
         items.append(PlanItem(change, action, outcome.planned, outcome.decisions,
                               _cost(rates, change.current, change.replicas, pricing),
                               _cost(rates, after, change.replicas, pricing)))
-    return Plan(tuple(items), now, pricing, rates.path)
+    return Plan(tuple(items), now, pricing, rates.describe())
