@@ -178,7 +178,7 @@ def _launcher_under(make_pid: int, timeout: float = 120.0) -> int:
             if ppid in family:
                 family.add(pid)
         for pid, _ppid, _pgid, _sid, args in rows:
-            if pid in family and "-m effopt standalone" in args:
+            if pid in family and "effopt standalone" in args and not args.startswith("make"):
                 return pid
         time.sleep(0.2)
     raise AssertionError(f"make ({make_pid}) started no launcher")

@@ -77,8 +77,10 @@ def test_manifest_modes_write_files(tmp_path, mode):
         assert any(d.get("metadata", {}).get("name") == name for d in docs if d.get("kind") == "Deployment")
 
 
-def test_unknown_mode_and_missing_output_dir_are_named():
-    with pytest.raises(ValueError, match="unknown mode 'yolo'"):
+def test_unknown_mode_and_missing_output_dir_are_named_and_fail_without_a_retry():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match="unknown mode 'yolo'.*not retried"):
         RightSizingApplyOperator(task_id="a", recommendation=_recommendation(), mode="yolo").execute({})
-    with pytest.raises(ValueError, match="mode 'vpa' needs output_dir"):
+    with pytest.raises(AirflowFailException, match="mode 'vpa' needs output_dir"):
         RightSizingApplyOperator(task_id="a", recommendation=_recommendation(), mode="vpa").execute({})
