@@ -6,13 +6,14 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, Param
 
+from effopt.airflow_settings import get_settings
 from effopt.hooks.metrics import SOURCES
 from effopt.operators.rightsizing import MODES, RightSizingApplyOperator, RightSizingRecommendOperator
 
 DOC = """
 ### effopt right-sizing
 
-`recommend` reads usage history from the chosen source, recommends CPU and
+Hourly (`[effopt] rightsizing_schedule`), `recommend` reads usage history from the chosen source, recommends CPU and
 memory requests (and memory limits) per container with the chosen recommender,
 and plans the changes: guardrails (bounds, max step, memory never below the
 observed peak, cooldown) and the monthly cost delta from the `[effopt]
@@ -34,7 +35,7 @@ Trigger with `conf`, e.g.
 
 with DAG(
     dag_id="effopt_rightsizing",
-    schedule="@hourly",
+    schedule=get_settings().rightsizing_schedule,
     catchup=False,
     max_active_runs=1,
     tags=["effopt", "rightsizing"],

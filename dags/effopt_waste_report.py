@@ -6,13 +6,14 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, Param
 
+from effopt.airflow_settings import get_settings
 from effopt.hooks.metrics import SOURCES
 from effopt.operators.waste import WasteDetectionOperator, WasteReportEmailOperator
 
 DOC = """
 ### effopt waste report
 
-Every Monday at 07:00 UTC, `detect` finds over-provisioned, idle and
+Every Monday at 07:00 UTC (`[effopt] waste_report_schedule`), `detect` finds over-provisioned, idle and
 leaking containers, idle GPUs, scaling churn and cost anomalies in the usage
 data, prices them with the `[effopt] rate_table` (OpenCost: max(request, usage)
 x price; missing prices are listed, never counted as zero), compares with the
@@ -38,7 +39,7 @@ The summary (totals, waste by kind, findings) is the `detect` task's XCom.
 
 with DAG(
     dag_id="effopt_waste_report",
-    schedule="0 7 * * 1",
+    schedule=get_settings().waste_report_schedule,
     catchup=False,
     max_active_runs=1,
     tags=["effopt", "waste", "report"],

@@ -143,6 +143,22 @@ def airflow(tmp_path_factory, redis_server, _smtp_session, moto_server):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (Debian's, driven by Playwright from PyPI): ``browser.new_page(viewport=...)``."""
+    from tests.browser import CHROMIUM_ARGS, chromium_path
+
+    path = chromium_path()
+    if path is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        instance = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
 def pytest_sessionfinish(session, exitstatus):
     if os.environ.get("EFFOPT_FORBID_SKIPS") != "1":
         return

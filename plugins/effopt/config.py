@@ -26,7 +26,7 @@ class Option:
     key: str
     default: str
     help: str
-    kind: str = "str"  # str | bool | int | float | choice | path | secrets
+    kind: str = "str"  # str | bool | int | float | choice | path | secrets | schedule
     choices: tuple[str, ...] = ()
     minimum: float | None = None
     secret: bool = False
@@ -43,6 +43,8 @@ class Option:
             return "a filesystem path ({AIRFLOW_HOME} is expanded)"
         if self.kind == "secrets":
             return "comma-separated strings of at least 16 characters"
+        if self.kind == "schedule":
+            return "a cron expression (minute hour day month weekday) or a preset such as @hourly, @daily, @weekly"
         return "a string"
 
 
@@ -156,6 +158,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("aws_conn_id", "aws_default", "Airflow connection of the AWS account."),
     Option("smtp_conn_id", "smtp_default", "Airflow connection of the SMTP server for reports."),
     Option(
+        "rightsizing_schedule",
+        "@hourly",
+        "When the effopt_rightsizing DAG runs.",
+        kind="schedule",
+    ),
+    Option(
+        "waste_report_schedule",
+        "0 7 * * 1",
+        "When the effopt_waste_report DAG runs (default Mondays 07:00 UTC).",
+        kind="schedule",
+    ),
+    Option(
         "report_recipients",
         "",
         "Comma-separated addresses that receive the emailed reports when a DAG run names none; empty: reports "
@@ -232,6 +246,11 @@ def _convert(option: Option, raw: str, airflow_home: str) -> Any:
         else:
             if option.minimum is None or number >= option.minimum:
                 return number
+    elif option.kind == "schedule":
+        from croniter import croniter  # Airflow's own cron parser
+
+        if croniter.is_valid(value):
+            return value
     elif option.kind == "path":
         if value:
             return os.path.expanduser(value.replace("{AIRFLOW_HOME}", airflow_home))
@@ -275,6 +294,8 @@ class Settings:
     kubernetes_conn_id: str
     aws_conn_id: str
     smtp_conn_id: str
+    rightsizing_schedule: str
+    waste_report_schedule: str
     report_recipients: str
     airflow_api_conn_id: str
     rate_table: str

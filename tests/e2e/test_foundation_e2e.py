@@ -23,6 +23,8 @@ def test_ui_plugin_and_bundle_are_served(airflow):
     assert plugins["effopt"]["listeners"] == ["effopt.listener"]
     client.wait_for_dag("effopt_selftest")
     assert client.import_errors() == []
+    # Registered once: the installed distribution's entry point, the plugins-folder shim standing down.
+    assert client.get("/api/v2/plugins/importErrors")["import_errors"] == []
 
 
 def test_listener_records_measured_usage_of_a_rest_triggered_run(airflow):

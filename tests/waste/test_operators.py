@@ -50,8 +50,11 @@ def test_airflow_task_source():
     assert {f["workload"] for f in summary["findings"]} <= {"train/fit"}
 
 
-def test_bad_source_and_missing_path_are_named():
-    with pytest.raises(ValueError, match="unknown source 'ftp'"):
+def test_bad_source_and_missing_path_are_named_and_fail_without_a_retry():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match="unknown source 'ftp'.*not retried"):
         WasteDetectionOperator(task_id="d", source="ftp").execute({})
-    with pytest.raises(ValueError, match="source 'trace' needs path"):
+    with pytest.raises(AirflowFailException, match="source 'trace' needs a trace file or directory: set the DAG "
+                                                   "param 'path'"):
         WasteDetectionOperator(task_id="d", source="trace").execute({})

@@ -7,7 +7,6 @@ import csv
 import gzip
 import io
 import re
-import time
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -149,8 +148,13 @@ def test_html_parses_with_inline_styles_and_content(analysed, charts):
     html = render_html(report, charts, title="Weekly waste", period_start=START, period_end=END)
     p = _parse(html)
     names = {tag for tag, _ in p.tags}
-    assert not names & {"style", "link", "script"}
-    assert all("class" not in attrs for _, attrs in p.tags)
+    assert not names & {"link", "script"}
+    # Inline styles do the layout; one style block only tightens it on phones (@media), for the mail clients
+    # that read it, through the few classes it names.
+    (block,) = re.findall(r"<style>(.*?)</style>", html, flags=re.S)
+    assert re.sub(r"/\*.*?\*/", "", block, flags=re.S).strip().startswith("@media only screen and (max-width: 480px)")
+    classes = {attrs["class"] for _, attrs in p.tags if "class" in attrs}
+    assert classes <= {"outer", "pad", "big", "cell"} and all(f".{c}" in block for c in classes)
     assert all(attrs.get("style") for tag, attrs in p.tags if tag in {"body", "table", "td", "th", "img", "p", "h1", "h2"})
     text = " ".join(" ".join(p.text).split())
     for w in report.top_wasters():
@@ -172,7 +176,8 @@ def test_unpriced_finding_shows_price_missing_not_zero(analysed, charts):
     text = " ".join(" ".join(_parse(render_html(report, charts, title="t", period_start=START,
                                                 period_end=END)).text).split())
     assert f"price missing: {unpriced[0].missing[0]}" in text
-    row = re.search(r"idle_gpu\s+\w+\s+(.{0,40})", text[text.index("ml/h100 (workload)"):])
+    # the finding's cell ("idle_gpu , critical <container>"), then its waste
+    row = re.search(r"idle_gpu\s*,\s*\w+\s+\S+\s+(.{0,40})", text[text.index("ml/h100 (workload)"):])
     assert row is not None and row.group(1).startswith("price missing") and "0.00 USD" not in row.group(1)
 
 
@@ -267,7 +272,7 @@ def _synthetic(n: int) -> tuple[WasteReport, dict[tuple[str, str, str], tuple[np
     costs, findings, usage = [], [], {}
     for i in range(n):
         w = f"ns{i % 9}/svc-{i:04d}"
-        waste = float(rng.uniform(1, 500))
+        waste = 500.0 / (1 + i)  # distinct wastes: the bars of the top wasters chart differ
         costs.append(ResourceCost(w, "c", "cpu", waste * 2, waste, waste, 168.0))
         findings.append(Finding("over_provisioned", w, "c", "cpu", "warning", {}, Advice("lower the request"), waste))
         usage[(w, "c", "cpu")] = (t, rng.random(t.size), 2.0)
@@ -278,14 +283,11 @@ def _synthetic(n: int) -> tuple[WasteReport, dict[tuple[str, str, str], tuple[np
     return WasteReport(costs, findings, n), usage
 
 
-def test_rendering_1000_workloads_is_fast_and_capped():
+def test_rendering_1000_workloads_is_capped():
     report, usage = _synthetic(1000)
-    start = time.perf_counter()
-    charts = render_charts(report, usage)
+    charts = render_charts(report, usage)  # its time is measured in bench/waste_bench.py, not asserted here
     html = render_html(report, charts, title="t", period_start=START, period_end=END)
-    elapsed = time.perf_counter() - start
     assert set(charts) == set(CHARTS)
-    assert elapsed < 5.0, f"rendering 1,000 workloads took {elapsed:.2f} s"
     assert html.count("(workload)") == report.top  # the table lists the top wasters only
     small, small_usage = _synthetic(MAX_BARS)
     big_img = _decode(charts["top_wasters"])
@@ -319,3 +321,18 @@ def test_period_bounds_accept_epoch_seconds_and_open_start():
     empty = WasteReport([], [], 0)
     text = " ".join(_parse(render_html(empty, {}, title="t", period_start=None, period_end=T0 + 86400.0)).text)
     assert "Period: the start of the data to 2026-01-02 00:00 UTC" in " ".join(text.split())
+
+
+def test_top_wasters_that_look_alike_get_a_sentence_not_a_chart():
+    t = T0 + 300.0 * np.arange(288)
+    costs = [ResourceCost(f"ns/svc-{i}", "c", "cpu", 200.0, 100.0 - 0.5 * i, 100.0 + 0.5 * i, 24.0) for i in range(4)]
+    findings = [Finding("over_provisioned", c.workload, "c", "cpu", "warning", {}, Advice("lower the request"),
+                        c.waste) for c in costs]
+    report = WasteReport(costs, findings, 4)
+    usage = {(c.workload, "c", "cpu"): (t, np.full(t.size, 0.5), 2.0) for c in costs}
+    charts = render_charts(report, usage)
+    assert "top_wasters" not in charts and "usage_vs_request" in charts  # 100.0 to 101.5 USD: 1.5% apart
+    text = " ".join(_parse(render_html(report, charts, title="t", period_start=START, period_end=END)).text)
+    assert "No chart: the 4 top wasters each waste about 101.50 USD a month." in " ".join(text.split())
+    costs[0] = ResourceCost("ns/svc-0", "c", "cpu", 200.0, 50.0, 150.0, 24.0)  # now one stands out
+    assert "top_wasters" in render_charts(WasteReport(costs, findings, 4), usage)

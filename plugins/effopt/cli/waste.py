@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from effopt.cli.table import render
-
-GIB = 1024**3
+from effopt.units import GIB
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -34,9 +32,10 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from effopt.cli.rightsize import _Progress
+    from effopt.cli.progress import ProgressBar
     from effopt.prices import PriceError, load_rate_table
-    from effopt.waste import TraceAssumptions, WasteSettings, analyze, workloads_from_trace
+    from effopt.waste import TraceAssumptions, WasteSettings, workloads_from_trace
+    from effopt.waste.service import build_report
 
     if args.memory_limit_gib <= 0:
         raise SystemExit(f"error: --memory-limit-gib must be positive, got {args.memory_limit_gib}")
@@ -58,39 +57,25 @@ def _report(args: argparse.Namespace) -> int:
         workloads = workloads_from_trace(args.path, assumptions)
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
-    progress = _Progress("waste", enabled=None) if len(workloads) >= 50 else None
+    progress = ProgressBar("waste") if len(workloads) >= 50 else None
     try:
-        report = analyze(workloads, rates, settings=WasteSettings(recommender=args.recommender, pricing=args.pricing,
-                                                                  top=args.top),
-                         assumptions=assumptions.describe(), progress=progress)
-        data = report.to_json(previous)
+        rendered = build_report(workloads, rates, assumptions=assumptions.describe(), previous=previous,
+                                settings=WasteSettings(recommender=args.recommender, pricing=args.pricing,
+                                                       top=args.top),
+                                title="Waste report", cost_anomalies=False, progress=progress)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
     if args.html:
-        _write_html(args.html, report, workloads, previous)
+        try:
+            with open(args.html, "w", encoding="utf-8") as fh:
+                fh.write(rendered.html_page)
+        except OSError as exc:
+            raise SystemExit(f"error: cannot write {args.html}: {exc}") from None
     if args.json:
-        print(json.dumps(data))
+        print(json.dumps(rendered.summary))
         return 0
-    print(render_text(data, args.top))
+    print(render_text(rendered.summary, args.top))
     return 0
-
-
-def _write_html(path: str, report: Any, workloads: list[Any], previous: dict[str, Any] | None) -> None:
-    """Render the HTML email report into ``path``; the period is the span of the usage series."""
-    from effopt.waste.render import render_charts, render_html
-
-    stamps = [s.timestamps for w in workloads for s in (w.cpu, w.memory, w.gpu_util, w.gpu_memory)
-              if s is not None and s.timestamps.size]
-    start: datetime | str = datetime.fromtimestamp(min(float(t[0]) for t in stamps), UTC) if stamps else "n/a"
-    end: datetime | str = datetime.fromtimestamp(max(float(t[-1]) for t in stamps), UTC) if stamps else "n/a"
-    charts = render_charts(report, workloads)
-    html = render_html(report, charts, title="Waste report", period_start=start, period_end=end, previous=previous,
-                       inline_images=True)
-    try:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(html)
-    except OSError as exc:
-        raise SystemExit(f"error: cannot write {path}: {exc}") from None
 
 
 def render_text(data: dict[str, Any], top: int) -> str:
@@ -98,7 +83,7 @@ def render_text(data: dict[str, Any], top: int) -> str:
     t = data["totals"]
     pct = "n/a" if t["waste_pct"] is None else f"{t['waste_pct']:.1f}%"
     lines = ["assumptions:"] + [f"  - {a}" for a in data["assumptions"]]
-    lines += [f"rate table: {data['rate_table']} ({data['pricing']})", "",
+    lines += [f"rate table: {data['rate_table']} ({data['pricing']})", f"{data['window']}", "",
               f"{t['workloads']} containers, {t['findings']} findings; monthly cost {t['cost']:,.2f} USD, "
               f"waste {t['waste']:,.2f} USD ({pct})", ""]
     lines.append(render(("kind", "monthly waste (USD)", "unpriced findings"),

@@ -100,7 +100,7 @@ class WasteDetectionOperator(BaseOperator):
         )
         summary = {**rendered.summary, "period_end": now, "source": source_name}
         store.save_waste_report(now, summary)
-        report_id = store.save_rendered_report("waste", now, self.dag_id, context["run_id"], summary,
+        report_id = store.save_rendered_report("waste", now, self.dag_id, context.get("run_id", ""), summary,
                                                rendered.html_page)
         artifacts = {"html": rendered.html_email, "charts": rendered.charts, "csv": rendered.csv,
                      "summary": summary, "report": rendered.report}
@@ -213,7 +213,7 @@ class WasteReportEmailOperator(BaseOperator):
         from effopt.hooks.cache import task_cache
         from effopt.waste.render import build_message
 
-        period = self.period_key or context["run_id"]
+        period = self.period_key or context.get("run_id", "")
         key = f"waste:{period}:{','.join(sorted(recipients))}"
         sent = store.report_delivery(key)
         if sent is not None:

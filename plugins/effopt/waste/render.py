@@ -137,10 +137,14 @@ def _all_wasters(report: WasteReport) -> list[dict[str, Any]]:
     return [r for r in report.top_wasters(n) if r["waste"] > 0] if n else []
 
 
+#: Bars within this share of the longest look alike: a chart of them says nothing a sentence does not.
+ALIKE_SHARE = 0.05
+
+
 def _all_equal(rows: Sequence[Mapping[str, Any]]) -> bool:
-    """Bars a reader could not tell apart (within 0.5% of the largest) carry no information as a chart."""
+    """Whether the bars of the top wasters chart would all look alike (within :data:`ALIKE_SHARE`)."""
     values = [r["waste"] for r in rows[:MAX_BARS]]
-    return len(values) > 1 and max(values) - min(values) <= 0.005 * max(values)
+    return len(values) > 1 and max(values) - min(values) <= ALIKE_SHARE * max(values)
 
 
 def _top_wasters_chart(report: WasteReport) -> bytes | None:
