@@ -60,6 +60,8 @@ def classify(exc: BaseException) -> str:
         return "config"
     if is_transient(exc):
         return "transient"
+    if getattr(exc, "transient", None) is False:  # its source says retrying cannot help (e.g. an HTTP 400)
+        return "config"
     if isinstance(exc, (AirflowNotFoundException, *CONFIG_ERRORS)):
         return "config"
     return "unknown"
