@@ -142,13 +142,16 @@ def test_backtest_scoring_by_hand():
     assert (b.overrun_events, b.changes) == (1, 1)
     d = res.deployed  # deployed limit 1.0
     assert d.mean_slack == pytest.approx((0.6 + 0.4 + 0.5 + 0.1) / 4) and d.overrun_events == 0
+    # the hindsight limit: the container's peak over its scored windows (0.9), no overrun
+    assert res.hindsight.mean_slack == pytest.approx((0.5 + 0.3 + 0.4 + 0.0) / 0.9 / 4)
     assert res.as_json() == {
         "metric": "memory",
         "recommenders": {"a": {"mean_slack": a.mean_slack, "overrun_events": 1, "overrun_fraction": 0.5,
-                               "changes": 0},
+                               "changes": 0, "gap_closed": None},  # no VPA scored: no gap to measure
                          "b": {"mean_slack": b.mean_slack, "overrun_events": 1, "overrun_fraction": 0.5,
-                               "changes": 1}},
+                               "changes": 1, "gap_closed": None}},
         "deployed": {"mean_slack": d.mean_slack, "overrun_events": 0, "overrun_fraction": 0.0, "changes": 0},
+        "hindsight": {"mean_slack": res.hindsight.mean_slack},
     }
 
 
@@ -198,11 +201,14 @@ def test_cli_backtest_json_keys(tmp_path, capsys):
     assert main(["rightsize", "backtest", "--trace", str(path), "--metric", "memory", "--recommenders",
                  "effopt,vpa,krr", "--step", "1h", "--warmup", "6h", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"metric", "recommenders", "deployed"} and out["metric"] == "memory"
+    assert set(out) == {"metric", "recommenders", "deployed", "hindsight"} and out["metric"] == "memory"
     assert set(out["recommenders"]) == {"effopt", "vpa", "krr"}
+    keys = {"mean_slack", "overrun_events", "overrun_fraction", "changes"}
+    assert set(out["deployed"]) == keys
     for scores in [*out["recommenders"].values(), out["deployed"]]:
-        assert set(scores) == {"mean_slack", "overrun_events", "overrun_fraction", "changes"}
+        assert keys <= set(scores) <= keys | {"gap_closed"}
         assert isinstance(scores["overrun_events"], int) and isinstance(scores["changes"], int)
+    assert out["recommenders"]["vpa"]["gap_closed"] == 0.0 and set(out["hindsight"]) == {"mean_slack"}
     assert out["deployed"]["changes"] == 0 and out["deployed"]["mean_slack"] > 0.3
 
 

@@ -114,9 +114,6 @@ import numpy as np
 
 from effopt.metrics.series import UsageSeries
 from effopt.rightsizing.base import (
-    DAY,
-    MIB,
-    WEEK,
     Evidence,
     NotEnoughData,
     Recommendation,
@@ -126,35 +123,54 @@ from effopt.rightsizing.base import (
     vpa_confidence_days,
 )
 from effopt.rightsizing.histogram import options_for
+from effopt.rightsizing.oom import OOM_BUMP_RATIO, OOM_MIN_BUMP_BYTES, oom_bump
+from effopt.rightsizing.settings import RecommenderSettings, setting
+from effopt.units import DAY, HOUR, MIB, WEEK
 
 #: Pairs of intervals older than this many half-lives are left out of the growth trend (weight < 2**-16).
 TREND_HALF_LIVES = 8
 
 
 @dataclass(frozen=True)
-class EffoptSettings:
-    interval_s: float = 3600.0
-    level_percentile: float = 0.95
-    half_life_s: float = 3 * 3600.0
-    cpu_percentile: float = 0.95
-    growth_quantile: float | None = None
-    target_overrun_rate: float = 0.02
-    fleet_min_ratios: int = 20
-    prior_margin: float = 0.15
-    min_margin: float = 0.02
-    prior_weight_intervals: float = 3.0
-    season_s: float = DAY
-    season_min_cycles: float = 1.0
-    weekly_min_cycles: float = 2.0
-    bump_min_bytes: float = 100 * MIB
-    bump_ratio: float = 0.2
-    hysteresis: float = 0.05
-    max_decrease: float = 0.1
-    min_samples: int = 10
-    trend: bool = True
-    burn_in_intervals: int = 1
-    min_cpu_cores: float = 0.010
-    min_memory_bytes: float = 100 * MIB
+class EffoptSettings(RecommenderSettings):
+    """effopt's settings; one set for every container and resource kind (nothing is fitted per container)."""
+
+    interval_s: float = setting(HOUR, "length of the intervals whose statistic the level is made of (the "
+                                "decision step), seconds", gt=0)
+    level_percentile: float = setting(0.95, "percentile of the decayed interval statistics that is the level",
+                                      gt=0, le=1)
+    half_life_s: float = setting(3 * HOUR, "half-life of an interval's weight in the level, the trend, the "
+                                 "container's own margin and the fleet prior, seconds", gt=0)
+    cpu_percentile: float = setting(0.95, "statistic of an interval for CPU and GPU utilisation (memory uses the "
+                                    "peak)", gt=0, le=1)
+    growth_quantile: float | None = setting(None, "quantile of the replayed rises a margin is read at; none: 1 - "
+                                            "target_overrun_rate", gt=0, le=1)
+    target_overrun_rate: float = setting(0.02, "overrun probability per decision the margins are calibrated to",
+                                         gt=0, lt=1)
+    fleet_min_ratios: int = setting(20, "effective number of pooled ratios below which a fleet quantile is not "
+                                    "used (the fixed prior_margin is)", ge=1)
+    prior_margin: float = setting(0.15, "prior margin without a fleet calibration (VPA's and KRR's 15%)", ge=0)
+    min_margin: float = setting(0.02, "smallest margin", ge=0)
+    prior_weight_intervals: float = setting(3.0, "weight of the prior margin, in replayed intervals, against the "
+                                            "container's own", ge=0)
+    season_s: float = setting(DAY, "length of the daily cycle, seconds", gt=0)
+    season_min_cycles: float = setting(1.0, "daily cycles of history before the daily profile is used (inf: "
+                                       "never)", ge=0)
+    weekly_min_cycles: float = setting(2.0, "weekly cycles of history before the weekly profile replaces the "
+                                       "daily one (inf: never)", ge=0)
+    bump_min_bytes: float = setting(OOM_MIN_BUMP_BYTES, "after an OOM kill or an overrun, at least this many bytes "
+                                    "above the usage seen (VPA's 100 MiB)", ge=0)
+    bump_ratio: float = setting(OOM_BUMP_RATIO, "after an OOM kill or an overrun, at least this ratio above the "
+                                "usage seen (VPA's 20%)", ge=0)
+    hysteresis: float = setting(0.05, "a lower target replaces the previous one only when it is at least this much "
+                                "lower", ge=0, lt=1)
+    max_decrease: float = setting(0.1, "largest decrease of the target per decision", gt=0, le=1)
+    min_samples: int = setting(10, "fewest usable samples to recommend from", ge=1)
+    trend: bool = setting(True, "project the robust growth trend of the interval statistics one interval ahead")
+    burn_in_intervals: int = setting(1, "first replayed intervals left out of the container's own margin and the "
+                                     "trend", ge=0)
+    min_cpu_cores: float = setting(0.010, "smallest CPU request, cores", ge=0)
+    min_memory_bytes: float = setting(100 * MIB, "smallest memory request, bytes", ge=0)
 
 
 def interval_stats(ts: np.ndarray, vs: np.ndarray, interval_s: float, percentile: float | None
@@ -258,13 +274,8 @@ class EffoptRecommender(Recommender[EffoptSettings]):
     name = "effopt"
     settings_class = EffoptSettings
 
-    def __init__(self, settings: EffoptSettings | None = None, *, prior: FleetPrior | None = None,
-                 **overrides: object) -> None:
+    def __init__(self, settings: EffoptSettings | None = None, **overrides: object) -> None:
         super().__init__(settings, **overrides)
-        if not 0.0 < self.settings.target_overrun_rate < 1.0:
-            raise ValueError(f"target_overrun_rate must be in (0, 1), got {self.settings.target_overrun_rate}")
-        #: The fleet prior in effect (set by :meth:`calibrate` or passed in); None: ``prior_margin``.
-        self.prior: FleetPrior | None = prior
         # The replays the last calibration made, by series identity: recommending for the same series
         # objects (``recommend_all``) reuses them instead of replaying every series twice.
         self._calibrated_replays: dict[int, tuple[UsageSeries, _Replay]] = {}
@@ -335,7 +346,7 @@ class EffoptRecommender(Recommender[EffoptSettings]):
         return r.starts[1:][ok], r.stats[1:][ok] / basis[ok]
 
     def calibrate(self, series: Sequence[UsageSeries]) -> FleetPrior:
-        """Calibrate the fleet prior on ``series``; sets and returns :attr:`prior`.
+        """The fleet prior calibrated on ``series``, to pass to :meth:`recommend`.
 
         Pools :meth:`replayed_ratios` of all ``series`` of each resource kind
         (a hierarchical, empirical-Bayes prior: what the fleet's rises were
@@ -371,14 +382,13 @@ class EffoptRecommender(Recommender[EffoptSettings]):
             w = 2.0 ** ((starts - starts.max()) / self.settings.half_life_s)
             effective = int(w.sum() ** 2 / np.sum(w * w))
             margins[kind] = (_weighted_quantile(ratios, w, self.quantile) - 1.0, effective, len(parts))
-        self.prior = FleetPrior(margins, end)
-        return self.prior
+        return FleetPrior(margins, end)
 
-    def prior_margin(self, resource: str) -> tuple[float, str]:
+    def prior_margin(self, resource: str, fleet: FleetPrior | None) -> tuple[float, str]:
         """(prior margin for ``resource``, where it comes from): the fleet's when calibrated on enough ratios."""
         s = self.settings
-        if self.prior is not None and resource in self.prior.margins:
-            margin, n, k = self.prior.margins[resource]
+        if fleet is not None and resource in fleet.margins:
+            margin, n, k = fleet.margins[resource]
             if n >= s.fleet_min_ratios:
                 return max(margin, 0.0), (f"fleet prior margin {margin:.3f} from {n} effective ratio(s) of "
                                           f"{k} series")
@@ -460,45 +470,76 @@ class EffoptRecommender(Recommender[EffoptSettings]):
         w = 2.0 ** (-age * s.interval_s / s.half_life_s)
         return max(_weighted_quantile(slopes, w[i] * w[j], 0.5), 0.0)
 
-    def recommend(self, series: UsageSeries, previous: Recommendation | None = None) -> Recommendation:
+    def recommend(self, series: UsageSeries, previous: Recommendation | None = None,
+                  prior: FleetPrior | None = None) -> Recommendation:
+        """The documented steps: replay the level rule; the level for the coming interval (seasonal
+        envelope, growth trend); the margin (the container's own replayed rises blended with the fleet
+        prior); the OOM / overrun bump; the hysteresis; the bounds and the evidence."""
         s = self.settings
         self._require(series, s.min_samples)
-        ts, vs = series.timestamps, series.values
-        peak_like = series.resource in ("memory", "gpu_memory")
         replay = self._replay(series)
-        starts, stats, levels, envelopes = replay.starts, replay.stats, replay.levels, replay.envelopes
-        level = float(levels[-1])
         notes: list[str] = []
-        seasonal = float(envelopes[-1])
+        level = self._coming_level(replay, notes)
+        margin = self._margin(series, replay, prior, notes)
+        target = self._bumped(series, previous, level * (1.0 + margin), notes)
+        target = max(self._hysteresis(previous, target, notes), self._minimum(series))
+        if not np.isfinite(target):
+            raise NotEnoughData(f"effopt: {series.workload}/{series.container} {series.resource}: no finite target")
+        c = vpa_confidence_days(series.timestamps)
+        cap = options_for(series.unit).max_value
+        upper = min(target * (1.0 + 1.0 / c), cap) if c > 0 else cap
+        return self._result(series, target, min(level, target), upper, confidence_score(c),
+                            self._evidence(series, replay, notes))
+
+    def _coming_level(self, replay: _Replay, notes: list[str]) -> float:
+        """Step 2: the level known now, raised to the coming interval's seasonal envelope."""
+        level = float(replay.levels[-1])
+        seasonal = float(replay.envelopes[-1])
         if np.isfinite(seasonal) and seasonal > level:
             period = float(replay.periods[-1])
-            cycle = {WEEK: "week", DAY: "day"}.get(period, f"{period / 3600:g}-hour cycle")
+            cycle = {WEEK: "week", DAY: "day"}.get(period, f"{period / HOUR:g}-hour cycle")
             notes.append(f"seasonal peak {seasonal:g} of the same hour of the {cycle} in earlier cycles "
                          f"raises the level")
             level = seasonal
-        growth = self._growth(starts, stats, envelopes, stats.size - 1)
+        growth = self._growth(replay.starts, replay.stats, replay.envelopes, replay.stats.size - 1)
         if growth > 0:
             notes.append(f"level includes a growth trend of {np.expm1(growth):.1%} per interval")
-        # Learned margin: how far each interval rose above what was expected before it (level or season),
-        # after the burn-in (the first ratios are taken against a level of a single interval's peak: they
-        # measure the start-up, not the container's surprises).
-        # Intervals after a level of 0 have no ratio (nothing to scale a margin by), as in the fleet prior.
-        burn = min(s.burn_in_intervals, stats.size - 1)
-        basis = self._basis(levels, envelopes)[burn:]
+        return level
+
+    def _own_ratios(self, replay: _Replay) -> tuple[np.ndarray, np.ndarray]:
+        """(start times, ratios) of the container's own replayed rises after the burn-in (the first ratios are
+        taken against a level of a single interval's peak: they measure the start-up, not the container's
+        surprises); intervals after a level of 0 have no ratio, as in the fleet prior."""
+        burn = min(self.settings.burn_in_intervals, replay.stats.size - 1)
+        basis = self._basis(replay.levels, replay.envelopes)[burn:]
         ok = basis > 0
-        ratios = stats[1 + burn:][ok] / basis[ok]
-        prior_w = s.prior_weight_intervals
-        prior, prior_note = self.prior_margin(series.resource)
+        return replay.starts[1 + burn:][ok], replay.stats[1 + burn:][ok] / basis[ok]
+
+    def _margin(self, series: UsageSeries, replay: _Replay, prior: FleetPrior | None, notes: list[str]) -> float:
+        """Step 3: the learned margin, the container's own ``quantile`` of its rises blended with the prior
+        weighted ``prior_weight_intervals`` intervals."""
+        s = self.settings
+        starts, ratios = self._own_ratios(replay)
+        fleet, prior_note = self.prior_margin(series.resource, prior)
         notes.append(prior_note)
         if ratios.size:
-            w = 2.0 ** ((starts[1 + burn:][ok] - starts[-1]) / s.half_life_s)
+            w = 2.0 ** ((starts - replay.starts[-1]) / s.half_life_s)
             learned = _weighted_quantile(ratios, w, self.quantile) - 1.0
-            margin = (learned * ratios.size + prior * prior_w) / (ratios.size + prior_w)
+            margin = (learned * ratios.size + fleet * s.prior_weight_intervals) / (ratios.size
+                                                                                   + s.prior_weight_intervals)
         else:
-            learned, margin = float("nan"), prior
+            learned, margin = float("nan"), fleet
         margin = max(margin, s.min_margin)
-        target = level * (1.0 + margin)
-        # Overrun / OOM bump-up.
+        burn = min(s.burn_in_intervals, replay.stats.size - 1)
+        notes.append(f"margin {margin:.3f} (learned {learned:.3f} from {ratios.size} interval(s) after "
+                     f"{burn} start-up interval(s))")
+        return margin
+
+    def _bumped(self, series: UsageSeries, previous: Recommendation | None, target: float,
+                notes: list[str]) -> float:
+        """Step 4: after an OOM kill, or usage above the previous target, at least VPA's OOM bump of the
+        usage seen since (:func:`oom_bump`)."""
+        ts, vs = series.timestamps, series.values
         bump_from = None
         if series.oom_kills.size:
             bump_from = float(series.oom_kills[-1])
@@ -508,33 +549,35 @@ class EffoptRecommender(Recommender[EffoptSettings]):
             if since.size and since.max() > previous.target:
                 bump_from = previous.evidence.window_end
                 notes.append(f"usage {since.max():g} overran the previous target {previous.target:g}")
-        if bump_from is not None:
-            seen = float(vs[ts >= bump_from].max()) if np.any(ts >= bump_from) else float(vs.max())
-            used = max(seen, previous.target if previous is not None else 0.0, series.request or 0.0)
-            min_bump = s.bump_min_bytes if series.unit == "bytes" else 0.0
-            target = max(target, used + min_bump, used * (1.0 + s.bump_ratio))
-        # Hysteresis: keep a slightly higher previous target; come down gradually from a higher one.
-        if previous is not None and target < previous.target:
-            if previous.target <= target / (1.0 - s.hysteresis):
-                target = previous.target
-                notes.append(f"kept the previous target (change < {s.hysteresis:.0%})")
-            elif target < previous.target * (1.0 - s.max_decrease):
-                target = previous.target * (1.0 - s.max_decrease)
-                notes.append(f"lowered by at most {s.max_decrease:.0%} per decision")
-        target = max(target, self._minimum(series))
-        c = vpa_confidence_days(ts)
-        cap = options_for(series.unit).max_value
-        upper = min(target * (1.0 + 1.0 / c), cap) if c > 0 else cap
-        notes.append(f"margin {margin:.3f} (learned {learned:.3f} from {ratios.size} interval(s) after "
-                     f"{burn} start-up interval(s))")
-        evidence = Evidence(int(vs.size), float(ts[0]), float(ts[-1]), s.level_percentile,
-                            f"decaying p{s.level_percentile * 100:g} of {stats.size} {s.interval_s / 3600:g} h "
-                            f"{'peaks' if peak_like else f'p{s.cpu_percentile * 100:g}s'}{' x growth trend' if s.trend else ''} "
-                            f"+ learned margin",
-                            tuple(notes))
-        if not np.isfinite(target):
-            raise NotEnoughData(f"effopt: {series.workload}/{series.container} {series.resource}: no finite target")
-        return self._result(series, target, min(level, target), upper, confidence_score(c), evidence)
+        if bump_from is None:
+            return target
+        seen = float(vs[ts >= bump_from].max()) if np.any(ts >= bump_from) else float(vs.max())
+        used = max(seen, previous.target if previous is not None else 0.0, series.request or 0.0)
+        s = self.settings
+        return max(target, oom_bump(used, s.bump_min_bytes if series.unit == "bytes" else 0.0, s.bump_ratio))
+
+    def _hysteresis(self, previous: Recommendation | None, target: float, notes: list[str]) -> float:
+        """Step 5: keep a slightly higher previous target; come down from a higher one gradually."""
+        s = self.settings
+        if previous is None or target >= previous.target:
+            return target
+        if previous.target <= target / (1.0 - s.hysteresis):
+            notes.append(f"kept the previous target (change < {s.hysteresis:.0%})")
+            return previous.target
+        if target < previous.target * (1.0 - s.max_decrease):
+            notes.append(f"lowered by at most {s.max_decrease:.0%} per decision")
+            return previous.target * (1.0 - s.max_decrease)
+        return target
+
+    def _evidence(self, series: UsageSeries, replay: _Replay, notes: list[str]) -> Evidence:
+        s = self.settings
+        peak_like = series.resource in ("memory", "gpu_memory")
+        stat = "peaks" if peak_like else f"p{s.cpu_percentile * 100:g}s"
+        method = (f"decaying p{s.level_percentile * 100:g} of {replay.stats.size} {s.interval_s / HOUR:g} h {stat}"
+                  f"{' x growth trend' if s.trend else ''} + learned margin")
+        ts = series.timestamps
+        return Evidence(int(series.values.size), float(ts[0]), float(ts[-1]), s.level_percentile, method,
+                        tuple(notes))
 
     def _minimum(self, series: UsageSeries) -> float:
         if series.unit == "cores":
