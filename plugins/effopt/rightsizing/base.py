@@ -38,10 +38,19 @@ class Evidence:
     percentile: float | None
     method: str
     notes: tuple[str, ...] = ()
+    #: Share (0..1) of the recommendation's margin a fleet-level prior supplies rather than the container's own
+    #: history; None for recommenders without a prior.  Above 0.5 it rests mostly on the fleet.
+    fleet_weight: float | None = None
+
+    @property
+    def rests_on_fleet(self) -> bool:
+        return self.fleet_weight is not None and self.fleet_weight > 0.5
 
     def as_dict(self) -> dict[str, Any]:
         return {"samples": self.samples, "window_start": self.window_start, "window_end": self.window_end,
-                "percentile": self.percentile, "method": self.method, "notes": list(self.notes)}
+                "percentile": self.percentile, "method": self.method, "notes": list(self.notes),
+                "fleet_weight": self.fleet_weight, "rests_on": None if self.fleet_weight is None
+                else "fleet" if self.rests_on_fleet else "own history"}
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ confidence multiplier ``(1 + 1/c)``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -169,6 +169,8 @@ class EffoptSettings(RecommenderSettings):
     trend: bool = setting(True, "project the robust growth trend of the interval statistics one interval ahead")
     burn_in_intervals: int = setting(1, "first replayed intervals left out of the container's own margin and the "
                                      "trend", ge=0)
+    localize_prior: bool = setting(True, "the fleet prior of containers of the container's size (its largest usage "
+                                   "seen) rather than of the whole fleet")
     min_cpu_cores: float = setting(0.010, "smallest CPU request, cores", ge=0)
     min_memory_bytes: float = setting(100 * MIB, "smallest memory request, bytes", ge=0)
 
@@ -257,16 +259,49 @@ class _Replay(NamedTuple):
 
 
 @dataclass(frozen=True)
+class FleetPool:
+    """One resource kind's replayed rises pooled over the fleet, for the localized prior: the ratios sorted,
+    their age weights and the log size (the level they were measured against), and the kernel bandwidth in
+    log size (Silverman's rule of thumb)."""
+
+    ratios: np.ndarray
+    weights: np.ndarray
+    log_sizes: np.ndarray
+    bandwidth: float
+
+    def localized(self, log_size: float, q: float) -> tuple[float, float] | None:
+        """(``q`` quantile of the ratios weighted by age x a Gaussian kernel in log size around ``log_size``,
+        effective number of ratios it rests on); None when no ratio is near enough to weigh anything."""
+        if not (self.bandwidth > 0 and np.isfinite(log_size)):
+            return None
+        w = self.weights * np.exp(-0.5 * ((self.log_sizes - log_size) / self.bandwidth) ** 2)
+        top = float(w.max()) if w.size else 0.0
+        if not top > 0:
+            return None
+        w = w / top  # the largest weight 1: no underflow in the effective count
+        total = float(w.sum())
+        cum = np.cumsum(w)
+        value = float(self.ratios[min(int(np.searchsorted(cum, q * total, side="left")), self.ratios.size - 1)])
+        return value, total ** 2 / float(np.sum(w * w))
+
+
+@dataclass(frozen=True)
 class FleetPrior:
     """A fleet-level margin prior made by :meth:`EffoptRecommender.calibrate`.
 
     ``margins`` maps a resource kind to ``(margin, effective number of
-    weighted ratios pooled, series pooled)``; ``data_end`` is the newest sample time the calibration saw (None
-    when it saw no sample), so a caller can check it used only earlier data.
+    weighted ratios pooled, series pooled)``, the whole fleet's; ``pools``
+    holds the pooled rises each kind's prior is localized from (the prior of
+    containers like the one decided: of its size); ``data_end`` is the newest
+    sample time the calibration saw (None when it saw no sample), so a caller
+    can check it used only earlier data; ``keys`` are the series it pooled
+    (workload, container, resource), so a caller can check whose data it holds.
     """
 
     margins: dict[str, tuple[float, int, int]]
     data_end: float | None
+    pools: dict[str, FleetPool] = field(default_factory=dict)
+    keys: frozenset[tuple[str, str, str]] = frozenset()
 
 
 @register
@@ -338,12 +373,17 @@ class EffoptRecommender(Recommender[EffoptSettings]):
 
     def _replayed(self, series: UsageSeries) -> tuple[np.ndarray, np.ndarray]:
         """(start time of each ratio's interval, :meth:`replayed_ratios`)."""
+        return self._replayed_with_size(series)[:2]
+
+    def _replayed_with_size(self, series: UsageSeries) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(start time of each ratio's interval, :meth:`replayed_ratios`, the container's size when the level
+        each was taken against was known: its largest interval statistic so far)."""
         if series.values.size < 2:
-            return np.empty(0), np.empty(0)
+            return np.empty(0), np.empty(0), np.empty(0)
         r = self._replay(series)
         basis = self._basis(r.levels, r.envelopes)
         ok = basis > 0
-        return r.starts[1:][ok], r.stats[1:][ok] / basis[ok]
+        return r.starts[1:][ok], r.stats[1:][ok] / basis[ok], np.maximum.accumulate(r.stats)[:-1][ok]
 
     def calibrate(self, series: Sequence[UsageSeries]) -> FleetPrior:
         """The fleet prior calibrated on ``series``, to pass to :meth:`recommend`.
@@ -364,35 +404,68 @@ class EffoptRecommender(Recommender[EffoptSettings]):
         strictly before the decision time, so a calibration cannot see data
         at or after it.
         """
-        pooled: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        pooled: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
         end: float | None = None
+        keys: set[tuple[str, str, str]] = set()
         self._calibrated_replays = {}
         for x in series:
             if not x.values.size:
                 continue
             end = float(x.timestamps[-1]) if end is None else max(end, float(x.timestamps[-1]))
-            self._calibrated_replays[id(x)] = (x, self._replay(x))
-            starts, ratios = self._replayed(x)
+            keys.add(x.key)
+            replay = self._replay(x)
+            self._calibrated_replays[id(x)] = (x, replay)
+            starts, ratios, sizes = self._replayed_with_size(x)
             if ratios.size:
-                pooled.setdefault(x.resource, []).append((starts, ratios))
+                pooled.setdefault(x.resource, []).append((starts, ratios, sizes))
         margins: dict[str, tuple[float, int, int]] = {}
+        pools: dict[str, FleetPool] = {}
         for kind, parts in pooled.items():
             starts = np.concatenate([p[0] for p in parts])
             ratios = np.concatenate([p[1] for p in parts])
             w = 2.0 ** ((starts - starts.max()) / self.settings.half_life_s)
-            effective = int(w.sum() ** 2 / np.sum(w * w))
-            margins[kind] = (_weighted_quantile(ratios, w, self.quantile) - 1.0, effective, len(parts))
-        return FleetPrior(margins, end)
+            effective = w.sum() ** 2 / np.sum(w * w)
+            margins[kind] = (_weighted_quantile(ratios, w, self.quantile) - 1.0, int(effective), len(parts))
+            pools[kind] = self._pool(ratios, w, np.log(np.concatenate([p[2] for p in parts])), effective)
+        return FleetPrior(margins, end, pools, frozenset(keys))
 
-    def prior_margin(self, resource: str, fleet: FleetPrior | None) -> tuple[float, str]:
-        """(prior margin for ``resource``, where it comes from): the fleet's when calibrated on enough ratios."""
+    @staticmethod
+    def _pool(ratios: np.ndarray, w: np.ndarray, log_sizes: np.ndarray, effective: float) -> FleetPool:
+        """The pool the localized prior reads: ratios weighing at least 2**-16 (older ones change no quantile
+        that matters, and the pool stays small), sorted by value, with Silverman's bandwidth
+        ``1.06 sigma n ** (-1/5)`` (sigma the weighted standard deviation of the log sizes, n the effective
+        number of ratios)."""
+        keep = w >= 2.0 ** -16
+        ratios, w, log_sizes = ratios[keep], w[keep], log_sizes[keep]
+        order = np.argsort(ratios, kind="stable")
+        mean = float(np.sum(w * log_sizes) / w.sum())
+        sigma = float(np.sqrt(np.sum(w * (log_sizes - mean) ** 2) / w.sum()))
+        return FleetPool(ratios[order], w[order], log_sizes[order], 1.06 * sigma * effective ** -0.2)
+
+    def prior_margin(self, resource: str, fleet: FleetPrior | None,
+                     size: float | None = None) -> tuple[float, str]:
+        """(prior margin for ``resource``, where it comes from).
+
+        Calibrated on enough ratios, it is the fleet's, localized to containers of size ``size`` (when given:
+        the largest interval statistic seen): the quantile of the rises the fleet's containers made when they
+        were of similar size (kernel weights in log size),
+        shrunk toward the whole fleet's quantile with a weight of ``fleet_min_ratios`` ratios, so a size few
+        containers share falls back on the fleet.  Otherwise the fixed ``prior_margin``."""
         s = self.settings
-        if fleet is not None and resource in fleet.margins:
-            margin, n, k = fleet.margins[resource]
-            if n >= s.fleet_min_ratios:
-                return max(margin, 0.0), (f"fleet prior margin {margin:.3f} from {n} effective ratio(s) of "
-                                          f"{k} series")
-        return s.prior_margin, f"fixed prior margin {s.prior_margin:.3f} (not calibrated on a fleet)"
+        if fleet is None or resource not in fleet.margins or fleet.margins[resource][1] < s.fleet_min_ratios:
+            return s.prior_margin, f"fixed prior margin {s.prior_margin:.3f} (not calibrated on a fleet)"
+        margin, n, k = fleet.margins[resource]
+        margin = max(margin, 0.0)
+        pool = fleet.pools.get(resource)
+        local = pool.localized(float(np.log(size)), self.quantile) if pool is not None and size and size > 0 \
+            else None
+        if local is None:
+            return margin, f"fleet prior margin {margin:.3f} from {n} effective ratio(s) of {k} series"
+        near, m = max(local[0] - 1.0, 0.0), local[1]
+        blended = (near * m + margin * s.fleet_min_ratios) / (m + s.fleet_min_ratios)
+        return blended, (f"fleet prior margin {blended:.3f}: {near:.3f} from {m:.0f} effective ratio(s) of "
+                         f"containers of its size, shrunk toward the fleet's {margin:.3f} from {n} effective "
+                         f"ratio(s) of {k} series")
 
     def _levels(self, starts: np.ndarray, stats: np.ndarray, envelopes: np.ndarray) -> np.ndarray:
         """level[k] = decayed ``level_percentile`` of statistics 0..k, times the growth trend known then
@@ -480,7 +553,7 @@ class EffoptRecommender(Recommender[EffoptSettings]):
         replay = self._replay(series)
         notes: list[str] = []
         level = self._coming_level(replay, notes)
-        margin = self._margin(series, replay, prior, notes)
+        margin, fleet_share = self._margin(series, replay, prior, notes)
         target = self._bumped(series, previous, level * (1.0 + margin), notes)
         target = max(self._hysteresis(previous, target, notes), self._minimum(series))
         if not np.isfinite(target):
@@ -488,8 +561,9 @@ class EffoptRecommender(Recommender[EffoptSettings]):
         c = vpa_confidence_days(series.timestamps)
         cap = options_for(series.unit).max_value
         upper = min(target * (1.0 + 1.0 / c), cap) if c > 0 else cap
-        return self._result(series, target, min(level, target), upper, confidence_score(c),
-                            self._evidence(series, replay, notes))
+        # VPA's confidence in the history, scaled by the share of the margin the container's own history supplies
+        return self._result(series, target, min(level, target), upper, confidence_score(c) * (1.0 - fleet_share),
+                            self._evidence(series, replay, notes, fleet_share))
 
     def _coming_level(self, replay: _Replay, notes: list[str]) -> float:
         """Step 2: the level known now, raised to the coming interval's seasonal envelope."""
@@ -515,25 +589,35 @@ class EffoptRecommender(Recommender[EffoptSettings]):
         ok = basis > 0
         return replay.starts[1 + burn:][ok], replay.stats[1 + burn:][ok] / basis[ok]
 
-    def _margin(self, series: UsageSeries, replay: _Replay, prior: FleetPrior | None, notes: list[str]) -> float:
-        """Step 3: the learned margin, the container's own ``quantile`` of its rises blended with the prior
-        weighted ``prior_weight_intervals`` intervals."""
+    def _margin(self, series: UsageSeries, replay: _Replay, prior: FleetPrior | None,
+                notes: list[str]) -> tuple[float, float]:
+        """Step 3: (the learned margin, the share of it the prior supplies): the container's own ``quantile``
+        of its rises blended with the prior margin of containers of its size (:meth:`prior_margin`) weighted
+        ``prior_weight_intervals`` intervals, so the prior governs the first hours and fades as the
+        container's own history grows."""
         s = self.settings
         starts, ratios = self._own_ratios(replay)
-        fleet, prior_note = self.prior_margin(series.resource, prior)
+        size = float(replay.stats.max()) if s.localize_prior else None
+        fleet, prior_note = self.prior_margin(series.resource, prior, size)
         notes.append(prior_note)
+        share = s.prior_weight_intervals / (ratios.size + s.prior_weight_intervals) if (
+            ratios.size + s.prior_weight_intervals) > 0 else 1.0
         if ratios.size:
             w = 2.0 ** ((starts - replay.starts[-1]) / s.half_life_s)
             learned = _weighted_quantile(ratios, w, self.quantile) - 1.0
-            margin = (learned * ratios.size + fleet * s.prior_weight_intervals) / (ratios.size
-                                                                                   + s.prior_weight_intervals)
+            margin = learned * (1.0 - share) + fleet * share
         else:
-            learned, margin = float("nan"), fleet
+            learned, margin, share = float("nan"), fleet, 1.0
         margin = max(margin, s.min_margin)
         burn = min(s.burn_in_intervals, replay.stats.size - 1)
         notes.append(f"margin {margin:.3f} (learned {learned:.3f} from {ratios.size} interval(s) after "
                      f"{burn} start-up interval(s))")
-        return margin
+        source = "the fleet prior" if prior_note.startswith("fleet") else "the fixed prior margin"
+        if share > 0.5:
+            notes.append(f"rests mostly on {source}: it supplies {share:.0%} of the margin (the container's own "
+                         f"history {ratios.size} replayed interval(s), the prior counts as "
+                         f"{s.prior_weight_intervals:g})")
+        return margin, share
 
     def _bumped(self, series: UsageSeries, previous: Recommendation | None, target: float,
                 notes: list[str]) -> float:
@@ -569,7 +653,7 @@ class EffoptRecommender(Recommender[EffoptSettings]):
             return previous.target * (1.0 - s.max_decrease)
         return target
 
-    def _evidence(self, series: UsageSeries, replay: _Replay, notes: list[str]) -> Evidence:
+    def _evidence(self, series: UsageSeries, replay: _Replay, notes: list[str], fleet_share: float) -> Evidence:
         s = self.settings
         peak_like = series.resource in ("memory", "gpu_memory")
         stat = "peaks" if peak_like else f"p{s.cpu_percentile * 100:g}s"
@@ -577,7 +661,7 @@ class EffoptRecommender(Recommender[EffoptSettings]):
                   f"{' x growth trend' if s.trend else ''} + learned margin")
         ts = series.timestamps
         return Evidence(int(series.values.size), float(ts[0]), float(ts[-1]), s.level_percentile, method,
-                        tuple(notes))
+                        tuple(notes), fleet_weight=fleet_share)
 
     def _minimum(self, series: UsageSeries) -> float:
         if series.unit == "cores":
