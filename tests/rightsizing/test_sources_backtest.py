@@ -268,12 +268,17 @@ def test_real_trace_backtest_runs_and_scores_every_recommender():
     mem = src.series("memory")
     assert len(mem) >= 100 and all(s.unit == "fraction" for s in mem)
     assert sum(s.quality.negative for s in mem) >= 1  # the trace has a negative utilisation sample
-    res = backtest(mem, {n: get_recommender(n) for n in ("effopt", "vpa", "krr")})
+    res = backtest(mem, {"effopt": get_recommender("effopt"), "vpa": get_recommender("vpa"),
+                         "krr": get_recommender("krr"), "fleet": get_recommender("effopt", localize_prior=False)})
     assert res.deployed is not None and res.deployed.overrun_events == 0
     vpa = res.recommenders["vpa"]
     assert 0 < vpa.mean_slack < res.deployed.mean_slack
     assert res.recommenders["effopt"].mean_slack < vpa.mean_slack
-    assert res.recommenders["effopt"].overrun_events <= vpa.overrun_events
+    # with the whole fleet's prior (issue 5's effopt) no more overruns than VPA; the prior localized to containers
+    # of the same size (issue 19's cold start) closes more of VPA's gap to the hindsight limit, at 22 overruns
+    # against VPA's 20 here (bench/RESULTS-rightsizing.md)
+    assert res.recommenders["fleet"].overrun_events <= vpa.overrun_events
+    assert res.gap_closed("effopt") > res.gap_closed("fleet") > 0.5
     gpu = src.series("gpu_memory")
     r = get_recommender("effopt").recommend(max(gpu, key=len))
     assert r.gpu is not None and r.gpu.smallest_gpu is not None

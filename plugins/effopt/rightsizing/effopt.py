@@ -1,106 +1,50 @@
 """effopt's own recommender: recent per-interval peaks with a margin learned from the container's own history.
 
-1. Usage is cut into intervals (``interval_s``, default 1 h); each interval
-   gives one statistic: its peak for memory and GPU memory (what an OOM
-   kill depends on), its ``cpu_percentile`` for CPU and GPU utilisation.
-2. The *level* is a high percentile (``level_percentile``) of those interval
-   statistics, each weighted ``2 ** (-age / half_life_s)`` (VPA's decay with
-   a shorter half-life): recent intervals dominate, so the recommendation
-   follows a container whose usage fell instead of keeping a day-old peak.
-   A *growth trend* is projected one interval ahead: the level is multiplied
-   by ``exp(g)``, ``g`` the log growth per interval when positive, a
-   decay-weighted Theil-Sen slope of the interval statistics (robust to a
-   single burst; the first ``burn_in_intervals`` are left out; with a
-   seasonal profile, the growth of statistic / envelope), so a container that
-   keeps growing is covered by the level rather than by an ever larger
-   margin.
-3. *Seasonality*, by hour of day and by weekday, learned from the data: the
-   *seasonal envelope* of an interval is the largest statistic of the same
-   slot in earlier cycles: the same hour of the week once the history covers
-   ``weekly_min_cycles`` weeks (every hour of the week then seen at least
-   twice), else the same hour of the day once it covers
-   ``season_min_cycles`` days.  The level for the coming interval is raised
-   to its envelope, so a daily or Monday-morning peak is provisioned before
-   it comes back, while with a weekly profile a quiet weekend is not held
-   at the weekdays' peak (a daily profile would hold it).  A recommendation
-   covers the coming ``interval_s`` (the decision step): re-run it every
-   interval, as the hourly DAG and the backtest do.
-4. The *margin* is learned, not fixed: replaying the same level rule
-   (seasonal envelope included) over the container's history gives the
-   ratio of each interval's statistic to the level known just before it, so
-   a rise the season predicts does not count as a surprise; the
-   container's own margin is the
-   ``1 - target_overrun_rate`` quantile of those ratios (``growth_quantile``
-   overrides it), decayed like the level, leaving out the first
-   ``burn_in_intervals`` ratios: they are taken against a "level" of a
-   single interval's peak and measure the start-up, not the container's
-   surprises (the fleet prior keeps them: start-ups are what a young
-   container faces, and the prior is what covers it).  With few replayed
-   intervals it is blended with a *prior* margin weighted ``prior_weight_intervals``
-   intervals, so confidence in the container's own margin grows with its
-   history.  The prior is an empirical-Bayes, fleet-level one once the
-   recommender is calibrated (:meth:`EffoptRecommender.calibrate`): the
-   ``1 - target_overrun_rate`` quantile of the same replayed ratios pooled
-   over every series of the resource kind it was given, weighted by age
-   like the container's own (a weighted conformal quantile: a fleet-wide
-   phase that has passed stops setting the margin), i.e. the margin the
-   fleet's recent past would have overrun in ``target_overrun_rate`` of the
-   decisions.  The backtest calibrates on all containers cut before the
-   decision time (never on later data); the Airflow path
-   (:func:`~effopt.rightsizing.recommend.recommend_all`) on all series it
-   recommends for.  Uncalibrated, or with fewer than ``fleet_min_ratios``
-   pooled ratios, the prior is ``prior_margin`` (VPA's 15%).
-5. *Overrun / OOM bump*: an OOM kill, or usage above the previous
-   recommendation, raises the target to at least
-   ``max(peak + bump_min, peak * (1 + bump_ratio))`` (VPA's OOM rule, peak
-   being the usage seen since).
-6. *Hysteresis*: a lower target replaces the previous one only when it is
-   at least ``hysteresis`` lower, and then by at most ``max_decrease`` per
-   decision (a recurring peak is often back within hours); a higher one
-   always replaces it at once.
+1. Usage is cut into intervals (``interval_s``, 1 h); each gives one
+   statistic: its peak for memory and GPU memory (what an OOM kill depends
+   on), its ``cpu_percentile`` for CPU and GPU utilisation.
+2. *Level*: a high percentile (``level_percentile``) of the interval
+   statistics, each weighted ``2 ** (-age / half_life_s)``, so the level
+   follows a container whose usage fell.  A *growth trend* (a decay-weighted
+   Theil-Sen slope of the log statistics after ``burn_in_intervals``, only
+   when positive) is projected one interval ahead.  *Seasonality*: the
+   level is raised to the largest statistic of the same slot in earlier
+   cycles, the same hour of the week once every hour of the week has been
+   seen ``weekly_min_cycles`` times, else the same hour of the day after
+   ``season_min_cycles`` days; with a season the trend is that of
+   statistic / envelope.
+3. *Margin*, learned: replaying the level rule (season included) over the
+   container's history gives the ratio of each interval's statistic to the
+   level known just before it; the container's own margin is the
+   ``1 - target_overrun_rate`` quantile of those ratios (age-weighted like
+   the level, the first ``burn_in_intervals`` left out).  It is blended with
+   a *prior* margin counted as ``prior_weight_intervals`` intervals, so the
+   prior governs a container's first hours and fades as its own history
+   grows.  The prior is the fleet's (:meth:`EffoptRecommender.calibrate`):
+   the same quantile of the ratios replayed over every series of the kind,
+   weighted by age (a weighted conformal quantile), *localized to
+   containers like the one decided*: each pooled ratio is also weighted by
+   a Gaussian kernel in the log of the size its container had then (its
+   largest interval statistic so far) around the decided container's size,
+   bandwidth by Silverman's rule, and the localized quantile is shrunk
+   toward the whole fleet's with a weight of ``fleet_min_ratios`` ratios.
+   With fewer than ``fleet_min_ratios`` effective pooled ratios, or
+   uncalibrated, the prior is ``prior_margin``.
+4. *OOM / overrun bump*: after an OOM kill, or usage above the previous
+   recommendation, the target is at least VPA's ``max(used + bump_min,
+   used * (1 + bump_ratio))`` (:func:`~effopt.rightsizing.oom.oom_bump`).
+5. *Hysteresis*: a lower target replaces the previous one only when at
+   least ``hysteresis`` lower, and then by at most ``max_decrease`` per
+   decision; a higher one replaces it at once.
 
-Settings and why (one set for every container and resource, nothing fitted
-per container).  Two were set with the benchmark trace in view:
-``target_overrun_rate`` 0.02 rather than 0.01 and ``level_percentile`` 0.95
-rather than 0.9 are the nearest values that keep effopt's overruns within
-VPA's on both of its metrics; the sweep in ``bench/RESULTS-rightsizing.md``
-shows their neighbours.
-
-* ``interval_s`` 1 h: the decision step of the hourly DAG and the backtest;
-  the margin is calibrated per decision, hence per interval.
-* ``half_life_s`` 3 h: recent intervals dominate, so the level follows a
-  container down within a few decisions (VPA's 24 h holds a day-old peak).
-* ``level_percentile`` 0.95 of the decayed hourly peaks: with a 3 h
-  half-life this is about the largest of the last few hours' peaks, so a
-  peak is not forgotten within an hour or two (a recurring peak is the
-  commonest cause of an overrun).
-* ``target_overrun_rate`` 0.02: the overrun probability per decision the
-  margin is calibrated to.  It is nominal: the replay behind it is the bare
-  level x margin rule, while the deployed rule adds the bump after an
-  overrun, hysteresis that only lowers gradually and the seasonal term, all
-  of which only raise the target, so on usage that moves in steps the
-  realized rate is lower (1.3% and 1.0% on the benchmark trace, about VPA's
-  own rate there).  On noisy stationary usage it can be higher (3.5% at a 2%
-  target on i.i.d. lognormal minutes, tests/rightsizing/test_calibration.py):
-  a container's own decayed quantile rests on only a few effective hours and
-  is biased low.  Lower it for a more conservative fleet; it is the knob that
-  trades slack for overruns.
-* ``fleet_min_ratios`` 20: below that many pooled ratios a high quantile is
-  not estimable (it would be the largest of a handful), so the fixed
-  ``prior_margin`` is used instead.
-* ``prior_margin`` 0.15 (VPA's and KRR's 15%), ``prior_weight_intervals`` 3
-  (the prior counts as three replayed hours), ``min_margin`` 2%.
-* ``trend`` on, ``burn_in_intervals`` 1: the one interval whose "level" is
-  a single peak; the trend needs two intervals after it (one slope).
-* ``season_min_cycles`` 1 day, ``weekly_min_cycles`` 2 weeks: a daily slot
-  needs one earlier day; the weekly profile replaces the daily one only
-  when each hour of the week has been seen in two earlier weeks, so one
-  unusual week does not decide it (``math.inf`` turns either off).
-* ``bump_ratio`` 20% / ``bump_min_bytes`` 100 MiB: VPA's OOM bump-up.
-* ``hysteresis`` 5%, ``max_decrease`` 10% per decision.
-
-Bounds: lower = the level without margin, upper = the target scaled by VPA's
-confidence multiplier ``(1 + 1/c)``.
+A recommendation covers the coming ``interval_s``: re-run it every interval.
+Bounds: lower = the level, upper = the target times VPA's ``(1 + 1/c)``.
+Confidence: VPA's ``c / (1 + c)`` times the share of the margin the
+container's own history supplies; the evidence's ``fleet_weight`` is the
+share the prior supplies, and a note says when the recommendation rests
+mostly on the fleet.  Each setting documents itself (:class:`EffoptSettings`);
+why each default is what it is, and what was tried, is in
+``bench/RESULTS-rightsizing.md``.
 """
 
 from __future__ import annotations
