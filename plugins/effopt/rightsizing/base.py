@@ -23,7 +23,6 @@ from effopt.rightsizing.settings import RecommenderSettings, SettingError, parse
 from effopt.units import DAY, MIB, WEEK  # noqa: F401  (MIB and WEEK re-exported: waste.detectors imports MIB here)
 
 
-
 class NotEnoughData(ValueError):
     """A recommender cannot recommend for this series (too few samples, too short a history, no usable value)."""
 

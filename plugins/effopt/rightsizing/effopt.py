@@ -49,6 +49,7 @@ why each default is what it is, and what was tried, is in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -129,8 +130,10 @@ def interval_stats(ts: np.ndarray, vs: np.ndarray, interval_s: float, percentile
     idx = np.floor((ts[-1] - ts) / interval_s).astype(int)  # 0 = newest
     n = int(idx.max()) + 1
     if percentile is None:
+        # samples are sorted by time, so each interval's samples are one run of equal idx: a max per run
         stat = np.full(n, -np.inf)
-        np.maximum.at(stat, idx, vs)
+        first = np.flatnonzero(np.diff(idx, prepend=idx[0] + 1))
+        stat[idx[first]] = np.maximum.reduceat(vs, first)
     else:
         stat = np.full(n, np.nan)
         order = np.argsort(idx, kind="stable")
@@ -284,12 +287,15 @@ class EffoptRecommender(Recommender[EffoptSettings]):
         s = self.settings
         slots = np.rint((starts - starts[0]) / s.interval_s).astype(np.int64)
         slots = np.append(slots, slots[-1] + 1)  # the coming interval
-        by_slot = dict(zip(slots[:-1].tolist(), stats.tolist(), strict=True))
         out = np.full(slots.size, np.nan)
         used = np.zeros(slots.size)
         cycles = ((WEEK, s.weekly_min_cycles), (s.season_s, s.season_min_cycles))
         periods = [(round(p / s.interval_s), c) for p, c in cycles
-                   if np.isfinite(c) and np.isclose(p / s.interval_s, round(p / s.interval_s)) and p >= s.interval_s]
+                   if math.isfinite(c) and math.isclose(p / s.interval_s, round(p / s.interval_s), rel_tol=1e-5,
+                                                        abs_tol=1e-8) and p >= s.interval_s]
+        if not periods or slots[-1] < min(c * p for p, c in periods):
+            return out, used  # shorter than every cycle: no envelope anywhere
+        by_slot = dict(zip(slots[:-1].tolist(), stats.tolist(), strict=True))
         for j, slot in enumerate(slots.tolist()):
             for period, min_cycles in periods:  # weekly first: it replaces the daily profile once established
                 if slot < min_cycles * period:
@@ -305,7 +311,10 @@ class EffoptRecommender(Recommender[EffoptSettings]):
         """What each interval after the first was predicted from: the level known before it, raised to
         its seasonal envelope."""
         env = envelopes[1:levels.size]
-        return np.where(np.isfinite(env), np.maximum(levels[:-1], np.nan_to_num(env, nan=0.0)), levels[:-1])
+        seasonal = np.isfinite(env)
+        if not seasonal.any():
+            return levels[:-1]
+        return np.where(seasonal, np.maximum(levels[:-1], np.where(seasonal, env, 0.0)), levels[:-1])
 
     def replayed_ratios(self, series: UsageSeries) -> np.ndarray:
         """Each interval's statistic over the level known just before it (raised to the interval's
