@@ -132,7 +132,10 @@ def interval_stats(ts: np.ndarray, vs: np.ndarray, interval_s: float, percentile
     if percentile is None:
         # samples are sorted by time, so each interval's samples are one run of equal idx: a max per run
         stat = np.full(n, -np.inf)
-        first = np.flatnonzero(np.diff(idx, prepend=idx[0] + 1))
+        change = np.empty(idx.size, dtype=bool)
+        change[0] = True
+        np.not_equal(idx[1:], idx[:-1], out=change[1:])
+        first = np.flatnonzero(change)
         stat[idx[first]] = np.maximum.reduceat(vs, first)
     else:
         stat = np.full(n, np.nan)

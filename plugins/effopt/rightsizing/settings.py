@@ -10,6 +10,7 @@ instance; :func:`describe` lists the fields for help texts.
 
 from __future__ import annotations
 
+import functools
 import math
 import types
 import typing
@@ -61,7 +62,9 @@ class SettingInfo:
     description: str
 
 
+@functools.lru_cache(maxsize=None)
 def _hints(cls: type) -> dict[str, Any]:
+    """The resolved type hints of settings class ``cls`` (resolved once per class: recommenders are made often)."""
     return typing.get_type_hints(cls)
 
 
