@@ -15,6 +15,8 @@ from effopt.cli.table import human_bytes, render
 METRICS = {"memory": "memory", "gpu_memory": "gpu_memory", "cpu": "cpu", "gpu_util": "gpu_util"}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+#: The name ``effopt.cli.waste`` imports the progress bar by (same signature: label, enabled).
+_Progress = ProgressBar
 
 
 class BadInput(SystemExit):

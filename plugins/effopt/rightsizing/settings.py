@@ -62,7 +62,7 @@ class SettingInfo:
     description: str
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     """The resolved type hints of settings class ``cls`` (resolved once per class: recommenders are made often)."""
     return typing.get_type_hints(cls)
