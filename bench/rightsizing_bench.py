@@ -255,7 +255,7 @@ ANALYSIS = """
   against the container's own; with the 6 h warm-up it supplies 43% of the margin at the first decision and
   fades to 3/(n+3)).  It is now the fleet's replayed rises localized to containers of the same size (kernel
   weights in the log of the largest usage seen, Silverman's bandwidth, shrunk toward the whole fleet's quantile
-  with 20 ratios), instead of the whole fleet's.  Leaving containers out, it raises the gap closed from 67.4% to
+  with 20 ratios), instead of the whole fleet's.  Leaving containers out, it raises the gap closed from 67.5% to
   81.9% on memory and from 41.2% to 49.9% on GPU memory (the `effopt (fleet prior)` rows).  In-sample the
   figures are 84.2% and 51.0%, so leaving a container out of its own prior costs 1-2 points.
 * **The cold start.** On memory effopt is no longer above VPA in any band of hours of history (it was 0.036 above
