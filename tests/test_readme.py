@@ -2,7 +2,8 @@
 
 Every ``console`` block right after a ``<!-- readme-test: output -->`` comment is run, command by command
 (``$ `` lines, with ``\\`` continuations), in the repository root with ``bash``, and what each command
-prints must be what the block shows below it: trailing spaces aside, and a line ``...`` standing for any
+prints (its standard output, or its error output when it prints nothing else; a progress bar on stderr is not
+part of it) must be what the block shows below it: trailing spaces aside, and a line ``...`` standing for any
 number of lines.  A block after ``<!-- readme-test: runs -->`` must only run without an error.  Other blocks
 (``make run``, commands against a running Airflow, Docker) are not run here; the end-to-end tests cover them.
 """
@@ -86,7 +87,7 @@ def test_readme_command(mode, command, expected, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_HOME", "AIRFLOW__EFFOPT__"))}
     env["COLUMNS"] = "200"
     res = subprocess.run(["bash", "-c", command], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    shown = (res.stdout + res.stderr) if mode == "output" else res.stdout
+    shown = res.stdout or res.stderr  # what a command prints: its error alone when it prints nothing else
     if mode == "runs":
         assert res.returncode == 0, f"{command!r} failed:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}"
         return

@@ -35,7 +35,7 @@ def stationary(n: int, hours: float, seed: int, start: float = T0) -> list[Usage
 
 
 class Spy(EffoptRecommender):
-    """effopt that records each calibration it made and, per decision, the calibration in effect."""
+    """effopt that records each calibration it made and, per decision, the prior it was passed."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -47,10 +47,11 @@ class Spy(EffoptRecommender):
         self.calibrations.append(prior.data_end if prior.data_end is not None else -np.inf)
         return prior
 
-    def recommend(self, series: UsageSeries, previous: Recommendation | None = None) -> Recommendation:
-        assert self.prior is not None, "the backtest decides before calibrating"
-        self.decisions.append((float(series.timestamps[-1]), self.prior.data_end))
-        return super().recommend(series, previous)
+    def recommend(self, series: UsageSeries, previous: Recommendation | None = None,
+                  prior: FleetPrior | None = None) -> Recommendation:
+        assert prior is not None, "the backtest passes every decision the prior it calibrated"
+        self.decisions.append((float(series.timestamps[-1]), prior.data_end))
+        return super().recommend(series, previous, prior)
 
 
 def test_backtest_calibration_never_sees_the_decision_time_or_later():

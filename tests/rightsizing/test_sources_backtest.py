@@ -142,13 +142,16 @@ def test_backtest_scoring_by_hand():
     assert (b.overrun_events, b.changes) == (1, 1)
     d = res.deployed  # deployed limit 1.0
     assert d.mean_slack == pytest.approx((0.6 + 0.4 + 0.5 + 0.1) / 4) and d.overrun_events == 0
+    # the hindsight limit: the container's peak over its scored windows (0.9), no overrun
+    assert res.hindsight.mean_slack == pytest.approx((0.5 + 0.3 + 0.4 + 0.0) / 0.9 / 4)
     assert res.as_json() == {
         "metric": "memory",
         "recommenders": {"a": {"mean_slack": a.mean_slack, "overrun_events": 1, "overrun_fraction": 0.5,
-                               "changes": 0},
+                               "changes": 0, "gap_closed": None},  # no VPA scored: no gap to measure
                          "b": {"mean_slack": b.mean_slack, "overrun_events": 1, "overrun_fraction": 0.5,
-                               "changes": 1}},
+                               "changes": 1, "gap_closed": None}},
         "deployed": {"mean_slack": d.mean_slack, "overrun_events": 0, "overrun_fraction": 0.0, "changes": 0},
+        "hindsight": {"mean_slack": res.hindsight.mean_slack},
     }
 
 
@@ -198,11 +201,14 @@ def test_cli_backtest_json_keys(tmp_path, capsys):
     assert main(["rightsize", "backtest", "--trace", str(path), "--metric", "memory", "--recommenders",
                  "effopt,vpa,krr", "--step", "1h", "--warmup", "6h", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"metric", "recommenders", "deployed"} and out["metric"] == "memory"
+    assert set(out) == {"metric", "recommenders", "deployed", "hindsight"} and out["metric"] == "memory"
     assert set(out["recommenders"]) == {"effopt", "vpa", "krr"}
+    keys = {"mean_slack", "overrun_events", "overrun_fraction", "changes"}
+    assert set(out["deployed"]) == keys
     for scores in [*out["recommenders"].values(), out["deployed"]]:
-        assert set(scores) == {"mean_slack", "overrun_events", "overrun_fraction", "changes"}
+        assert keys <= set(scores) <= keys | {"gap_closed"}
         assert isinstance(scores["overrun_events"], int) and isinstance(scores["changes"], int)
+    assert out["recommenders"]["vpa"]["gap_closed"] == 0.0 and set(out["hindsight"]) == {"mean_slack"}
     assert out["deployed"]["changes"] == 0 and out["deployed"]["mean_slack"] > 0.3
 
 
@@ -262,12 +268,17 @@ def test_real_trace_backtest_runs_and_scores_every_recommender():
     mem = src.series("memory")
     assert len(mem) >= 100 and all(s.unit == "fraction" for s in mem)
     assert sum(s.quality.negative for s in mem) >= 1  # the trace has a negative utilisation sample
-    res = backtest(mem, {n: get_recommender(n) for n in ("effopt", "vpa", "krr")})
+    res = backtest(mem, {"effopt": get_recommender("effopt"), "vpa": get_recommender("vpa"),
+                         "krr": get_recommender("krr"), "fleet": get_recommender("effopt", localize_prior=False)})
     assert res.deployed is not None and res.deployed.overrun_events == 0
     vpa = res.recommenders["vpa"]
     assert 0 < vpa.mean_slack < res.deployed.mean_slack
     assert res.recommenders["effopt"].mean_slack < vpa.mean_slack
-    assert res.recommenders["effopt"].overrun_events <= vpa.overrun_events
+    # with the whole fleet's prior (issue 5's effopt) no more overruns than VPA; the prior localized to containers
+    # of the same size (issue 19's cold start) closes more of VPA's gap to the hindsight limit, at 22 overruns
+    # against VPA's 20 here (bench/RESULTS-rightsizing.md)
+    assert res.recommenders["fleet"].overrun_events <= vpa.overrun_events
+    assert res.gap_closed("effopt") > res.gap_closed("fleet") > 0.5
     gpu = src.series("gpu_memory")
     r = get_recommender("effopt").recommend(max(gpu, key=len))
     assert r.gpu is not None and r.gpu.smallest_gpu is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -18,10 +19,8 @@ import numpy as np
 
 from effopt.metrics.series import UsageSeries
 from effopt.rightsizing.gpu import GpuFit, gpu_fit
-
-DAY = 86400.0
-WEEK = 7 * DAY
-MIB = 1024**2
+from effopt.rightsizing.settings import RecommenderSettings, SettingError, parse_settings
+from effopt.units import DAY
 
 
 class NotEnoughData(ValueError):
@@ -38,10 +37,19 @@ class Evidence:
     percentile: float | None
     method: str
     notes: tuple[str, ...] = ()
+    #: Share (0..1) of the recommendation's margin a fleet-level prior supplies rather than the container's own
+    #: history; None for recommenders without a prior.  Above 0.5 it rests mostly on the fleet.
+    fleet_weight: float | None = None
+
+    @property
+    def rests_on_fleet(self) -> bool:
+        return self.fleet_weight is not None and self.fleet_weight > 0.5
 
     def as_dict(self) -> dict[str, Any]:
         return {"samples": self.samples, "window_start": self.window_start, "window_end": self.window_end,
-                "percentile": self.percentile, "method": self.method, "notes": list(self.notes)}
+                "percentile": self.percentile, "method": self.method, "notes": list(self.notes),
+                "fleet_weight": self.fleet_weight, "rests_on": None if self.fleet_weight is None
+                else "fleet" if self.rests_on_fleet else "own history"}
 
 
 @dataclass(frozen=True)
@@ -97,19 +105,28 @@ class Recommender(ABC, Generic[S]):
     settings_class: ClassVar[type]
 
     def __init__(self, settings: S | None = None, **overrides: Any) -> None:
+        known = {f.name for f in fields(self.settings_class)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise SettingError(f"recommender {self.name!r} has no setting(s) {', '.join(unknown)}; "
+                               f"known: {', '.join(sorted(known))}")
         base = settings if settings is not None else self.settings_class()
         if overrides:
-            known = {f.name for f in fields(self.settings_class)}
-            unknown = sorted(set(overrides) - known)
-            if unknown:
-                raise ValueError(f"recommender {self.name!r} has no setting(s) {', '.join(unknown)}; "
-                                 f"known: {', '.join(sorted(known))}")
-            base = type(base)(**{**{f.name: getattr(base, f.name) for f in fields(base)}, **overrides})
+            base = parse_settings(self.settings_class, overrides, base) if issubclass(
+                self.settings_class, RecommenderSettings) else type(base)(**{
+                    **{f.name: getattr(base, f.name) for f in fields(base)}, **overrides})
         self.settings: S = base
 
+    def calibrate(self, series: Sequence[UsageSeries]) -> Any:
+        """A fleet-level prior learned from ``series`` (all it may see), to pass to :meth:`recommend`; None
+        (the default: the recommender has no fleet prior) means there is none to pass."""
+        return None
+
     @abstractmethod
-    def recommend(self, series: UsageSeries, previous: Recommendation | None = None) -> Recommendation:
-        """Recommend for ``series`` from its samples only; raise :class:`NotEnoughData` when it cannot."""
+    def recommend(self, series: UsageSeries, previous: Recommendation | None = None,
+                  prior: Any = None) -> Recommendation:
+        """Recommend for ``series`` from its samples only (and ``prior``, what :meth:`calibrate` returned, if
+        it returned one); raise :class:`NotEnoughData` when it cannot."""
 
     # -- helpers shared by the strategies ---------------------------------------
     def _require(self, series: UsageSeries, min_samples: int = 1) -> None:
@@ -144,8 +161,21 @@ def register(cls: type[Recommender[Any]]) -> type[Recommender[Any]]:
     return cls
 
 
-def get_recommender(name: str, **settings: Any) -> Recommender[Any]:
-    """The recommender called ``name`` (vpa, krr, effopt) with ``settings`` overriding its defaults."""
+def recommender_names() -> list[str]:
+    """The registered recommenders' names, sorted (the choices of the CLI and the DAG)."""
+    return sorted(REGISTRY.classes)
+
+
+def recommender_class(name: str) -> type[Recommender[Any]]:
+    """The registered recommender class called ``name``; ValueError naming the known ones otherwise."""
     if name not in REGISTRY.classes:
-        raise ValueError(f"unknown recommender {name!r}; known: {', '.join(sorted(REGISTRY.classes))}")
-    return REGISTRY.classes[name](**settings)
+        raise ValueError(f"unknown recommender {name!r}; known: {', '.join(recommender_names())}")
+    return REGISTRY.classes[name]
+
+
+def get_recommender(name: str, settings: Mapping[str, Any] | None = None, /, **overrides: Any) -> Recommender[Any]:
+    """The recommender called ``name`` (vpa, krr, effopt) with ``settings`` (a ``{name: value}`` dict, values as
+    strings or numbers, e.g. the DAG's ``recommender_settings`` param) and ``overrides`` replacing its defaults,
+    validated against the settings' declared types and bounds (:class:`SettingError` names a bad one)."""
+    cls = recommender_class(name)
+    return cls(**{**dict(settings or {}), **overrides})

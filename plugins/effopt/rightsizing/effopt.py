@@ -1,112 +1,57 @@
 """effopt's own recommender: recent per-interval peaks with a margin learned from the container's own history.
 
-1. Usage is cut into intervals (``interval_s``, default 1 h); each interval
-   gives one statistic: its peak for memory and GPU memory (what an OOM
-   kill depends on), its ``cpu_percentile`` for CPU and GPU utilisation.
-2. The *level* is a high percentile (``level_percentile``) of those interval
-   statistics, each weighted ``2 ** (-age / half_life_s)`` (VPA's decay with
-   a shorter half-life): recent intervals dominate, so the recommendation
-   follows a container whose usage fell instead of keeping a day-old peak.
-   A *growth trend* is projected one interval ahead: the level is multiplied
-   by ``exp(g)``, ``g`` the log growth per interval when positive, a
-   decay-weighted Theil-Sen slope of the interval statistics (robust to a
-   single burst; the first ``burn_in_intervals`` are left out; with a
-   seasonal profile, the growth of statistic / envelope), so a container that
-   keeps growing is covered by the level rather than by an ever larger
-   margin.
-3. *Seasonality*, by hour of day and by weekday, learned from the data: the
-   *seasonal envelope* of an interval is the largest statistic of the same
-   slot in earlier cycles: the same hour of the week once the history covers
-   ``weekly_min_cycles`` weeks (every hour of the week then seen at least
-   twice), else the same hour of the day once it covers
-   ``season_min_cycles`` days.  The level for the coming interval is raised
-   to its envelope, so a daily or Monday-morning peak is provisioned before
-   it comes back, while with a weekly profile a quiet weekend is not held
-   at the weekdays' peak (a daily profile would hold it).  A recommendation
-   covers the coming ``interval_s`` (the decision step): re-run it every
-   interval, as the hourly DAG and the backtest do.
-4. The *margin* is learned, not fixed: replaying the same level rule
-   (seasonal envelope included) over the container's history gives the
-   ratio of each interval's statistic to the level known just before it, so
-   a rise the season predicts does not count as a surprise; the
-   container's own margin is the
-   ``1 - target_overrun_rate`` quantile of those ratios (``growth_quantile``
-   overrides it), decayed like the level, leaving out the first
-   ``burn_in_intervals`` ratios: they are taken against a "level" of a
-   single interval's peak and measure the start-up, not the container's
-   surprises (the fleet prior keeps them: start-ups are what a young
-   container faces, and the prior is what covers it).  With few replayed
-   intervals it is blended with a *prior* margin weighted ``prior_weight_intervals``
-   intervals, so confidence in the container's own margin grows with its
-   history.  The prior is an empirical-Bayes, fleet-level one once the
-   recommender is calibrated (:meth:`EffoptRecommender.calibrate`): the
-   ``1 - target_overrun_rate`` quantile of the same replayed ratios pooled
-   over every series of the resource kind it was given, weighted by age
-   like the container's own (a weighted conformal quantile: a fleet-wide
-   phase that has passed stops setting the margin), i.e. the margin the
-   fleet's recent past would have overrun in ``target_overrun_rate`` of the
-   decisions.  The backtest calibrates on all containers cut before the
-   decision time (never on later data); the Airflow path
-   (:func:`~effopt.rightsizing.recommend.recommend_all`) on all series it
-   recommends for.  Uncalibrated, or with fewer than ``fleet_min_ratios``
-   pooled ratios, the prior is ``prior_margin`` (VPA's 15%).
-5. *Overrun / OOM bump*: an OOM kill, or usage above the previous
-   recommendation, raises the target to at least
-   ``max(peak + bump_min, peak * (1 + bump_ratio))`` (VPA's OOM rule, peak
-   being the usage seen since).
-6. *Hysteresis*: a lower target replaces the previous one only when it is
-   at least ``hysteresis`` lower, and then by at most ``max_decrease`` per
-   decision (a recurring peak is often back within hours); a higher one
-   always replaces it at once.
+1. Usage is cut into intervals (``interval_s``, 1 h); each gives one
+   statistic: its peak for memory and GPU memory (what an OOM kill depends
+   on), its ``cpu_percentile`` for CPU and GPU utilisation.
+2. *Level*: a high percentile (``level_percentile``) of the interval
+   statistics, each weighted ``2 ** (-age / half_life_s)``, so the level
+   follows a container whose usage fell.  A *growth trend* (a decay-weighted
+   Theil-Sen slope of the log statistics after ``burn_in_intervals``, only
+   when positive) is projected one interval ahead.  *Seasonality*: the
+   level is raised to the largest statistic of the same slot in earlier
+   cycles, the same hour of the week once every hour of the week has been
+   seen ``weekly_min_cycles`` times, else the same hour of the day after
+   ``season_min_cycles`` days; with a season the trend is that of
+   statistic / envelope.
+3. *Margin*, learned: replaying the level rule (season included) over the
+   container's history gives the ratio of each interval's statistic to the
+   level known just before it; the container's own margin is the
+   ``1 - target_overrun_rate`` quantile of those ratios (age-weighted like
+   the level, the first ``burn_in_intervals`` left out).  It is blended with
+   a *prior* margin counted as ``prior_weight_intervals`` intervals, so the
+   prior governs a container's first hours and fades as its own history
+   grows.  The prior is the fleet's (:meth:`EffoptRecommender.calibrate`):
+   the same quantile of the ratios replayed over every series of the kind,
+   weighted by age (a weighted conformal quantile), *localized to
+   containers like the one decided*: each pooled ratio is also weighted by
+   a Gaussian kernel in the log of the size its container had then (its
+   largest interval statistic so far) around the decided container's size,
+   bandwidth by Silverman's rule, and the localized quantile is shrunk
+   toward the whole fleet's with a weight of ``fleet_min_ratios`` ratios.
+   With fewer than ``fleet_min_ratios`` effective pooled ratios, or
+   uncalibrated, the prior is ``prior_margin``.
+4. *OOM / overrun bump*: after an OOM kill, or usage above the previous
+   recommendation, the target is at least VPA's ``max(used + bump_min,
+   used * (1 + bump_ratio))`` (:func:`~effopt.rightsizing.oom.oom_bump`).
+5. *Hysteresis*: a lower target replaces the previous one only when at
+   least ``hysteresis`` lower, and then by at most ``max_decrease`` per
+   decision; a higher one replaces it at once.
 
-Settings and why (one set for every container and resource, nothing fitted
-per container).  Two were set with the benchmark trace in view:
-``target_overrun_rate`` 0.02 rather than 0.01 and ``level_percentile`` 0.95
-rather than 0.9 are the nearest values that keep effopt's overruns within
-VPA's on both of its metrics; the sweep in ``bench/RESULTS-rightsizing.md``
-shows their neighbours.
-
-* ``interval_s`` 1 h: the decision step of the hourly DAG and the backtest;
-  the margin is calibrated per decision, hence per interval.
-* ``half_life_s`` 3 h: recent intervals dominate, so the level follows a
-  container down within a few decisions (VPA's 24 h holds a day-old peak).
-* ``level_percentile`` 0.95 of the decayed hourly peaks: with a 3 h
-  half-life this is about the largest of the last few hours' peaks, so a
-  peak is not forgotten within an hour or two (a recurring peak is the
-  commonest cause of an overrun).
-* ``target_overrun_rate`` 0.02: the overrun probability per decision the
-  margin is calibrated to.  It is nominal: the replay behind it is the bare
-  level x margin rule, while the deployed rule adds the bump after an
-  overrun, hysteresis that only lowers gradually and the seasonal term, all
-  of which only raise the target, so on usage that moves in steps the
-  realized rate is lower (1.3% and 1.0% on the benchmark trace, about VPA's
-  own rate there).  On noisy stationary usage it can be higher (3.5% at a 2%
-  target on i.i.d. lognormal minutes, tests/rightsizing/test_calibration.py):
-  a container's own decayed quantile rests on only a few effective hours and
-  is biased low.  Lower it for a more conservative fleet; it is the knob that
-  trades slack for overruns.
-* ``fleet_min_ratios`` 20: below that many pooled ratios a high quantile is
-  not estimable (it would be the largest of a handful), so the fixed
-  ``prior_margin`` is used instead.
-* ``prior_margin`` 0.15 (VPA's and KRR's 15%), ``prior_weight_intervals`` 3
-  (the prior counts as three replayed hours), ``min_margin`` 2%.
-* ``trend`` on, ``burn_in_intervals`` 1: the one interval whose "level" is
-  a single peak; the trend needs two intervals after it (one slope).
-* ``season_min_cycles`` 1 day, ``weekly_min_cycles`` 2 weeks: a daily slot
-  needs one earlier day; the weekly profile replaces the daily one only
-  when each hour of the week has been seen in two earlier weeks, so one
-  unusual week does not decide it (``math.inf`` turns either off).
-* ``bump_ratio`` 20% / ``bump_min_bytes`` 100 MiB: VPA's OOM bump-up.
-* ``hysteresis`` 5%, ``max_decrease`` 10% per decision.
-
-Bounds: lower = the level without margin, upper = the target scaled by VPA's
-confidence multiplier ``(1 + 1/c)``.
+A recommendation covers the coming ``interval_s``: re-run it every interval.
+Bounds: lower = the level, upper = the target times VPA's ``(1 + 1/c)``.
+Confidence: VPA's ``c / (1 + c)`` times the share of the margin the
+container's own history supplies; the evidence's ``fleet_weight`` is the
+share the prior supplies, and a note says when the recommendation rests
+mostly on the fleet.  Each setting documents itself (:class:`EffoptSettings`);
+why each default is what it is, and what was tried, is in
+``bench/RESULTS-rightsizing.md``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -114,9 +59,6 @@ import numpy as np
 
 from effopt.metrics.series import UsageSeries
 from effopt.rightsizing.base import (
-    DAY,
-    MIB,
-    WEEK,
     Evidence,
     NotEnoughData,
     Recommendation,
@@ -126,35 +68,56 @@ from effopt.rightsizing.base import (
     vpa_confidence_days,
 )
 from effopt.rightsizing.histogram import options_for
+from effopt.rightsizing.oom import OOM_BUMP_RATIO, OOM_MIN_BUMP_BYTES, oom_bump
+from effopt.rightsizing.settings import RecommenderSettings, setting
+from effopt.units import DAY, HOUR, MIB, WEEK
 
 #: Pairs of intervals older than this many half-lives are left out of the growth trend (weight < 2**-16).
 TREND_HALF_LIVES = 8
 
 
 @dataclass(frozen=True)
-class EffoptSettings:
-    interval_s: float = 3600.0
-    level_percentile: float = 0.95
-    half_life_s: float = 3 * 3600.0
-    cpu_percentile: float = 0.95
-    growth_quantile: float | None = None
-    target_overrun_rate: float = 0.02
-    fleet_min_ratios: int = 20
-    prior_margin: float = 0.15
-    min_margin: float = 0.02
-    prior_weight_intervals: float = 3.0
-    season_s: float = DAY
-    season_min_cycles: float = 1.0
-    weekly_min_cycles: float = 2.0
-    bump_min_bytes: float = 100 * MIB
-    bump_ratio: float = 0.2
-    hysteresis: float = 0.05
-    max_decrease: float = 0.1
-    min_samples: int = 10
-    trend: bool = True
-    burn_in_intervals: int = 1
-    min_cpu_cores: float = 0.010
-    min_memory_bytes: float = 100 * MIB
+class EffoptSettings(RecommenderSettings):
+    """effopt's settings; one set for every container and resource kind (nothing is fitted per container)."""
+
+    interval_s: float = setting(HOUR, "length of the intervals whose statistic the level is made of (the "
+                                "decision step), seconds", gt=0)
+    level_percentile: float = setting(0.95, "percentile of the decayed interval statistics that is the level",
+                                      gt=0, le=1)
+    half_life_s: float = setting(3 * HOUR, "half-life of an interval's weight in the level, the trend, the "
+                                 "container's own margin and the fleet prior, seconds", gt=0)
+    cpu_percentile: float = setting(0.95, "statistic of an interval for CPU and GPU utilisation (memory uses the "
+                                    "peak)", gt=0, le=1)
+    growth_quantile: float | None = setting(None, "quantile of the replayed rises a margin is read at; none: 1 - "
+                                            "target_overrun_rate", gt=0, le=1)
+    target_overrun_rate: float = setting(0.02, "overrun probability per decision the margins are calibrated to",
+                                         gt=0, lt=1)
+    fleet_min_ratios: int = setting(20, "effective number of pooled ratios below which a fleet quantile is not "
+                                    "used (the fixed prior_margin is)", ge=1)
+    prior_margin: float = setting(0.15, "prior margin without a fleet calibration (VPA's and KRR's 15%)", ge=0)
+    min_margin: float = setting(0.02, "smallest margin", ge=0)
+    prior_weight_intervals: float = setting(3.0, "weight of the prior margin, in replayed intervals, against the "
+                                            "container's own", ge=0)
+    season_s: float = setting(DAY, "length of the daily cycle, seconds", gt=0)
+    season_min_cycles: float = setting(1.0, "daily cycles of history before the daily profile is used (inf: "
+                                       "never)", ge=0)
+    weekly_min_cycles: float = setting(2.0, "weekly cycles of history before the weekly profile replaces the "
+                                       "daily one (inf: never)", ge=0)
+    bump_min_bytes: float = setting(OOM_MIN_BUMP_BYTES, "after an OOM kill or an overrun, at least this many bytes "
+                                    "above the usage seen (VPA's 100 MiB)", ge=0)
+    bump_ratio: float = setting(OOM_BUMP_RATIO, "after an OOM kill or an overrun, at least this ratio above the "
+                                "usage seen (VPA's 20%)", ge=0)
+    hysteresis: float = setting(0.05, "a lower target replaces the previous one only when it is at least this much "
+                                "lower", ge=0, lt=1)
+    max_decrease: float = setting(0.1, "largest decrease of the target per decision", gt=0, le=1)
+    min_samples: int = setting(10, "fewest usable samples to recommend from", ge=1)
+    trend: bool = setting(True, "project the robust growth trend of the interval statistics one interval ahead")
+    burn_in_intervals: int = setting(1, "first replayed intervals left out of the container's own margin and the "
+                                     "trend", ge=0)
+    localize_prior: bool = setting(True, "the fleet prior of containers of the container's size (its largest usage "
+                                   "seen) rather than of the whole fleet")
+    min_cpu_cores: float = setting(0.010, "smallest CPU request, cores", ge=0)
+    min_memory_bytes: float = setting(100 * MIB, "smallest memory request, bytes", ge=0)
 
 
 def interval_stats(ts: np.ndarray, vs: np.ndarray, interval_s: float, percentile: float | None
@@ -167,8 +130,13 @@ def interval_stats(ts: np.ndarray, vs: np.ndarray, interval_s: float, percentile
     idx = np.floor((ts[-1] - ts) / interval_s).astype(int)  # 0 = newest
     n = int(idx.max()) + 1
     if percentile is None:
+        # samples are sorted by time, so each interval's samples are one run of equal idx: a max per run
         stat = np.full(n, -np.inf)
-        np.maximum.at(stat, idx, vs)
+        change = np.empty(idx.size, dtype=bool)
+        change[0] = True
+        np.not_equal(idx[1:], idx[:-1], out=change[1:])
+        first = np.flatnonzero(change)
+        stat[idx[first]] = np.maximum.reduceat(vs, first)
     else:
         stat = np.full(n, np.nan)
         order = np.argsort(idx, kind="stable")
@@ -241,16 +209,49 @@ class _Replay(NamedTuple):
 
 
 @dataclass(frozen=True)
+class FleetPool:
+    """One resource kind's replayed rises pooled over the fleet, for the localized prior: the ratios sorted,
+    their age weights and the log size (the level they were measured against), and the kernel bandwidth in
+    log size (Silverman's rule of thumb)."""
+
+    ratios: np.ndarray
+    weights: np.ndarray
+    log_sizes: np.ndarray
+    bandwidth: float
+
+    def localized(self, log_size: float, q: float) -> tuple[float, float] | None:
+        """(``q`` quantile of the ratios weighted by age x a Gaussian kernel in log size around ``log_size``,
+        effective number of ratios it rests on); None when no ratio is near enough to weigh anything."""
+        if not (self.bandwidth > 0 and np.isfinite(log_size)):
+            return None
+        w = self.weights * np.exp(-0.5 * ((self.log_sizes - log_size) / self.bandwidth) ** 2)
+        top = float(w.max()) if w.size else 0.0
+        if not top > 0:
+            return None
+        w = w / top  # the largest weight 1: no underflow in the effective count
+        total = float(w.sum())
+        cum = np.cumsum(w)
+        value = float(self.ratios[min(int(np.searchsorted(cum, q * total, side="left")), self.ratios.size - 1)])
+        return value, total ** 2 / float(np.sum(w * w))
+
+
+@dataclass(frozen=True)
 class FleetPrior:
     """A fleet-level margin prior made by :meth:`EffoptRecommender.calibrate`.
 
     ``margins`` maps a resource kind to ``(margin, effective number of
-    weighted ratios pooled, series pooled)``; ``data_end`` is the newest sample time the calibration saw (None
-    when it saw no sample), so a caller can check it used only earlier data.
+    weighted ratios pooled, series pooled)``, the whole fleet's; ``pools``
+    holds the pooled rises each kind's prior is localized from (the prior of
+    containers like the one decided: of its size); ``data_end`` is the newest
+    sample time the calibration saw (None when it saw no sample), so a caller
+    can check it used only earlier data; ``keys`` are the series it pooled
+    (workload, container, resource), so a caller can check whose data it holds.
     """
 
     margins: dict[str, tuple[float, int, int]]
     data_end: float | None
+    pools: dict[str, FleetPool] = field(default_factory=dict)
+    keys: frozenset[tuple[str, str, str]] = frozenset()
 
 
 @register
@@ -258,13 +259,8 @@ class EffoptRecommender(Recommender[EffoptSettings]):
     name = "effopt"
     settings_class = EffoptSettings
 
-    def __init__(self, settings: EffoptSettings | None = None, *, prior: FleetPrior | None = None,
-                 **overrides: object) -> None:
+    def __init__(self, settings: EffoptSettings | None = None, **overrides: object) -> None:
         super().__init__(settings, **overrides)
-        if not 0.0 < self.settings.target_overrun_rate < 1.0:
-            raise ValueError(f"target_overrun_rate must be in (0, 1), got {self.settings.target_overrun_rate}")
-        #: The fleet prior in effect (set by :meth:`calibrate` or passed in); None: ``prior_margin``.
-        self.prior: FleetPrior | None = prior
         # The replays the last calibration made, by series identity: recommending for the same series
         # objects (``recommend_all``) reuses them instead of replaying every series twice.
         self._calibrated_replays: dict[int, tuple[UsageSeries, _Replay]] = {}
@@ -294,12 +290,15 @@ class EffoptRecommender(Recommender[EffoptSettings]):
         s = self.settings
         slots = np.rint((starts - starts[0]) / s.interval_s).astype(np.int64)
         slots = np.append(slots, slots[-1] + 1)  # the coming interval
-        by_slot = dict(zip(slots[:-1].tolist(), stats.tolist(), strict=True))
         out = np.full(slots.size, np.nan)
         used = np.zeros(slots.size)
         cycles = ((WEEK, s.weekly_min_cycles), (s.season_s, s.season_min_cycles))
         periods = [(round(p / s.interval_s), c) for p, c in cycles
-                   if np.isfinite(c) and np.isclose(p / s.interval_s, round(p / s.interval_s)) and p >= s.interval_s]
+                   if math.isfinite(c) and math.isclose(p / s.interval_s, round(p / s.interval_s), rel_tol=1e-5,
+                                                        abs_tol=1e-8) and p >= s.interval_s]
+        if not periods or slots[-1] < min(c * p for p, c in periods):
+            return out, used  # shorter than every cycle: no envelope anywhere
+        by_slot = dict(zip(slots[:-1].tolist(), stats.tolist(), strict=True))
         for j, slot in enumerate(slots.tolist()):
             for period, min_cycles in periods:  # weekly first: it replaces the daily profile once established
                 if slot < min_cycles * period:
@@ -315,7 +314,10 @@ class EffoptRecommender(Recommender[EffoptSettings]):
         """What each interval after the first was predicted from: the level known before it, raised to
         its seasonal envelope."""
         env = envelopes[1:levels.size]
-        return np.where(np.isfinite(env), np.maximum(levels[:-1], np.nan_to_num(env, nan=0.0)), levels[:-1])
+        seasonal = np.isfinite(env)
+        if not seasonal.any():
+            return levels[:-1]
+        return np.where(seasonal, np.maximum(levels[:-1], np.where(seasonal, env, 0.0)), levels[:-1])
 
     def replayed_ratios(self, series: UsageSeries) -> np.ndarray:
         """Each interval's statistic over the level known just before it (raised to the interval's
@@ -327,15 +329,20 @@ class EffoptRecommender(Recommender[EffoptSettings]):
 
     def _replayed(self, series: UsageSeries) -> tuple[np.ndarray, np.ndarray]:
         """(start time of each ratio's interval, :meth:`replayed_ratios`)."""
+        return self._replayed_with_size(series)[:2]
+
+    def _replayed_with_size(self, series: UsageSeries) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(start time of each ratio's interval, :meth:`replayed_ratios`, the container's size when the level
+        each was taken against was known: its largest interval statistic so far)."""
         if series.values.size < 2:
-            return np.empty(0), np.empty(0)
+            return np.empty(0), np.empty(0), np.empty(0)
         r = self._replay(series)
         basis = self._basis(r.levels, r.envelopes)
         ok = basis > 0
-        return r.starts[1:][ok], r.stats[1:][ok] / basis[ok]
+        return r.starts[1:][ok], r.stats[1:][ok] / basis[ok], np.maximum.accumulate(r.stats)[:-1][ok]
 
     def calibrate(self, series: Sequence[UsageSeries]) -> FleetPrior:
-        """Calibrate the fleet prior on ``series``; sets and returns :attr:`prior`.
+        """The fleet prior calibrated on ``series``, to pass to :meth:`recommend`.
 
         Pools :meth:`replayed_ratios` of all ``series`` of each resource kind
         (a hierarchical, empirical-Bayes prior: what the fleet's rises were
@@ -353,36 +360,68 @@ class EffoptRecommender(Recommender[EffoptSettings]):
         strictly before the decision time, so a calibration cannot see data
         at or after it.
         """
-        pooled: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        pooled: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
         end: float | None = None
+        keys: set[tuple[str, str, str]] = set()
         self._calibrated_replays = {}
         for x in series:
             if not x.values.size:
                 continue
             end = float(x.timestamps[-1]) if end is None else max(end, float(x.timestamps[-1]))
-            self._calibrated_replays[id(x)] = (x, self._replay(x))
-            starts, ratios = self._replayed(x)
+            keys.add(x.key)
+            replay = self._replay(x)
+            self._calibrated_replays[id(x)] = (x, replay)
+            starts, ratios, sizes = self._replayed_with_size(x)
             if ratios.size:
-                pooled.setdefault(x.resource, []).append((starts, ratios))
+                pooled.setdefault(x.resource, []).append((starts, ratios, sizes))
         margins: dict[str, tuple[float, int, int]] = {}
+        pools: dict[str, FleetPool] = {}
         for kind, parts in pooled.items():
             starts = np.concatenate([p[0] for p in parts])
             ratios = np.concatenate([p[1] for p in parts])
             w = 2.0 ** ((starts - starts.max()) / self.settings.half_life_s)
-            effective = int(w.sum() ** 2 / np.sum(w * w))
-            margins[kind] = (_weighted_quantile(ratios, w, self.quantile) - 1.0, effective, len(parts))
-        self.prior = FleetPrior(margins, end)
-        return self.prior
+            effective = w.sum() ** 2 / np.sum(w * w)
+            margins[kind] = (_weighted_quantile(ratios, w, self.quantile) - 1.0, int(effective), len(parts))
+            pools[kind] = self._pool(ratios, w, np.log(np.concatenate([p[2] for p in parts])), effective)
+        return FleetPrior(margins, end, pools, frozenset(keys))
 
-    def prior_margin(self, resource: str) -> tuple[float, str]:
-        """(prior margin for ``resource``, where it comes from): the fleet's when calibrated on enough ratios."""
+    @staticmethod
+    def _pool(ratios: np.ndarray, w: np.ndarray, log_sizes: np.ndarray, effective: float) -> FleetPool:
+        """The pool the localized prior reads: ratios weighing at least 2**-16 (older ones change no quantile
+        that matters, and the pool stays small), sorted by value, with Silverman's bandwidth
+        ``1.06 sigma n ** (-1/5)`` (sigma the weighted standard deviation of the log sizes, n the effective
+        number of ratios)."""
+        keep = w >= 2.0 ** -16
+        ratios, w, log_sizes = ratios[keep], w[keep], log_sizes[keep]
+        order = np.argsort(ratios, kind="stable")
+        mean = float(np.sum(w * log_sizes) / w.sum())
+        sigma = float(np.sqrt(np.sum(w * (log_sizes - mean) ** 2) / w.sum()))
+        return FleetPool(ratios[order], w[order], log_sizes[order], 1.06 * sigma * effective ** -0.2)
+
+    def prior_margin(self, resource: str, fleet: FleetPrior | None,
+                     size: float | None = None) -> tuple[float, str]:
+        """(prior margin for ``resource``, where it comes from).
+
+        Calibrated on enough ratios, it is the fleet's, localized to containers of size ``size`` (when given:
+        the largest interval statistic seen): the quantile of the rises the fleet's containers made when they
+        were of similar size (kernel weights in log size),
+        shrunk toward the whole fleet's quantile with a weight of ``fleet_min_ratios`` ratios, so a size few
+        containers share falls back on the fleet.  Otherwise the fixed ``prior_margin``."""
         s = self.settings
-        if self.prior is not None and resource in self.prior.margins:
-            margin, n, k = self.prior.margins[resource]
-            if n >= s.fleet_min_ratios:
-                return max(margin, 0.0), (f"fleet prior margin {margin:.3f} from {n} effective ratio(s) of "
-                                          f"{k} series")
-        return s.prior_margin, f"fixed prior margin {s.prior_margin:.3f} (not calibrated on a fleet)"
+        if fleet is None or resource not in fleet.margins or fleet.margins[resource][1] < s.fleet_min_ratios:
+            return s.prior_margin, f"fixed prior margin {s.prior_margin:.3f} (not calibrated on a fleet)"
+        margin, n, k = fleet.margins[resource]
+        margin = max(margin, 0.0)
+        pool = fleet.pools.get(resource)
+        local = pool.localized(float(np.log(size)), self.quantile) if pool is not None and size and size > 0 \
+            else None
+        if local is None:
+            return margin, f"fleet prior margin {margin:.3f} from {n} effective ratio(s) of {k} series"
+        near, m = max(local[0] - 1.0, 0.0), local[1]
+        blended = (near * m + margin * s.fleet_min_ratios) / (m + s.fleet_min_ratios)
+        return blended, (f"fleet prior margin {blended:.3f}: {near:.3f} from {m:.0f} effective ratio(s) of "
+                         f"containers of its size, shrunk toward the fleet's {margin:.3f} from {n} effective "
+                         f"ratio(s) of {k} series")
 
     def _levels(self, starts: np.ndarray, stats: np.ndarray, envelopes: np.ndarray) -> np.ndarray:
         """level[k] = decayed ``level_percentile`` of statistics 0..k, times the growth trend known then
@@ -460,45 +499,87 @@ class EffoptRecommender(Recommender[EffoptSettings]):
         w = 2.0 ** (-age * s.interval_s / s.half_life_s)
         return max(_weighted_quantile(slopes, w[i] * w[j], 0.5), 0.0)
 
-    def recommend(self, series: UsageSeries, previous: Recommendation | None = None) -> Recommendation:
+    def recommend(self, series: UsageSeries, previous: Recommendation | None = None,
+                  prior: FleetPrior | None = None) -> Recommendation:
+        """The documented steps: replay the level rule; the level for the coming interval (seasonal
+        envelope, growth trend); the margin (the container's own replayed rises blended with the fleet
+        prior); the OOM / overrun bump; the hysteresis; the bounds and the evidence."""
         s = self.settings
         self._require(series, s.min_samples)
-        ts, vs = series.timestamps, series.values
-        peak_like = series.resource in ("memory", "gpu_memory")
         replay = self._replay(series)
-        starts, stats, levels, envelopes = replay.starts, replay.stats, replay.levels, replay.envelopes
-        level = float(levels[-1])
         notes: list[str] = []
-        seasonal = float(envelopes[-1])
+        level = self._coming_level(replay, notes)
+        margin, fleet_share = self._margin(series, replay, prior, notes)
+        target = self._bumped(series, previous, level * (1.0 + margin), notes)
+        target = max(self._hysteresis(previous, target, notes), self._minimum(series))
+        if not np.isfinite(target):
+            raise NotEnoughData(f"effopt: {series.workload}/{series.container} {series.resource}: no finite target")
+        c = vpa_confidence_days(series.timestamps)
+        cap = options_for(series.unit).max_value
+        upper = min(target * (1.0 + 1.0 / c), cap) if c > 0 else cap
+        # VPA's confidence in the history, scaled by the share of the margin the container's own history supplies
+        return self._result(series, target, min(level, target), upper, confidence_score(c) * (1.0 - fleet_share),
+                            self._evidence(series, replay, notes, fleet_share))
+
+    def _coming_level(self, replay: _Replay, notes: list[str]) -> float:
+        """Step 2: the level known now, raised to the coming interval's seasonal envelope."""
+        level = float(replay.levels[-1])
+        seasonal = float(replay.envelopes[-1])
         if np.isfinite(seasonal) and seasonal > level:
             period = float(replay.periods[-1])
-            cycle = {WEEK: "week", DAY: "day"}.get(period, f"{period / 3600:g}-hour cycle")
+            cycle = {WEEK: "week", DAY: "day"}.get(period, f"{period / HOUR:g}-hour cycle")
             notes.append(f"seasonal peak {seasonal:g} of the same hour of the {cycle} in earlier cycles "
                          f"raises the level")
             level = seasonal
-        growth = self._growth(starts, stats, envelopes, stats.size - 1)
+        growth = self._growth(replay.starts, replay.stats, replay.envelopes, replay.stats.size - 1)
         if growth > 0:
             notes.append(f"level includes a growth trend of {np.expm1(growth):.1%} per interval")
-        # Learned margin: how far each interval rose above what was expected before it (level or season),
-        # after the burn-in (the first ratios are taken against a level of a single interval's peak: they
-        # measure the start-up, not the container's surprises).
-        # Intervals after a level of 0 have no ratio (nothing to scale a margin by), as in the fleet prior.
-        burn = min(s.burn_in_intervals, stats.size - 1)
-        basis = self._basis(levels, envelopes)[burn:]
+        return level
+
+    def _own_ratios(self, replay: _Replay) -> tuple[np.ndarray, np.ndarray]:
+        """(start times, ratios) of the container's own replayed rises after the burn-in (the first ratios are
+        taken against a level of a single interval's peak: they measure the start-up, not the container's
+        surprises); intervals after a level of 0 have no ratio, as in the fleet prior."""
+        burn = min(self.settings.burn_in_intervals, replay.stats.size - 1)
+        basis = self._basis(replay.levels, replay.envelopes)[burn:]
         ok = basis > 0
-        ratios = stats[1 + burn:][ok] / basis[ok]
-        prior_w = s.prior_weight_intervals
-        prior, prior_note = self.prior_margin(series.resource)
+        return replay.starts[1 + burn:][ok], replay.stats[1 + burn:][ok] / basis[ok]
+
+    def _margin(self, series: UsageSeries, replay: _Replay, prior: FleetPrior | None,
+                notes: list[str]) -> tuple[float, float]:
+        """Step 3: (the learned margin, the share of it the prior supplies): the container's own ``quantile``
+        of its rises blended with the prior margin of containers of its size (:meth:`prior_margin`) weighted
+        ``prior_weight_intervals`` intervals, so the prior governs the first hours and fades as the
+        container's own history grows."""
+        s = self.settings
+        starts, ratios = self._own_ratios(replay)
+        size = float(replay.stats.max()) if s.localize_prior else None
+        fleet, prior_note = self.prior_margin(series.resource, prior, size)
         notes.append(prior_note)
+        share = s.prior_weight_intervals / (ratios.size + s.prior_weight_intervals) if (
+            ratios.size + s.prior_weight_intervals) > 0 else 1.0
         if ratios.size:
-            w = 2.0 ** ((starts[1 + burn:][ok] - starts[-1]) / s.half_life_s)
+            w = 2.0 ** ((starts - replay.starts[-1]) / s.half_life_s)
             learned = _weighted_quantile(ratios, w, self.quantile) - 1.0
-            margin = (learned * ratios.size + prior * prior_w) / (ratios.size + prior_w)
+            margin = learned * (1.0 - share) + fleet * share
         else:
-            learned, margin = float("nan"), prior
+            learned, margin, share = float("nan"), fleet, 1.0
         margin = max(margin, s.min_margin)
-        target = level * (1.0 + margin)
-        # Overrun / OOM bump-up.
+        burn = min(s.burn_in_intervals, replay.stats.size - 1)
+        notes.append(f"margin {margin:.3f} (learned {learned:.3f} from {ratios.size} interval(s) after "
+                     f"{burn} start-up interval(s))")
+        source = "the fleet prior" if prior_note.startswith("fleet") else "the fixed prior margin"
+        if share > 0.5:
+            notes.append(f"rests mostly on {source}: it supplies {share:.0%} of the margin (the container's own "
+                         f"history {ratios.size} replayed interval(s), the prior counts as "
+                         f"{s.prior_weight_intervals:g})")
+        return margin, share
+
+    def _bumped(self, series: UsageSeries, previous: Recommendation | None, target: float,
+                notes: list[str]) -> float:
+        """Step 4: after an OOM kill, or usage above the previous target, at least VPA's OOM bump of the
+        usage seen since (:func:`oom_bump`)."""
+        ts, vs = series.timestamps, series.values
         bump_from = None
         if series.oom_kills.size:
             bump_from = float(series.oom_kills[-1])
@@ -508,33 +589,35 @@ class EffoptRecommender(Recommender[EffoptSettings]):
             if since.size and since.max() > previous.target:
                 bump_from = previous.evidence.window_end
                 notes.append(f"usage {since.max():g} overran the previous target {previous.target:g}")
-        if bump_from is not None:
-            seen = float(vs[ts >= bump_from].max()) if np.any(ts >= bump_from) else float(vs.max())
-            used = max(seen, previous.target if previous is not None else 0.0, series.request or 0.0)
-            min_bump = s.bump_min_bytes if series.unit == "bytes" else 0.0
-            target = max(target, used + min_bump, used * (1.0 + s.bump_ratio))
-        # Hysteresis: keep a slightly higher previous target; come down gradually from a higher one.
-        if previous is not None and target < previous.target:
-            if previous.target <= target / (1.0 - s.hysteresis):
-                target = previous.target
-                notes.append(f"kept the previous target (change < {s.hysteresis:.0%})")
-            elif target < previous.target * (1.0 - s.max_decrease):
-                target = previous.target * (1.0 - s.max_decrease)
-                notes.append(f"lowered by at most {s.max_decrease:.0%} per decision")
-        target = max(target, self._minimum(series))
-        c = vpa_confidence_days(ts)
-        cap = options_for(series.unit).max_value
-        upper = min(target * (1.0 + 1.0 / c), cap) if c > 0 else cap
-        notes.append(f"margin {margin:.3f} (learned {learned:.3f} from {ratios.size} interval(s) after "
-                     f"{burn} start-up interval(s))")
-        evidence = Evidence(int(vs.size), float(ts[0]), float(ts[-1]), s.level_percentile,
-                            f"decaying p{s.level_percentile * 100:g} of {stats.size} {s.interval_s / 3600:g} h "
-                            f"{'peaks' if peak_like else f'p{s.cpu_percentile * 100:g}s'}{' x growth trend' if s.trend else ''} "
-                            f"+ learned margin",
-                            tuple(notes))
-        if not np.isfinite(target):
-            raise NotEnoughData(f"effopt: {series.workload}/{series.container} {series.resource}: no finite target")
-        return self._result(series, target, min(level, target), upper, confidence_score(c), evidence)
+        if bump_from is None:
+            return target
+        seen = float(vs[ts >= bump_from].max()) if np.any(ts >= bump_from) else float(vs.max())
+        used = max(seen, previous.target if previous is not None else 0.0, series.request or 0.0)
+        s = self.settings
+        return max(target, oom_bump(used, s.bump_min_bytes if series.unit == "bytes" else 0.0, s.bump_ratio))
+
+    def _hysteresis(self, previous: Recommendation | None, target: float, notes: list[str]) -> float:
+        """Step 5: keep a slightly higher previous target; come down from a higher one gradually."""
+        s = self.settings
+        if previous is None or target >= previous.target:
+            return target
+        if previous.target <= target / (1.0 - s.hysteresis):
+            notes.append(f"kept the previous target (change < {s.hysteresis:.0%})")
+            return previous.target
+        if target < previous.target * (1.0 - s.max_decrease):
+            notes.append(f"lowered by at most {s.max_decrease:.0%} per decision")
+            return previous.target * (1.0 - s.max_decrease)
+        return target
+
+    def _evidence(self, series: UsageSeries, replay: _Replay, notes: list[str], fleet_share: float) -> Evidence:
+        s = self.settings
+        peak_like = series.resource in ("memory", "gpu_memory")
+        stat = "peaks" if peak_like else f"p{s.cpu_percentile * 100:g}s"
+        method = (f"decaying p{s.level_percentile * 100:g} of {replay.stats.size} {s.interval_s / HOUR:g} h {stat}"
+                  f"{' x growth trend' if s.trend else ''} + learned margin")
+        ts = series.timestamps
+        return Evidence(int(series.values.size), float(ts[0]), float(ts[-1]), s.level_percentile, method,
+                        tuple(notes), fleet_weight=fleet_share)
 
     def _minimum(self, series: UsageSeries) -> float:
         if series.unit == "cores":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-GIB = 1024**3
+from effopt.units import GIB
 
 
 @dataclass(frozen=True)

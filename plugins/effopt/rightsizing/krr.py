@@ -17,8 +17,6 @@ import numpy as np
 
 from effopt.metrics.series import UsageSeries
 from effopt.rightsizing.base import (
-    DAY,
-    MIB,
     Evidence,
     NotEnoughData,
     Recommendation,
@@ -27,18 +25,24 @@ from effopt.rightsizing.base import (
     register,
     vpa_confidence_days,
 )
+from effopt.rightsizing.settings import RecommenderSettings, setting
+from effopt.units import DAY, HOUR, MIB
 
 
 @dataclass(frozen=True)
-class KrrSettings:
-    cpu_percentile: float = 95.0
-    memory_buffer_percentage: float = 15.0
-    oom_memory_buffer_percentage: float = 25.0
-    points_required: int = 100
-    min_history_s: float = 3 * 3600.0
-    history_s: float = 14 * DAY
-    cpu_min_cores: float = 0.010
-    memory_min_bytes: float = 100 * MIB
+class KrrSettings(RecommenderSettings):
+    """KRR's "simple" strategy settings (its defaults and its descriptions)."""
+
+    cpu_percentile: float = setting(95.0, "the percentile to use for the CPU recommendation", gt=0, le=100)
+    memory_buffer_percentage: float = setting(15.0, "the percentage of added buffer to the peak memory usage for "
+                                              "the memory recommendation", gt=0, le=100)
+    oom_memory_buffer_percentage: float = setting(25.0, "what percentage to increase the memory when there are "
+                                                  "OOMKill events", ge=0, le=100)
+    points_required: int = setting(100, "the number of data points required to make a recommendation", ge=1)
+    min_history_s: float = setting(3 * HOUR, "the shortest history to make a recommendation, seconds", ge=0)
+    history_s: float = setting(14 * DAY, "the history looked at, seconds", gt=0)
+    cpu_min_cores: float = setting(0.010, "smallest CPU recommendation, cores", ge=0)
+    memory_min_bytes: float = setting(100 * MIB, "smallest memory recommendation, bytes", ge=0)
 
 
 @register
@@ -46,7 +50,8 @@ class KrrRecommender(Recommender[KrrSettings]):
     name = "krr"
     settings_class = KrrSettings
 
-    def recommend(self, series: UsageSeries, previous: Recommendation | None = None) -> Recommendation:
+    def recommend(self, series: UsageSeries, previous: Recommendation | None = None,
+                  prior: object = None) -> Recommendation:
         s = self.settings
         self._require(series)
         keep = series.timestamps >= series.timestamps[-1] - s.history_s

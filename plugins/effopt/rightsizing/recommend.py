@@ -34,23 +34,23 @@ class Skipped:
 
 
 def recommend_all(
-    series: Iterable[UsageSeries], recommender: str = "effopt", **settings: Any
+    series: Iterable[UsageSeries], recommender: str = "effopt", settings: Mapping[str, Any] | None = None
 ) -> tuple[list[Recommendation], list[Skipped]]:
     """One recommendation per series; series without enough usable data are listed with the reason.
 
-    A recommender with a fleet-level ``calibrate`` (effopt's empirical-Bayes margin prior) is first
-    calibrated on all of ``series`` (all history up to now, as the backtest does at each decision time).
+    ``settings`` (name -> value, strings or numbers) override the recommender's defaults, validated
+    (:func:`~effopt.rightsizing.settings.parse_settings`).  The recommender is first calibrated on all of
+    ``series`` (all history up to now, as the backtest does at each decision time) and the prior it returns
+    (effopt's fleet prior; None for VPA and KRR) is passed to every recommendation.
     """
-    strategy = get_recommender(recommender, **settings)
+    strategy = get_recommender(recommender, settings)
     series = list(series)
-    calibrate = getattr(strategy, "calibrate", None)
-    if callable(calibrate):
-        calibrate(series)
+    prior = strategy.calibrate(series)
     out: list[Recommendation] = []
     skipped: list[Skipped] = []
     for s in series:
         try:
-            out.append(strategy.recommend(s))
+            out.append(strategy.recommend(s) if prior is None else strategy.recommend(s, None, prior))
         except NotEnoughData as exc:
             skipped.append(Skipped(s.workload, s.container, s.resource, str(exc)))
     return out, skipped

@@ -27,8 +27,6 @@ import numpy as np
 
 from effopt.metrics.series import UsageSeries
 from effopt.rightsizing.base import (
-    DAY,
-    MIB,
     Evidence,
     Recommendation,
     Recommender,
@@ -37,28 +35,35 @@ from effopt.rightsizing.base import (
     vpa_confidence_days,
 )
 from effopt.rightsizing.histogram import DecayingHistogram, options_for
+from effopt.rightsizing.oom import OOM_BUMP_RATIO, OOM_MIN_BUMP_BYTES, oom_bump
+from effopt.rightsizing.settings import RecommenderSettings, setting
+from effopt.units import DAY, MIB
 
 
 @dataclass(frozen=True)
-class VpaSettings:
-    target_percentile: float = 0.9
-    lower_percentile: float = 0.5
-    upper_percentile: float = 0.95
-    safety_margin: float = 0.15
-    half_life_s: float = DAY
-    memory_interval_s: float = DAY
-    memory_intervals: int = 8
-    cpu_min_weight: float = 0.1
-    pod_min_cpu_cores: float = 0.025
-    pod_min_memory_bytes: float = 250 * MIB
-    containers_in_pod: int = 1
-    oom_min_bump_bytes: float = 100 * MIB
-    oom_bump_ratio: float = 1.2
+class VpaSettings(RecommenderSettings):
+    """VPA's recommender settings (its defaults)."""
+
+    target_percentile: float = setting(0.9, "percentile of the histogram that is the target", gt=0, le=1)
+    lower_percentile: float = setting(0.5, "percentile that is the lower bound", gt=0, le=1)
+    upper_percentile: float = setting(0.95, "percentile that is the upper bound", gt=0, le=1)
+    safety_margin: float = setting(0.15, "margin added to the target and the bounds", ge=0)
+    half_life_s: float = setting(DAY, "half-life of a sample's weight in the histogram, seconds", gt=0)
+    memory_interval_s: float = setting(DAY, "memory aggregation interval (one peak each), seconds", gt=0)
+    memory_intervals: int = setting(8, "memory aggregation intervals kept", ge=1)
+    cpu_min_weight: float = setting(0.1, "smallest weight of a CPU sample (the weight is the request in cores)",
+                                    ge=0)
+    pod_min_cpu_cores: float = setting(0.025, "smallest CPU per pod, cores", ge=0)
+    pod_min_memory_bytes: float = setting(250 * MIB, "smallest memory per pod, bytes", ge=0)
+    containers_in_pod: int = setting(1, "containers the per-pod minimums are split over", ge=1)
+    oom_min_bump_bytes: float = setting(OOM_MIN_BUMP_BYTES, "OOM bump: at least this many bytes above the usage",
+                                        ge=0)
+    oom_bump_ratio: float = setting(1 + OOM_BUMP_RATIO, "OOM bump: at least the usage times this", ge=1)
 
 
 def memory_peaks(ts: np.ndarray, vs: np.ndarray, interval_s: float, oom_kills: np.ndarray | None = None,
-                 request: float | None = None, min_bump: float = 100 * MIB,
-                 bump_ratio: float = 1.2) -> tuple[np.ndarray, np.ndarray]:
+                 request: float | None = None, min_bump: float = OOM_MIN_BUMP_BYTES,
+                 bump_ratio: float = 1 + OOM_BUMP_RATIO) -> tuple[np.ndarray, np.ndarray]:
     """VPA's per-interval memory peaks: (interval end times, peak values), OOM bump samples included."""
     if ts.size == 0:
         return np.empty(0), np.empty(0)
@@ -75,7 +80,7 @@ def memory_peaks(ts: np.ndarray, vs: np.ndarray, interval_s: float, oom_kills: n
         in_interval = (idx == k) & (ts <= oom)
         peak_so_far = float(vs[in_interval].max()) if in_interval.any() else 0.0
         used = max(request or 0.0, peak_so_far)
-        peaks[k] = max(peaks[k], max(used + min_bump, used * bump_ratio))
+        peaks[k] = max(peaks[k], oom_bump(used, min_bump, bump_ratio - 1.0))
     ends = start + (np.arange(n) + 1) * interval_s
     have = np.isfinite(peaks)
     return ends[have], peaks[have]
@@ -88,7 +93,8 @@ class VpaRecommender(Recommender[VpaSettings]):
     name = "vpa"
     settings_class = VpaSettings
 
-    def recommend(self, series: UsageSeries, previous: Recommendation | None = None) -> Recommendation:
+    def recommend(self, series: UsageSeries, previous: Recommendation | None = None,
+                  prior: object = None) -> Recommendation:
         s = self.settings
         self._require(series)
         opts = options_for(series.unit)
