@@ -9,6 +9,7 @@ from airflow.sdk import DAG, Param
 from effopt.airflow_settings import get_settings
 from effopt.hooks.metrics import SOURCES
 from effopt.operators.rightsizing import MODES, RightSizingApplyOperator, RightSizingRecommendOperator
+from effopt.rightsizing import recommender_names  # the package registers every recommender
 
 DOC = """
 ### effopt right-sizing
@@ -49,7 +50,10 @@ with DAG(
         "prometheus_conn_id": Param("", type="string", description="empty: [effopt] prometheus_conn_id"),
         "kubernetes_conn_id": Param("", type="string", description="mode patch; empty: [effopt] kubernetes_conn_id"),
         "window_hours": Param(192, type="number", minimum=1),
-        "recommender": Param("effopt", enum=["effopt", "vpa", "krr"]),
+        "recommender": Param("effopt", enum=recommender_names()),
+        "recommender_settings": Param({}, type="object",
+                                      description="recommender settings, e.g. {\"target_overrun_rate\": 0.01}; "
+                                                  "effopt rightsize settings lists them"),
         "mode": Param("dry-run", enum=list(MODES)),
         "output_dir": Param("", type="string", description="where vpa/gitops files go"),
     },
@@ -64,6 +68,7 @@ with DAG(
         prometheus_conn_id="{{ params.prometheus_conn_id }}",
         window_hours="{{ params.window_hours }}",
         recommender="{{ params.recommender }}",
+        recommender_settings="{{ params.recommender_settings }}",
     )
     RightSizingApplyOperator(
         task_id="apply",

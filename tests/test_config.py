@@ -97,3 +97,25 @@ def test_secret_option_is_masked_and_cmd_forms_are_rejected(tmp_path):
 def test_readme_configuration_table_is_current():
     readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
     assert markdown_table() in readme, "README's [effopt] table is stale: python -m effopt config show --markdown"
+
+
+def test_the_cli_reads_make_runs_airflow_home_and_creates_nothing_in_the_users_home(tmp_path):
+    """``.venv/bin/effopt usage`` with AIRFLOW_HOME unset reads the checkout's .airflow (make run's), and a read
+    never creates the effopt store, nor anything under ~/airflow."""
+    import subprocess
+    import sys
+
+    from effopt.cli import _CHECKOUT, default_airflow_home
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update({"HOME": str(tmp_path), "PYTHONPATH": os.path.join(REPO, "plugins")})
+    res = subprocess.run([sys.executable, "-m", "effopt", "usage", "--dag", "no_such_dag_here"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert not (tmp_path / "airflow").exists()
+    saved = os.environ.pop("AIRFLOW_HOME")
+    try:
+        default_airflow_home()
+        assert os.environ["AIRFLOW_HOME"] == str(_CHECKOUT / ".airflow")
+    finally:
+        os.environ["AIRFLOW_HOME"] = saved

@@ -147,3 +147,29 @@ def test_waste_reports_and_deliveries(tmp_path):
     assert store.report_delivery("waste:w1:a@x")["message_id"] == "<m1@effopt>"
     with pytest.raises(Exception, match="UNIQUE"):  # a period's delivery is recorded once
         store.record_report_delivery("waste:w1:a@x", "<m2@effopt>", "a@x", 301.0)
+
+
+def test_reading_a_store_that_does_not_exist_yet_creates_nothing(tmp_path):
+    path = tmp_path / "sub" / "effopt.db"
+    store = EffoptStore(f"sqlite:///{path}")
+    assert store.task_usage() == [] and store.rightsizing_audit() == []
+    assert store.latest_waste_report(before=1e12) is None and store.latest_rightsizing_plan() is None
+    assert store.rendered_report() is None and store.report_delivery("k") is None
+    assert not path.exists() and not path.parent.exists()
+
+
+def test_rendered_reports_keep_the_newest_and_their_delivery(tmp_path):
+    from effopt.store import RENDERED_REPORTS_KEPT
+
+    store = EffoptStore(f"sqlite:///{tmp_path / 'e.db'}")
+    ids = [store.save_rendered_report("waste", float(i), "dag", f"run{i}", {"n": i}, f"<html>{i}</html>")
+           for i in range(RENDERED_REPORTS_KEPT + 3)]
+    store.set_report_delivery(ids[-1], {"status": "not_sent", "detail": "no recipients"})
+    newest = store.rendered_report()
+    assert newest["id"] == ids[-1] and newest["html"] == f"<html>{RENDERED_REPORTS_KEPT + 2}</html>"
+    assert newest["delivery"] == {"status": "not_sent", "detail": "no recipients"}
+    assert store.rendered_report(ids[0]) is None and store.rendered_report(ids[3])["summary"] == {"n": 3}
+    assert "html" not in store.rendered_report(html=False)
+    store.save_rightsizing_plan(5.0, "effopt_rightsizing", "r1", "airflow", "effopt", {"summary": "a"})
+    store.save_rightsizing_plan(6.0, "effopt_rightsizing", "r2", "airflow", "effopt", {"summary": "b"})
+    assert store.latest_rightsizing_plan()["result"] == {"summary": "b"}

@@ -27,6 +27,8 @@ class RightSizingRecommendOperator(BaseOperator):
     :param kubernetes_conn_id: when set, each workload's kind is read from the cluster (Deployments and
         StatefulSets of the namespaces seen in the usage)
     :param pricing: ``on_demand`` or ``spot`` rates of the ``[effopt] rate_table``
+    :param recommender_settings: ``{setting: value}`` overriding the recommender's defaults, validated against
+        their declared bounds (``effopt rightsize settings`` lists them); a bad one fails the task at once
 
     Returns (XCom) ``{"summary": ..., "source": ..., "plan": ..., "changes": [...], "recommendations": [...],
     "skipped": [...], "issues": [...]}``; the same is saved in the effopt store for the effopt page.
@@ -34,7 +36,7 @@ class RightSizingRecommendOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("source", "selector", "dag_ids", "trace_path", "recommender",
                                       "window_hours", "prometheus_conn_id", "workload_kind", "pricing",
-                                      "kubernetes_conn_id")
+                                      "kubernetes_conn_id", "recommender_settings")
 
     def __init__(
         self,
@@ -49,10 +51,12 @@ class RightSizingRecommendOperator(BaseOperator):
         workload_kind: str = "Deployment",
         pricing: str = "on_demand",
         kubernetes_conn_id: str = "",
+        recommender_settings: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.kubernetes_conn_id = kubernetes_conn_id
+        self.recommender_settings = recommender_settings
         self.source = source
         self.selector = selector
         self.dag_ids = dag_ids
@@ -80,7 +84,7 @@ class RightSizingRecommendOperator(BaseOperator):
         result = plan_rightsizing(
             source, load_rate_table(get_settings().rate_table), now=time.time(),
             kind=AIRFLOW_TASK_KIND if source_name == "airflow" else self.workload_kind,
-            recommender=self.recommender, pricing=self.pricing,
+            recommender=self.recommender, settings=self.recommender_settings or None, pricing=self.pricing,
             kinds_for=self._cluster_kinds if self.kubernetes_conn_id and source_name != "airflow" else None,
             last_applied=lambda w: store.last_rightsizing_apply(w.kind, w.namespace, w.name),
         )

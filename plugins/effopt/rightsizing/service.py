@@ -39,9 +39,8 @@ class RightsizingResult:
         if not self.series:
             return "no usage series found: nothing to size yet"
         if not self.recommendations:
-            reasons = sorted({s.reason for s in self.skipped})
-            return (f"not enough samples yet: none of {self.series} series can be sized"
-                    + (f" ({reasons[0]})" if reasons else ""))
+            return (f"not enough samples yet: none of the {self.series} series has enough usable history to be "
+                    "sized (each series' reason is under 'skipped')")
         return (f"{len(self.changes)} container(s) sized from {self.series} series, {applies} change(s) planned, "
                 f"{len(self.skipped)} series skipped for too little data")
 
@@ -80,7 +79,7 @@ def plan_rightsizing(
     each workload instead (read from the cluster).  ``last_applied`` feeds the cooldown.
     """
     series = read_series(source)
-    recs, skipped = recommend_all(series, recommender, **dict(settings or {}))
+    recs, skipped = recommend_all(series, recommender, settings)
     kinds = None
     if kinds_for is not None:
         namespaces = sorted({s.workload.rpartition("/")[0] or "default" for s in series})

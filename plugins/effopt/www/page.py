@@ -51,12 +51,20 @@ def ago(epoch: float | None, now: float) -> str:
     return "n/a" if epoch is None else f"{format_duration(max(now - epoch, 0.0))} ago"
 
 
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, numeric: Sequence[int] = (),
-          cls: str = "") -> str:
+          ids: Sequence[int] = (), nowrap: Sequence[int] = ()) -> str:
+    """Rows of cells (escaped unless :class:`Raw`); ``numeric`` columns right-aligned, ``ids`` columns break
+    anywhere (hashes, long names), ``nowrap`` columns never break."""
+    def attr(i: int) -> str:
+        kind = "n" if i in numeric else "id" if i in ids else "nw" if i in nowrap else ""
+        return f" class={kind}" if kind else ""
+
     head = "".join(f'<th{" class=n" if i in numeric else ""}>{html.escape(h)}</th>' for i, h in enumerate(headers))
-    body = "".join("<tr>" + "".join(f'<td{" class=n" if i in numeric else ""}>{esc(c)}</td>'
-                                    for i, c in enumerate(row)) + "</tr>" for row in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    body = "".join("<tr>" + "".join(f"<td{attr(i)}>{esc(c)}</td>" for i, c in enumerate(row)) + "</tr>"
+                   for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
 
 
 def card(label: str, value: str, note: str = "", tone: str = "") -> str:
@@ -80,7 +88,8 @@ h1{font-size:1.35rem;margin:0 0 4px}h2{font-size:1.08rem;margin:22px 0 6px;paddi
 .card .label{font-size:12px;color:#6b7280}.card .value{font-size:1.25rem;font-weight:600;margin-top:2px}
 .card .note{font-size:12px;color:#6b7280;overflow-wrap:anywhere}
 table{border-collapse:collapse;width:100%;margin:6px 0 4px}
-th,td{border-bottom:1px solid #e5e7eb;padding:4px 8px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+th,td{border-bottom:1px solid #e5e7eb;padding:4px 8px;text-align:left;vertical-align:top;overflow-wrap:break-word}
+td.id{overflow-wrap:anywhere}td.nw{white-space:nowrap}
 th{background:#f3f4f6;font-weight:600;font-size:13px;white-space:nowrap}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .muted{color:#6b7280}.warn{color:#9a3412}.ok{color:#166534}.fail{color:#b91c1c;font-weight:600}
@@ -94,7 +103,7 @@ def summary_cards(tasks: list[dict[str, Any]], cache: dict[str, Any] | None, pla
                   waste: dict[str, Any] | None) -> str:
     cards = []
     tries = sum(t["tries"] for t in tasks)
-    cards.append(card("Tasks measured", f"{len(tasks)}", f"{tries} tries in the last 30 days"))
+    cards.append(card("Tasks measured", f"{len(tasks)}", f"{tries} {'try' if tries == 1 else 'tries'} in the last 30 days"))
     if waste is not None:
         t = waste["totals"]
         cards.append(card("Monthly waste", usd(t.get("waste")),
@@ -106,7 +115,8 @@ def summary_cards(tasks: list[dict[str, Any]], cache: dict[str, Any] | None, pla
     if cache is not None:
         tot = cache["totals"]
         rate = "n/a" if tot["hit_rate"] is None else f"{tot['hit_rate']:.0%}"
-        cards.append(card("Cache", f"{format_duration(tot['saved_s'])} saved", f"hit rate {rate}, {tot['calls']} calls"))
+        cards.append(card("Cache", f"{format_duration(tot['saved_s'])} saved",
+                          f"hit rate {rate}, {_plural(tot['calls'], 'call')}"))
     return '<div class="cards">' + "".join(cards) + "</div>"
 
 
@@ -126,16 +136,25 @@ def waste_section(waste: dict[str, Any] | None) -> str:
                   [(k, usd(v), Raw(bar(v / biggest if biggest else 0, title=f"{k}: {usd(v)}")))
                    for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])], numeric=(1,)) if by_kind else ""
     findings = table(["severity", "kind", "workload / container", "monthly waste", "recommendation"],
-                     [(f["severity"], f["kind"], f"{f['workload']} / {f['container']}",
+                     [(f["severity"], f["kind"], _where(f["workload"], f["container"]),
                        "price missing" if f.get("monthly_waste") is None else usd(f["monthly_waste"]),
                        (f.get("recommendation") or {}).get("action", "")) for f in waste["findings"]],
-                     numeric=(3,)) if waste["findings"] else muted("No finding: nothing to act on.")
+                     numeric=(3,), ids=(2,), nowrap=(0, 1)) if waste["findings"] else muted(
+        "No finding: nothing to act on.")
     head = (f'<p>Report of {html.escape(when(waste["created_at"]))} from source '
-            f'<b>{html.escape(str(waste.get("source") or "n/a"))}</b>: {t.get("workloads", 0)} containers, '
-            f'{t.get("findings", 0)} findings, monthly cost {html.escape(usd(t.get("cost")))}, waste '
+            f'<b>{html.escape(str(waste.get("source") or "n/a"))}</b>: {_plural(t.get("workloads", 0), "container")}, '
+            f'{_plural(t.get("findings", 0), "finding")}, monthly cost {html.escape(usd(t.get("cost")))}, waste '
             f'{html.escape(usd(t.get("waste")))} ({html.escape(str(waste.get("window") or ""))}). '
             f'{link("Full report", waste["page"])} &middot; {delivery}</p>')
     return head + kinds + "<p class=muted>Top findings</p>" + findings
+
+
+def _where(workload: str, container: str) -> str:
+    return workload if container in ("", workload) else f"{workload} / {container}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _resources_text(res: Mapping[str, Any] | None) -> str:
@@ -171,7 +190,7 @@ def plan_section(plan: dict[str, Any] | None, now: float) -> str:
             for i in items[:25]]
     more = muted(f"{len(items) - 25} more in the run's XCom.") if len(items) > 25 else ""
     return head + table(["workload", "container", "now", "recommended", "monthly", "action"], rows,
-                        numeric=(4,)) + more
+                        numeric=(4,), ids=(0, 1)) + more
 
 
 def _run_href(plan: Mapping[str, Any]) -> str:
@@ -199,7 +218,7 @@ def tasks_section(tasks: list[dict[str, Any]]) -> str:
                      "n/a" if t["cpu_utilisation"] is None else f"{t['cpu_utilisation']:.0%}",
                      format_bytes(t["max_peak_rss_bytes"]), Raw(rss), Raw(cpu), state))
     return table(["DAG", "task", "ok / tries", "median wall s", "median CPU s", "CPU / wall", "max peak RSS",
-                  "peak RSS", "CPU s", "last"], rows, numeric=(2, 3, 4, 5, 6)) + muted(
+                  "peak RSS", "CPU s", "last"], rows, numeric=(2, 3, 4, 5, 6), ids=(0, 1), nowrap=(9,)) + muted(
         "Medians and CPU / wall over successful tries; the lines show each try, oldest first.")
 
 
@@ -220,7 +239,7 @@ def cache_section(cache: dict[str, Any] | None, error: str | None) -> str:
                                                     title=f"{f['saved_s']:.1f} s saved")),
              format_bytes(f["bytes"])) for f in cache["functions"][:30]]
     return head + table(["function", "namespace", "calls", "hit rate", "saved", "", "stored"], rows,
-                        numeric=(2, 3, 4, 6))
+                        numeric=(2, 3, 4, 6), ids=(0,))
 
 
 def _change_text(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
@@ -243,7 +262,7 @@ def changes_section(changes: list[dict[str, Any]]) -> str:
              _change_text(c["before"], c["after"]), usd(c["monthly_cost_delta"], signed=True), c["reason"])
             for c in changes]
     return table(["applied", "mode", "workload", "container", "change", "monthly cost delta", "reason"], rows,
-                 numeric=(5,))
+                 numeric=(5,), ids=(2, 3))
 
 
 def render(*, tasks: list[dict[str, Any]], cache: dict[str, Any] | None, cache_error: str | None,
