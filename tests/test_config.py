@@ -119,3 +119,50 @@ def test_the_cli_reads_make_runs_airflow_home_and_creates_nothing_in_the_users_h
         assert os.environ["AIRFLOW_HOME"] == str(_CHECKOUT / ".airflow")
     finally:
         os.environ["AIRFLOW_HOME"] = saved
+
+
+@pytest.mark.parametrize("key", [o.key for o in OPTIONS if o.kind in ("int", "float")])
+@pytest.mark.parametrize("raw", ["inf", "-inf", "nan", "1e400"])
+def test_every_number_rejects_infinities_and_nan(key, raw):
+    """inf once passed config check and then broke every cached call (OverflowError in the lock lease)."""
+    with pytest.raises(ConfigError, match=rf"\[effopt\] {key} = '{raw}' is invalid"):
+        Settings.from_mapping({key: raw}, "/h")
+
+
+def test_every_number_has_bounds_and_says_them():
+    numbers = [o for o in OPTIONS if o.kind in ("int", "float")]
+    assert numbers and all(o.minimum is not None and o.maximum is not None for o in numbers)
+    with pytest.raises(ConfigError, match=r"cache_timeout_s = '601' is invalid; accepted values: a number >= 0.1 "
+                                          r"and <= 600"):
+        Settings.from_mapping({"cache_timeout_s": "601"}, "/h")
+
+
+def test_a_short_cache_secret_is_refused_without_echoing_it():
+    with pytest.raises(ConfigError) as err:
+        Settings.from_mapping({"cache_secret": "hunter2"}, "/h")
+    assert "cache_secret is invalid: it has 7 character(s), it needs at least 16" in str(err.value)
+    assert "hunter2" not in str(err.value)
+    assert Settings.from_mapping({"cache_secret": ""}, "/h").cache_secret == ""  # unset: the local backend's own
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql+psycopg2://effopt:s3cret@db:5432/effopt", "postgresql+psycopg2://effopt:***@db:5432/effopt"),
+    ("postgresql://effopt:pa/ss#wo?rd@db/effopt", "postgresql://effopt:***@db/effopt"),  # unquoted / # ? in it
+    ("postgresql://effopt:p@ss@db/effopt", "postgresql://effopt:***@db/effopt"),
+    ("sqlite:////srv/airflow/effopt.db", "sqlite:////srv/airflow/effopt.db"),
+])
+def test_config_show_masks_passwords_inside_urls_however_malformed(url, shown):
+    described = dict(Settings.from_mapping({"store_url": url}, "/h").describe())
+    assert described["store_url"] == shown
+
+
+def test_an_invalid_url_value_is_named_without_its_password():
+    with pytest.raises(ConfigError) as err:
+        Settings.from_mapping({"cache_timeout_s": "redis://u:pa/ss@h"}, "/h")
+    assert "pa/ss" not in str(err.value) and "redis://u:***@h" in str(err.value)
+
+
+def test_schedules_are_cron_expressions_or_presets():
+    assert Settings.from_mapping({"rightsizing_schedule": "*/30 * * * *"}, "/h").rightsizing_schedule == "*/30 * * * *"
+    with pytest.raises(ConfigError, match="waste_report_schedule = 'every monday' is invalid; accepted values: a cron"):
+        Settings.from_mapping({"waste_report_schedule": "every monday"}, "/h")

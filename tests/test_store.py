@@ -122,7 +122,7 @@ def test_unreachable_store_raises_store_unavailable(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     store = EffoptStore(f"sqlite:///{blocker / 'e.db'}")
-    with pytest.raises(StoreUnavailable, match="effopt store .* is unavailable"):
+    with pytest.raises(StoreUnavailable, match="effopt store .* (is unavailable|could not be written)"):
         store.record_task_usage(_record())
 
 
@@ -173,3 +173,22 @@ def test_rendered_reports_keep_the_newest_and_their_delivery(tmp_path):
     store.save_rightsizing_plan(5.0, "effopt_rightsizing", "r1", "airflow", "effopt", {"summary": "a"})
     store.save_rightsizing_plan(6.0, "effopt_rightsizing", "r2", "airflow", "effopt", {"summary": "b"})
     assert store.latest_rightsizing_plan()["result"] == {"summary": "b"}
+
+
+def test_a_locked_sqlite_store_fails_after_one_wait_not_two(tmp_path):
+    """A writer holding the file: the task's write gives up after connect_timeout_s, without then waiting again on
+    the schema's connection as if a table were missing (what made it cost twice the timeout)."""
+    import sqlite3
+
+    path = tmp_path / "e.db"
+    EffoptStore(f"sqlite:///{path}").record_task_usage(_record())
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        store = EffoptStore(f"sqlite:///{path}", connect_timeout_s=0.2)
+        with pytest.raises(StoreUnavailable, match="database is locked"):
+            store.record_task_usage(_record())
+        assert store._engine is None  # never went on to create the schema through the engine
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

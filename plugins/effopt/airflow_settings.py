@@ -46,4 +46,5 @@ def get_store() -> EffoptStore:
     """The effopt store configured by ``[effopt] store_url`` (one per process)."""
     from effopt.store import EffoptStore
 
-    return EffoptStore(get_settings().store_url)
+    settings = get_settings()
+    return EffoptStore(settings.store_url, connect_timeout_s=settings.store_timeout_s)

@@ -11,7 +11,9 @@ declarations (``python -m effopt config show --markdown``).
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +31,7 @@ class Option:
     kind: str = "str"  # str | bool | int | float | choice | path | secrets | schedule
     choices: tuple[str, ...] = ()
     minimum: float | None = None
+    maximum: float | None = None
     secret: bool = False
 
     def accepted(self) -> str:
@@ -38,7 +41,8 @@ class Option:
             return ", ".join(self.choices)
         if self.kind in ("int", "float"):
             lo = "" if self.minimum is None else f" >= {self.minimum:g}"
-            return f"a{'n integer' if self.kind == 'int' else ' number'}{lo}"
+            hi = "" if self.maximum is None else f"{' and' if lo else ''} <= {self.maximum:g}"
+            return f"a{'n integer' if self.kind == 'int' else ' number'}{lo}{hi}"
         if self.kind == "path":
             return "a filesystem path ({AIRFLOW_HOME} is expanded)"
         if self.kind == "secrets":
@@ -48,6 +52,7 @@ class Option:
         return "a string"
 
 
+SECRET_MIN_LENGTH = 16
 _TRUE = {"1", "true", "yes", "on", "t", "y"}
 _FALSE = {"0", "false", "no", "off", "f", "n"}
 
@@ -57,6 +62,15 @@ OPTIONS: tuple[Option, ...] = (
         "sqlite:///{AIRFLOW_HOME}/effopt.db",
         "SQLAlchemy URL of the effopt store (task usage, audit records, report history). "
         "A Postgres URL such as postgresql+psycopg2://user:pass@host/effopt is used as is.",
+    ),
+    Option(
+        "store_timeout_s",
+        "5",
+        "Seconds a read or write of the effopt store may wait (for a locked SQLite file, a Postgres connection) "
+        "before it fails; the task-usage listener then only warns.",
+        kind="float",
+        minimum=0.1,
+        maximum=300,
     ),
     Option(
         "task_usage_listener",
@@ -102,6 +116,7 @@ OPTIONS: tuple[Option, ...] = (
         "Size bound of the local cache backend in bytes; least recently read entries are evicted above it.",
         kind="int",
         minimum=65536,
+        maximum=2**50,
     ),
     Option(
         "cache_max_entry_bytes",
@@ -109,6 +124,7 @@ OPTIONS: tuple[Option, ...] = (
         "Largest cache entry in bytes; a larger result is returned but not cached (with a warning).",
         kind="int",
         minimum=1024,
+        maximum=4 * 1024**3,
     ),
     Option(
         "cache_compress_min_bytes",
@@ -116,6 +132,7 @@ OPTIONS: tuple[Option, ...] = (
         "Cache entries at least this many bytes long are zstandard-compressed when a sample of them compresses.",
         kind="int",
         minimum=0,
+        maximum=2**40,
     ),
     Option(
         "cache_lock_lease_s",
@@ -124,6 +141,7 @@ OPTIONS: tuple[Option, ...] = (
         "(a live holder renews it every third of that).",
         kind="float",
         minimum=1,
+        maximum=86400,
     ),
     Option(
         "cache_lock_timeout_s",
@@ -132,6 +150,7 @@ OPTIONS: tuple[Option, ...] = (
         "timeout error.",
         kind="float",
         minimum=0,
+        maximum=7 * 86400,
     ),
     Option(
         "cache_timeout_s",
@@ -139,6 +158,7 @@ OPTIONS: tuple[Option, ...] = (
         "Seconds a cache backend operation may take; past it the call computes without the cache (fail-open).",
         kind="float",
         minimum=0.1,
+        maximum=600,
     ),
     Option(
         "redis_conn_id",
@@ -201,6 +221,24 @@ OPTIONS: tuple[Option, ...] = (
         "bundle's include/graphs.",
     ),
     Option(
+        "graph_spec_max_bytes",
+        "4194304",
+        "Largest graph spec accepted, in bytes; a larger one becomes an import error of its own DAG and the others "
+        "load.",
+        kind="int",
+        minimum=1024,
+        maximum=256 * 1024 * 1024,
+    ),
+    Option(
+        "graph_spec_time_budget_s",
+        "10",
+        "Seconds one graph spec may take to validate, optimise and plan before it is refused (the DAG file's "
+        "import timeout covers every spec together).",
+        kind="float",
+        minimum=0.1,
+        maximum=3600,
+    ),
+    Option(
         "graph_plan_cache_dir",
         "{AIRFLOW_HOME}/effopt-graph-cache",
         "Where compiled graph plans are cached, keyed by the spec's SHA-256, so DAG parsing stays cheap.",
@@ -220,6 +258,7 @@ OPTIONS: tuple[Option, ...] = (
         "are older than this many days; 0 keeps them forever.",
         kind="float",
         minimum=0,
+        maximum=36500,
     ),
 )
 
@@ -241,10 +280,11 @@ def _convert(option: Option, raw: str, airflow_home: str) -> Any:
         conv: Callable[[str], Any] = int if option.kind == "int" else float
         try:
             number = conv(value)
-        except ValueError:
+        except (ValueError, OverflowError):
             pass
         else:
-            if option.minimum is None or number >= option.minimum:
+            if (math.isfinite(number) and (option.minimum is None or number >= option.minimum)
+                    and (option.maximum is None or number <= option.maximum)):
                 return number
     elif option.kind == "schedule":
         from croniter import croniter  # Airflow's own cron parser
@@ -257,7 +297,7 @@ def _convert(option: Option, raw: str, airflow_home: str) -> Any:
     elif option.kind == "secrets":
         items = [item.strip() for item in value.split(",")]
         items = [item for item in items if item]
-        short = [f"item {i + 1} has {len(item)}" for i, item in enumerate(items) if len(item) < 16]
+        short = [f"item {i + 1} has {len(item)}" for i, item in enumerate(items) if len(item) < SECRET_MIN_LENGTH]
         if not short:
             return tuple(items)
         # Never echo a secret: name the item and its length only.
@@ -265,10 +305,17 @@ def _convert(option: Option, raw: str, airflow_home: str) -> Any:
             f"[effopt] {option.key} is invalid: {', '.join(short)} character(s), each needs at least 16 "
             f"(value not shown; set it in airflow.cfg or AIRFLOW__EFFOPT__{option.key.upper()})"
         )
+    elif option.secret:
+        if not value or len(value) >= SECRET_MIN_LENGTH:
+            return value
+        raise ConfigError(
+            f"[effopt] {option.key} is invalid: it has {len(value)} character(s), it needs at least "
+            f"{SECRET_MIN_LENGTH} (value not shown; set it in airflow.cfg or AIRFLOW__EFFOPT__{option.key.upper()})"
+        )
     else:
         return value.replace("{AIRFLOW_HOME}", airflow_home)
     raise ConfigError(
-        f"[effopt] {option.key} = {raw!r} is invalid; accepted values: {option.accepted()} "
+        f"[effopt] {option.key} = {mask_url(raw)!r} is invalid; accepted values: {option.accepted()} "
         f"(set it in airflow.cfg or AIRFLOW__EFFOPT__{option.key.upper()})"
     )
 
@@ -278,6 +325,7 @@ class Settings:
     """Validated ``[effopt]`` settings."""
 
     store_url: str
+    store_timeout_s: float
     task_usage_listener: bool
     cache_backend: str
     cache_dir: str
@@ -301,6 +349,8 @@ class Settings:
     rate_table: str
     templates_dir: str
     graph_specs_dir: str
+    graph_spec_max_bytes: int
+    graph_spec_time_budget_s: float
     graph_plan_cache_dir: str
     graph_storage: str
     graph_retention_days: float
@@ -332,9 +382,35 @@ class Settings:
         out = []
         for option in OPTIONS:
             value = getattr(self, option.key)
-            shown = ", ".join(value) if isinstance(value, tuple) else str(value)
+            shown = ", ".join(value) if isinstance(value, tuple) else mask_url(str(value))
             out.append((option.key, "***" if option.secret and value else shown))
         return out
+
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+def mask_url(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``, however malformed the URL.
+
+    A hand-typed password may hold an unquoted ``/``, ``#``, ``?`` or ``@``, which a URL parser reads as the
+    path, the fragment or the host: the user information here runs from ``scheme://`` to the last ``@``
+    before the next space, so no part of such a password is left in the text.
+    """
+    out, pos = [], 0
+    for m in _SCHEME.finditer(text):
+        if m.start() < pos:
+            continue
+        rest_end = next((i for i in range(m.end(), len(text)) if text[i].isspace() or text[i] in "'\""), len(text))
+        at = text.rfind("@", m.end(), rest_end)
+        if at == -1:
+            continue
+        userinfo = text[m.end():at]
+        user, colon, _ = userinfo.partition(":")
+        out.append(text[pos:m.end()] + (f"{user}:***" if colon else userinfo))
+        pos = at
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def markdown_table() -> str:

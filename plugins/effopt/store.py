@@ -191,11 +191,11 @@ def _reason(exc: sa.exc.SQLAlchemyError) -> str:
     return f"{type(orig).__name__}: {orig}" if orig is not None else str(exc).splitlines()[0]
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any, timeout_s: float = 10.0) -> None:
     cur = dbapi_conn.cursor()
     # busy_timeout makes concurrent writers queue instead of failing with
     # "database is locked" (WAL itself is set once, with the schema: it persists).
-    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
     # With WAL, NORMAL never corrupts the file and skips an fsync per commit
     # (~2 ms of every task's write); a power cut may lose the last records.
     cur.execute("PRAGMA synchronous=NORMAL")
@@ -259,7 +259,7 @@ class EffoptStore:
                 kwargs["connect_args"] = {"connect_timeout": int(timeout)}
         engine = sa.create_engine(self._url, **kwargs)
         if url.startswith("sqlite"):
-            sa.event.listen(engine, "connect", _sqlite_pragmas)
+            sa.event.listen(engine, "connect", lambda conn, record: _sqlite_pragmas(conn, record, timeout))
         return engine
 
     def ensure_schema(self) -> None:
@@ -307,7 +307,7 @@ class EffoptStore:
             def write() -> None:
                 conn = sqlite3.connect(path, timeout=self._connect_timeout_s, isolation_level=None)
                 try:
-                    _sqlite_pragmas(conn, None)
+                    _sqlite_pragmas(conn, None, self._connect_timeout_s)
                     conn.execute("BEGIN IMMEDIATE")
                     conn.execute(_UPSERT_TASK_USAGE_SQL, row)
                     conn.execute("COMMIT")
@@ -332,8 +332,10 @@ class EffoptStore:
         try:
             try:
                 write()
-            except missing:
-                if self._schema_ready:
+            except missing as exc:
+                # Only a missing table means "create the schema"; a locked file is a failure now, not a second
+                # wait of connect_timeout_s on the schema's connection.
+                if self._schema_ready or "no such table" not in str(exc) and "does not exist" not in str(exc):
                     raise
                 self.ensure_schema()
                 write()

@@ -17,14 +17,16 @@ import json
 import os
 import re
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from effopt.graph.errors import GraphValidationError, Problem
 from effopt.graph.model import ComputationGraph
 from effopt.graph.optimize import OptimizationReport, optimize
 from effopt.graph.plan import Capacity, Plan, plan
-from effopt.graph.spec import graph_from_dict, graph_to_dict, load_spec, spec_hash
+from effopt.graph.spec import SPEC_MAX_BYTES, graph_from_dict, graph_to_dict, load_spec, spec_hash
 
 #: Bump when the optimiser or the plan format changes meaning: old cache files are then ignored.
 PLAN_FORMAT = 1
@@ -119,13 +121,23 @@ def _cache_name(path: Path, digest: str) -> str:
     return f"{stem}-{digest[:16]}.json"
 
 
-def compile_spec(path: str | Path, cache_dir: str | Path | None = None) -> CompiledPlan:
+def compile_spec(path: str | Path, cache_dir: str | Path | None = None, *, max_bytes: int = SPEC_MAX_BYTES,
+                 budget_s: float | None = None) -> CompiledPlan:
     """The compiled plan of the spec at ``path``, from memory, ``cache_dir`` or compiled now.
 
-    Raises :class:`GraphValidationError` for an invalid spec (never cached).
-    A cache directory that cannot be written only costs the speed-up.
+    Raises :class:`GraphValidationError` for an invalid spec (never cached): also for one over ``max_bytes``,
+    or one whose validation, optimisation and planning took more than ``budget_s`` seconds (checked between
+    those steps, so one spec cannot eat the DAG file's import timeout).  A cache directory that cannot be
+    written only costs the speed-up.
     """
     path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise GraphValidationError([Problem("spec", f"cannot read {path}: {exc.strerror or exc}")], str(path)) from exc
+    if size > max_bytes:
+        raise GraphValidationError([Problem("spec", f"is {size:,} bytes, over the limit of {max_bytes:,} "
+                                                    "([effopt] graph_spec_max_bytes)")], str(path))
     data = path.read_bytes()
     digest = spec_hash(f"effopt-plan-{PLAN_FORMAT}\n".encode() + data)
     memo_key = (str(path.resolve()), digest)
@@ -142,8 +154,11 @@ def compile_spec(path: str | Path, cache_dir: str | Path | None = None) -> Compi
         except (OSError, ValueError, KeyError, TypeError):
             compiled = None  # unreadable or foreign file: compile again and overwrite it
     if compiled is None:
-        graph = load_spec(path)
+        start = time.monotonic()
+        graph = load_spec(path, max_bytes=max_bytes)
+        _within(budget_s, start, "validating", path)
         compiled = compile_graph(graph)
+        _within(budget_s, start, "optimising and planning", path)
         compiled.spec_hash = digest
         compiled.source = str(path)
         if cache_file is not None:
@@ -152,6 +167,14 @@ def compile_spec(path: str | Path, cache_dir: str | Path | None = None) -> Compi
         _MEMO.pop(next(iter(_MEMO)))
     _MEMO[memo_key] = compiled
     return compiled
+
+
+def _within(budget_s: float | None, start: float, step: str, path: Path) -> None:
+    elapsed = time.monotonic() - start
+    if budget_s is not None and elapsed > budget_s:
+        raise GraphValidationError([Problem("spec", f"took {elapsed:.1f} s by the end of {step}, over its time "
+                                                    f"budget of {budget_s:g} s; split it into smaller specs")],
+                                   str(path))
 
 
 def _write_cache(cache_file: Path, compiled: CompiledPlan) -> None:

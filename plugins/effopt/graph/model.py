@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import importlib
+import importlib.util
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -228,8 +229,22 @@ def resolve_callable(path: str) -> Callable[..., Any]:
         candidates = [(".".join(parts[:i]), parts[i:]) for i in range(len(parts) - 1, 0, -1)]
         if len(parts) < 2:
             raise ValueError(f"{show(path)} is not a dotted path (expected package.module.function)")
+    if "__main__" in path.replace(":", ".").split("."):
+        # A package's __main__ runs a program when imported (python -m pkg): never a node's function.
+        raise ValueError(f"{show(path)} names a __main__ module, which runs a program when imported")
     last_error = ""
     for module_name, attrs in candidates:
+        try:
+            found = importlib.util.find_spec(module_name)  # imports the parent packages, not the module
+        except (ImportError, ValueError):
+            found = None
+        except Exception as exc:  # noqa: BLE001 - a parent package's import code failed: reported, not raised
+            raise ValueError(f"importing {show(module_name)} failed: {type(exc).__name__}: {exc}") from exc
+        except SystemExit as exc:
+            raise ValueError(f"importing {show(module_name)} called sys.exit({exc.code!r})") from None
+        if found is None:
+            last_error = f"no module named {show(module_name)}"
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -239,6 +254,8 @@ def resolve_callable(path: str) -> Callable[..., Any]:
             raise ValueError(f"importing {show(module_name)} failed: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - any error raised by user code at import is reported, not raised
             raise ValueError(f"importing {show(module_name)} failed: {type(exc).__name__}: {exc}") from exc
+        except SystemExit as exc:  # a module that exits when imported (a script) is a problem, not an exit
+            raise ValueError(f"importing {show(module_name)} called sys.exit({exc.code!r})") from None
         obj: Any = module
         for i, attr in enumerate(attrs):
             if not hasattr(obj, attr):

@@ -53,6 +53,12 @@ from effopt.graph.errors import GraphValidationError, Problem, show
 from effopt.graph.model import MISSING, ComputationGraph, FusedCall, GraphInput, Node, Resources, dotted_path
 from effopt.graph.validate import check
 
+#: Largest spec accepted, in bytes (``[effopt] graph_spec_max_bytes`` passes another): a spec this size
+#: validates and plans in well under a second; a 50 MB one took minutes and gigabytes.
+SPEC_MAX_BYTES = 4 * 1024 * 1024
+#: Most values a spec may hold once its YAML aliases are expanded (an alias bomb expands exponentially).
+SPEC_MAX_VALUES = 1_000_000
+
 MAX_NAME = 200  # node ids and data names
 MAX_GRAPH_NAME = 100
 NODE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
@@ -106,14 +112,18 @@ def spec_hash(data: bytes | str) -> str:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
 
-def load_spec(path: str | Path, *, resolve: bool = True) -> ComputationGraph:
+def load_spec(path: str | Path, *, resolve: bool = True, max_bytes: int = SPEC_MAX_BYTES) -> ComputationGraph:
     """Load and validate the spec at ``path``; raises GraphValidationError with every problem."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > max_bytes:  # refused before it is read
+            raise GraphValidationError([Problem("spec", f"is {size:,} bytes, over the limit of {max_bytes:,} "
+                                                        "([effopt] graph_spec_max_bytes)")], str(path))
         data = path.read_bytes()
     except OSError as exc:
         raise GraphValidationError([Problem("spec", f"cannot read {path}: {exc.strerror or exc}")], str(path)) from exc
-    return parse_spec(data, source=str(path), default_name=path.stem, resolve=resolve)
+    return parse_spec(data, source=str(path), default_name=path.stem, resolve=resolve, max_bytes=max_bytes)
 
 
 def parse_spec(
@@ -122,6 +132,7 @@ def parse_spec(
     source: str | None = None,
     default_name: str | None = None,
     resolve: bool = True,
+    max_bytes: int = SPEC_MAX_BYTES,
 ) -> ComputationGraph:
     """Build a graph from spec text (or an already-parsed mapping) and validate it.
 
@@ -130,7 +141,7 @@ def parse_spec(
     if isinstance(text, Mapping):
         raw: Any = text
     else:
-        raw, problem = _load_yaml(text)
+        raw, problem = _load_yaml(text, max_bytes)
         if problem:
             raise GraphValidationError([problem], source)
     reader = _SpecReader()
@@ -143,19 +154,76 @@ def parse_spec(
     return graph
 
 
-def _load_yaml(text: bytes | str) -> tuple[Any, Problem | None]:
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+_BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _SpecLoader(_BASE_LOADER):  # type: ignore[misc,valid-type]
+    """YAML's safe loader, refusing duplicate keys (the last one would silently win: two nodes with one id)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hashable = hash(key) is not None
+            except TypeError:
+                hashable = False
+            if hashable and key in seen:
+                line = key_node.start_mark.line + 1
+                raise _DuplicateKey(f"duplicate key {show(key)} on line {line} (first on line {seen[key]})")
+            if hashable:
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def expanded_size(value: Any, limit: int = SPEC_MAX_VALUES) -> int:
+    """How many values ``value`` holds with every shared (aliased) part counted each time it is used; stops
+    counting past ``limit``.  Linear in the distinct values: shared parts are counted once and memoised."""
+    memo: dict[int, int] = {}
+
+    def size(v: Any) -> int:
+        if isinstance(v, (list, dict)):
+            key = id(v)
+            if key not in memo:
+                memo[key] = limit + 1  # a cycle (an alias inside itself) counts as too big
+                items = v.values() if isinstance(v, dict) else v
+                total = 1 + (len(v) if isinstance(v, dict) else 0)
+                for item in items:
+                    total += size(item)
+                    if total > limit:
+                        break
+                memo[key] = total
+            return memo[key]
+        return 1
+
+    return size(value)
+
+
+def _load_yaml(text: bytes | str, max_bytes: int = SPEC_MAX_BYTES) -> tuple[Any, Problem | None]:
+    if len(text) > max_bytes:
+        return None, Problem("spec", f"is {len(text):,} bytes, over the limit of {max_bytes:,} "
+                                     "([effopt] graph_spec_max_bytes)")
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
             return None, Problem("spec", f"not UTF-8 text: {exc}")
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        return yaml.load(text, Loader=loader), None  # noqa: S506 - a safe loader
+        raw = yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a safe loader
+    except _DuplicateKey as exc:
+        return None, Problem("spec", f"not a valid spec: {exc}")
     except yaml.YAMLError as exc:
         return None, Problem("spec", f"not valid YAML: {_clip(' '.join(str(exc).split()), 400)}")
     except RecursionError:
         return None, Problem("spec", "not valid YAML: nested too deeply")
+    if expanded_size(raw) > SPEC_MAX_VALUES:
+        return None, Problem("spec", f"expands to more than {SPEC_MAX_VALUES:,} values (YAML aliases used over "
+                                     "and over?); write the values out, or split the spec")
+    return raw, None
 
 
 def _clip(text: str, n: int) -> str:
