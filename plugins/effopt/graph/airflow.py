@@ -630,6 +630,9 @@ def dags_from_specs(
 
     Compiled plans are cached under ``cache_dir`` (default :func:`default_cache_dir`).
     """
+    from effopt.airflow_settings import get_settings
+
+    settings = get_settings()
     cache_dir = cache_dir or default_cache_dir()
     dags: list[DAG] = []
     failures: list[tuple[str, Path, str]] = []
@@ -637,7 +640,8 @@ def dags_from_specs(
     for spec in spec_files(specs_dir):
         dag_id = DAG_ID_PREFIX + spec.stem
         try:
-            compiled = compile_spec(spec, cache_dir)
+            compiled = compile_spec(spec, cache_dir, max_bytes=settings.graph_spec_max_bytes,
+                                    budget_s=settings.graph_spec_time_budget_s)
             dag_id = DAG_ID_PREFIX + compiled.name
             if compiled.name in owners:
                 raise ValueError(
