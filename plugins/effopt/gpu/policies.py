@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 
 import numpy as np
 
@@ -170,8 +169,13 @@ class GpuClustering(Policy):
 
 
 class _FragmentScored(Policy):
-    """Shared machinery of fragmentation-scored policies: a fragmentation index bound to the state and a
-    per-(request shape) cache of node scores, recomputed only for nodes whose version changed."""
+    """Shared machinery of the fragmentation-scored policies (``fgd``, ``effopt``).
+
+    A :class:`FragmentationIndex` bound to the state keeps F_n(M) of every node; node scores are cached per
+    request shape and recomputed only for nodes whose version changed (and all of them when M changes).
+    A node's score is FGD's ``int(100·sigmoid(gain/1000))`` of its gain in thousandths of a GPU: ΔF for
+    ``fgd``, ΔF plus a per-node term (:meth:`extra_gain`) for ``effopt``.
+    """
 
     def __init__(self, workload: TargetWorkload | None, seed=None, ties: str = "rank") -> None:
         super().__init__(seed, ties)
@@ -189,23 +193,37 @@ class _FragmentScored(Policy):
             self._index.refresh()
         return self._index
 
-    def cached(self, state: ClusterState, request: GpuRequest, idx: np.ndarray,
-               compute: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    def _scores(self, state: ClusterState, request: GpuRequest, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cached node scores and GPU choices for the feasible nodes ``idx``."""
+        self.index(state)
         entry = self._cache.get(request.shape)
         if entry is None:
             n = state.size
-            entry = (np.zeros(n, dtype=np.float64), np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64))
+            entry = (np.zeros(n, dtype=np.int64), np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64))
             self._cache[request.shape] = entry
         value, gpu, ver = entry
         stale = idx[ver[idx] != state.version[idx]]
         if stale.size:
-            value[stale], gpu[stale] = compute(stale)
+            value[stale], gpu[stale] = self.node_scores(state, request, stale)
             ver[stale] = state.version[stale]
         return value[idx], gpu[idx]
 
-    def delta(self, state: ClusterState, request: GpuRequest, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def score(self, state, request, idx):
+        value, gpu = self._scores(state, request, idx)
+        return value, (gpu if request.is_sharing else None)
+
+    def gpu_choice(self, state, request, idx):
+        return self._scores(state, request, idx)[1] if request.is_sharing else None
+
+    def extra_gain(self, state: ClusterState, request: GpuRequest, rows: np.ndarray) -> np.ndarray | None:
+        """A per-node term added to ΔF before scoring (thousandths of a GPU; None: nothing)."""
+        return None
+
+    def gains(self, state: ClusterState, request: GpuRequest, rows: np.ndarray):
         """ΔF = F_n(M) before − after placing the request on each node of ``rows`` (positive: less
-        fragmentation), and the GPU a sharing request would take (the one with the best ΔF, lowest index)."""
+        fragmentation). For a sharing request one gain per candidate GPU: returns ``(gain, r, c)`` with the
+        candidates' row positions and GPU indices (equal free amounts on a node count once, the first
+        GPU of each amount standing for them); otherwise ``(gain, None, None)`` with one gain per node."""
         index = self._index
         before = index.F[rows]
         if not request.is_sharing:
@@ -213,37 +231,36 @@ class _FragmentScored(Policy):
                 after = index.after(rows, MILLI, MILLI, request.num_gpu, request.cpu_milli)
             else:
                 after = index.after(rows, 0, 0, 0, request.cpu_milli)
-            return before - after, np.full(rows.size, -1, dtype=np.int64)
+            return before - after, None, None
         g = state.gpu_free[rows]
-        cols = np.arange(g.shape[1])
-        cand = (g >= request.gpu_milli) & (cols[None, :] < state.gpu_count[rows][:, None])
-        # Equal free amounts on one node give equal results: keep the first GPU of each amount.
-        dup = np.triu(np.ones((g.shape[1], g.shape[1]), dtype=bool), 1)
-        seen = ((g[:, :, None] == g[:, None, :]) & dup[None, :, :]).any(axis=1)
-        cand &= ~seen
+        width = g.shape[1]
+        cand = (g >= request.gpu_milli) & (np.arange(width)[None, :] < state.gpu_count[rows][:, None])
+        later = np.triu(np.ones((width, width), dtype=bool), 1)
+        cand &= ~((g[:, :, None] == g[:, None, :]) & later[None, :, :]).any(axis=1)
         r, c = np.nonzero(cand)
         after = index.after(rows[r], g[r, c], request.gpu_milli, 1, request.cpu_milli)
-        return self.pick_gpu(before[r] - after, r, c, rows.size, g.shape[1])
+        return before[r] - after, r, c
 
-    def pick_gpu(self, gain: np.ndarray, r: np.ndarray, c: np.ndarray, k: int, width: int):
-        table = np.full((k, width), -np.inf)
-        table[r, c] = self.gpu_score(gain)
+    def node_scores(self, state: ClusterState, request: GpuRequest, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Integer score of each node of ``rows`` and, for a sharing request, its best GPU (the lowest
+        index among the GPUs with the node's best score, as the simulator's GPU selection picks it)."""
+        gain, r, c = self.gains(state, request, rows)
+        extra = self.extra_gain(state, request, rows)
+        if r is None:
+            if extra is not None:
+                gain = gain + extra
+            return fgd_score(gain).astype(np.int64), np.full(rows.size, -1, dtype=np.int64)
+        if extra is not None:
+            gain = gain + extra[r]
+        table = np.full((rows.size, state.gpu_free.shape[1]), -1, dtype=np.int64)
+        table[r, c] = fgd_score(gain)
         best = table.argmax(axis=1)
-        return table[np.arange(k), best], best
-
-    def gpu_score(self, gain: np.ndarray) -> np.ndarray:
-        return gain
-
-    def gpu_choice(self, state, request, idx):
-        if not request.is_sharing:
-            return None
-        self.index(state)
-        return self.cached(state, request, idx, lambda rows: self.delta(state, request, rows))[1]
+        return table[np.arange(rows.size), best], best
 
 
 def fgd_score(gain: np.ndarray) -> np.ndarray:
-    """The simulator's node score: ``int(100·sigmoid(ΔF/1000))`` with ΔF = before − after."""
-    return np.trunc(1.0 / (1.0 + np.exp(-gain / MILLI)) * MAX_SCORE)
+    """The simulator's node score: ``int(100·sigmoid(gain/1000))``, gain = F before − F after (thousandths)."""
+    return np.trunc(1.0 / (1.0 + np.exp(-np.asarray(gain, dtype=np.float64) / MILLI)) * MAX_SCORE).astype(np.int64)
 
 
 class FGD(_FragmentScored):
@@ -254,29 +271,89 @@ class FGD(_FragmentScored):
     def __init__(self, workload: TargetWorkload, seed=None, ties: str = "rank") -> None:
         super().__init__(workload, seed, ties)
 
-    def gpu_score(self, gain):
-        return fgd_score(gain)
 
-    def score(self, state, request, idx):
-        self.index(state)
+class EffoptPolicy(_FragmentScored):
+    """effopt's rule: FGD's fragmentation gain plus the change in GPU that CPU will strand.
 
-        def compute(rows):
-            gain, gpu = self.delta(state, request, rows)
-            return (gain if request.is_sharing else fgd_score(gain)), gpu
+    FGD looks one task ahead: CPU matters to it only when the next task would not fit. But GPU pods bring
+    about κ milli-CPU per thousandth of a GPU (κ: the ratio of CPU to GPU requested by the GPU pods seen
+    so far), so a node with R thousandths of GPU and c milli-CPU free will, as it fills, leave about
+    ``max(0, R − c/κ)`` thousandths of GPU without the CPU to use them. effopt scores a node with
+    ``int(100·sigmoid((ΔF + Δstranded)/1000))``: both terms are thousandths of a GPU, the same unit, so
+    they add with no weight. A CPU-only pod then goes where CPU is in surplus, and a CPU-hungry GPU pod
+    to a node with CPU to spare.
 
-        value, gpu = self.cached(state, request, idx, compute)
-        return value.astype(np.int64), (gpu if request.is_sharing else None)
+    M and κ are learned online from the requests the policy is asked to place (each call is an
+    arrival), with FGD's rule for M (most frequent types covering 95% of requests); both are refreshed
+    when the arrivals grew by 5% since the last refresh (at least 16), which also invalidates the score
+    cache. ``workload`` is an optional prior used until the first refresh. Ties go to the node ranked
+    first (as FGD's). Measured and dropped: memory stranding, GPU-weighted M, expected stranding over
+    the ratio distribution, node orders, sum-of-squares GPU choice, exact (unbucketed) gains; see
+    ``bench/RESULTS-gpu.md``.
+    """
+
+    name = "effopt"
+    MIN_REFRESH = 16
+    REFRESH_GROWTH = 0.05
+
+    def __init__(self, workload: TargetWorkload | None = None, seed=None, ties: str = "rank",
+                 learn: bool = True) -> None:
+        super().__init__(workload, seed, ties)
+        self.learn = learn
+        self._counts: dict[TaskType, int] = {}
+        self._seen = 0
+        self._last_refresh = 0
+        self._gpu_cpu = 0  # milli-CPU requested by GPU requests seen
+        self._gpu_milli = 0  # thousandths of GPU requested by them
+        self.kappa = self._prior_kappa(workload)
+
+    @staticmethod
+    def _prior_kappa(workload: TargetWorkload | None) -> float | None:
+        if workload is None or not workload.gpu.any():
+            return None
+        g = workload.gpu
+        return float((workload.p[g] * workload.cpu[g]).sum() / (workload.p[g] * workload.num[g] * workload.milli[g]).sum())
+
+    def observe(self, request: GpuRequest) -> None:
+        """Count an arrival; refresh M and κ when the arrivals grew enough since the last refresh."""
+        t = TaskType.of(request)
+        self._counts[t] = self._counts.get(t, 0) + 1
+        self._seen += 1
+        if request.num_gpu:
+            self._gpu_cpu += request.cpu_milli
+            self._gpu_milli += request.total_gpu_milli
+        due = max(self.MIN_REFRESH, int(self.REFRESH_GROWTH * self._last_refresh))
+        if self.workload is None or self._seen - self._last_refresh >= due:
+            self.workload = TargetWorkload.from_counts(self._counts)
+            self.kappa = self._gpu_cpu / self._gpu_milli if self._gpu_milli else None
+            self._last_refresh = self._seen  # the next index() call rebuilds the index and the cache
+
+    def place(self, state, request):
+        if self.learn:
+            self.observe(request)
+        return super().place(state, request)
+
+    def stranded(self, cpu_free: np.ndarray, gpu_free: np.ndarray) -> np.ndarray:
+        """Thousandths of GPU that the free CPU cannot serve at κ milli-CPU per thousandth."""
+        if not self.kappa:
+            return np.zeros(np.shape(gpu_free))
+        return np.maximum(0.0, gpu_free - cpu_free / self.kappa)
+
+    def extra_gain(self, state, request, rows):
+        cpu, gpu = state.cpu_free[rows], state.gpu_free_total[rows]
+        return self.stranded(cpu, gpu) - self.stranded(cpu - request.cpu_milli, gpu - request.total_gpu_milli)
 
 
 REGISTRY: dict[str, type[Policy]] = {
-    cls.name: cls for cls in (RandomFit, BestFit, DotProduct, GpuPacking, GpuClustering, FGD)
+    cls.name: cls for cls in (RandomFit, BestFit, DotProduct, GpuPacking, GpuClustering, FGD, EffoptPolicy)
 }
 NEEDS_WORKLOAD = frozenset({"fgd"})
 
 
 def get_policy(name: str, workload: TargetWorkload | None = None, seed: int | np.random.Generator | None = None,
                **options) -> Policy:
-    """A fresh policy by name. ``fgd`` needs the target workload M (learned from a pod list)."""
+    """A fresh policy by name. ``fgd`` needs the target workload M (learned from a pod list); ``effopt``
+    takes it as an optional prior and learns its own from the requests it places."""
     try:
         cls = REGISTRY[name]
     except KeyError:
@@ -285,10 +362,10 @@ def get_policy(name: str, workload: TargetWorkload | None = None, seed: int | np
         if workload is None:
             raise ValueError(f"policy {name!r} needs a target workload (TargetWorkload.from_requests(pods))")
         return cls(workload, seed=seed, **options)
-    if name == "effopt":
+    if issubclass(cls, _FragmentScored):
         return cls(workload, seed=seed, **options)
     return cls(seed=seed, **options)
 
 
-__all__ = ["FGD", "MAX_SCORE", "NEEDS_WORKLOAD", "REGISTRY", "BestFit", "DotProduct", "GpuClustering",
+__all__ = ["FGD", "MAX_SCORE", "NEEDS_WORKLOAD", "REGISTRY", "BestFit", "DotProduct", "EffoptPolicy", "GpuClustering",
            "GpuPacking", "Policy", "RandomFit", "TaskType", "fgd_score", "get_policy"]
