@@ -31,6 +31,7 @@ import numpy as np
 
 from effopt.gpu.fragmentation import FragmentationIndex, TargetWorkload, TaskType
 from effopt.gpu.model import MILLI, ClusterState, GpuRequest, NoFit, Placement
+from effopt.gpu.packing import PackingLP, solve_packing_lp
 
 MAX_SCORE = 100
 MAX_SPEC_CPU = 128_000  # milli-CPU: the simulator's normalisation of best-fit and dot-product
@@ -219,11 +220,23 @@ class _FragmentScored(Policy):
         """A per-node term added to ΔF before scoring (thousandths of a GPU; None: nothing)."""
         return None
 
+    @staticmethod
+    def share_candidates(state: ClusterState, request: GpuRequest, rows: np.ndarray):
+        """The GPUs of nodes ``rows`` a sharing request could take: (row positions, GPU indices, free
+        thousandths). Equal free amounts on a node count once, the first GPU of each amount standing for
+        them (they give equal results, and the simulator's GPU selection takes the lowest index)."""
+        g = state.gpu_free[rows]
+        width = g.shape[1]
+        cand = (g >= request.gpu_milli) & (np.arange(width)[None, :] < state.gpu_count[rows][:, None])
+        later = np.triu(np.ones((width, width), dtype=bool), 1)
+        cand &= ~((g[:, :, None] == g[:, None, :]) & later[None, :, :]).any(axis=1)
+        r, c = np.nonzero(cand)
+        return r, c, g[r, c]
+
     def gains(self, state: ClusterState, request: GpuRequest, rows: np.ndarray):
         """ΔF = F_n(M) before − after placing the request on each node of ``rows`` (positive: less
-        fragmentation). For a sharing request one gain per candidate GPU: returns ``(gain, r, c)`` with the
-        candidates' row positions and GPU indices (equal free amounts on a node count once, the first
-        GPU of each amount standing for them); otherwise ``(gain, None, None)`` with one gain per node."""
+        fragmentation). For a sharing request one gain per candidate GPU (:meth:`share_candidates`):
+        returns ``(gain, r, c)``; otherwise ``(gain, None, None)`` with one gain per node."""
         index = self._index
         before = index.F[rows]
         if not request.is_sharing:
@@ -232,13 +245,8 @@ class _FragmentScored(Policy):
             else:
                 after = index.after(rows, 0, 0, 0, request.cpu_milli)
             return before - after, None, None
-        g = state.gpu_free[rows]
-        width = g.shape[1]
-        cand = (g >= request.gpu_milli) & (np.arange(width)[None, :] < state.gpu_count[rows][:, None])
-        later = np.triu(np.ones((width, width), dtype=bool), 1)
-        cand &= ~((g[:, :, None] == g[:, None, :]) & later[None, :, :]).any(axis=1)
-        r, c = np.nonzero(cand)
-        after = index.after(rows[r], g[r, c], request.gpu_milli, 1, request.cpu_milli)
+        r, c, free = self.share_candidates(state, request, rows)
+        after = index.after(rows[r], free, request.gpu_milli, 1, request.cpu_milli)
         return before[r] - after, r, c
 
     def node_scores(self, state: ClusterState, request: GpuRequest, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -273,23 +281,28 @@ class FGD(_FragmentScored):
 
 
 class EffoptPolicy(_FragmentScored):
-    """effopt's rule: FGD's fragmentation gain plus the change in GPU that CPU will strand.
+    """effopt's rule: price GPU slivers with the packing LP's duals, and count the GPU that CPU will strand.
 
-    FGD looks one task ahead: CPU matters to it only when the next task would not fit. But GPU pods bring
-    about κ milli-CPU per thousandth of a GPU (κ: the ratio of CPU to GPU requested by the GPU pods seen
-    so far), so a node with R thousandths of GPU and c milli-CPU free will, as it fills, leave about
-    ``max(0, R − c/κ)`` thousandths of GPU without the CPU to use them. effopt scores a node with
-    ``int(100·sigmoid((ΔF + Δstranded)/1000))``: both terms are thousandths of a GPU, the same unit, so
-    they add with no weight. A CPU-only pod then goes where CPU is in surplus, and a CPU-hungry GPU pod
-    to a node with CPU to spare.
+    Two things FGD's one-task-ahead measure misses, each in thousandths of a GPU so they add without a
+    weight, then scored and tie-broken exactly as FGD's (``int(100·sigmoid(gain/1000))``, the node ranked
+    first among equals):
 
-    M and κ are learned online from the requests the policy is asked to place (each call is an
-    arrival), with FGD's rule for M (most frequent types covering 95% of requests); both are refreshed
-    when the arrivals grew by 5% since the last refresh (at least 16), which also invalidates the score
-    cache. ``workload`` is an optional prior used until the first refresh. Ties go to the node ranked
-    first (as FGD's). Measured and dropped: memory stranding, GPU-weighted M, expected stranding over
-    the ratio distribution, node orders, sum-of-squares GPU choice, exact (unbucketed) gains; see
-    ``bench/RESULTS-gpu.md``.
+    * **Stranded GPU.** GPU pods bring about κ milli-CPU per thousandth of a GPU (κ: CPU over GPU requested
+      by the GPU pods seen so far), so a node with R thousandths of GPU and c milli-CPU free will, as it
+      fills, leave about ``max(0, R − c/κ)`` thousandths without the CPU to use them. Every request's gain
+      includes the change of that amount: a CPU-only pod goes where CPU is in surplus, a CPU-hungry GPU pod
+      to a node with CPU to spare.
+    * **Sliver value (sharing requests).** The configuration LP of :mod:`effopt.gpu.packing`, solved for the
+      mix of requests seen so far scaled to the cluster's GPUs, prices each sharing size (π_s) and each free
+      gap (V(h)). A sharing request's gain on a GPU with h free is minus the value it destroys there,
+      ``V(h) − (s − π_s) − V(h − s)``, which is zero only for placements that belong to an optimal packing
+      of the mix (an 810 next to a 160, a 650 next to a 320 ...). This replaces FGD's ΔF for them.
+    * Whole-GPU and CPU-only requests keep FGD's ΔF (their GPU choice is fixed: whole GPUs by index).
+
+    M, κ and the LP are learned online from the requests the policy is asked to place (each call counts as
+    an arrival; set ``learn = False`` to stop), and refreshed when the arrivals grew by 5% since the last
+    refresh (at least 16), which also invalidates the score cache. ``workload`` is an optional prior M used
+    until the first refresh. What was measured and dropped is in ``bench/RESULTS-gpu.md``.
     """
 
     name = "effopt"
@@ -301,11 +314,17 @@ class EffoptPolicy(_FragmentScored):
         super().__init__(workload, seed, ties)
         self.learn = learn
         self._counts: dict[TaskType, int] = {}
+        self._share: dict[int, int] = {}  # sharing size -> requests seen
+        self._whole = 0  # whole GPUs requested by the non-sharing GPU requests seen
         self._seen = 0
         self._last_refresh = 0
         self._gpu_cpu = 0  # milli-CPU requested by GPU requests seen
         self._gpu_milli = 0  # thousandths of GPU requested by them
         self.kappa = self._prior_kappa(workload)
+        self.lp: PackingLP | None = None
+        self._lp_key: tuple[int, int] | None = None
+        self._lp_columns: list[tuple[int, ...]] = []
+        self._refreshes = 0
 
     @staticmethod
     def _prior_kappa(workload: TargetWorkload | None) -> float | None:
@@ -315,23 +334,41 @@ class EffoptPolicy(_FragmentScored):
         return float((workload.p[g] * workload.cpu[g]).sum() / (workload.p[g] * workload.num[g] * workload.milli[g]).sum())
 
     def observe(self, request: GpuRequest) -> None:
-        """Count an arrival; refresh M and κ when the arrivals grew enough since the last refresh."""
+        """Count an arrival; refresh M, κ and the packing prices when arrivals grew enough since the last."""
         t = TaskType.of(request)
         self._counts[t] = self._counts.get(t, 0) + 1
         self._seen += 1
         if request.num_gpu:
             self._gpu_cpu += request.cpu_milli
             self._gpu_milli += request.total_gpu_milli
+            if request.is_sharing:
+                self._share[request.gpu_milli] = self._share.get(request.gpu_milli, 0) + 1
+            else:
+                self._whole += request.num_gpu
         due = max(self.MIN_REFRESH, int(self.REFRESH_GROWTH * self._last_refresh))
         if self.workload is None or self._seen - self._last_refresh >= due:
             self.workload = TargetWorkload.from_counts(self._counts)
             self.kappa = self._gpu_cpu / self._gpu_milli if self._gpu_milli else None
             self._last_refresh = self._seen  # the next index() call rebuilds the index and the cache
+            self._refreshes += 1
 
     def place(self, state, request):
         if self.learn:
             self.observe(request)
         return super().place(state, request)
+
+    def packing(self, state: ClusterState) -> PackingLP | None:
+        """The LP for the sharing and whole-GPU requests seen so far, scaled to this cluster's GPUs."""
+        key = (state.uid, self._refreshes)
+        if self._lp_key != key:
+            self._lp_key = key
+            self.lp = None
+            if self._share and self._gpu_milli:
+                scale = state.gpu_capacity_milli / self._gpu_milli
+                share = {s: n * scale for s, n in self._share.items()}
+                self.lp, self._lp_columns = solve_packing_lp(share, self._whole * scale, state.gpu_capacity_milli // MILLI,
+                                                             self._lp_columns)
+        return self.lp
 
     def stranded(self, cpu_free: np.ndarray, gpu_free: np.ndarray) -> np.ndarray:
         """Thousandths of GPU that the free CPU cannot serve at κ milli-CPU per thousandth."""
@@ -342,6 +379,14 @@ class EffoptPolicy(_FragmentScored):
     def extra_gain(self, state, request, rows):
         cpu, gpu = state.cpu_free[rows], state.gpu_free_total[rows]
         return self.stranded(cpu, gpu) - self.stranded(cpu - request.cpu_milli, gpu - request.total_gpu_milli)
+
+    def gains(self, state, request, rows):
+        if not request.is_sharing:
+            return super().gains(state, request, rows)
+        r, c, free = self.share_candidates(state, request, rows)
+        lp = self.packing(state)
+        loss = lp.loss(free, request.gpu_milli) if lp is not None else np.zeros(free.size)
+        return -loss, r, c
 
 
 REGISTRY: dict[str, type[Policy]] = {
