@@ -49,7 +49,7 @@ class Policy(ABC):
             raise ValueError(f"ties must be 'rank' or 'random', got {ties!r}")
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         self.ties = ties
-        self._salt = int(self.rng.integers(2**62)).to_bytes(8, "little")
+        self._salt = int(self.rng.integers(2**62)).to_bytes(8, "little")  # ok: seeded node ranking for ties
         self._rank: tuple[int, np.ndarray] | None = None
 
     def rank(self, state: ClusterState) -> np.ndarray:
@@ -76,7 +76,7 @@ class Policy(ABC):
 
     def tie_break(self, state: ClusterState, idx: np.ndarray, best: np.ndarray) -> int:
         if self.ties == "random":
-            return int(best[self.rng.integers(best.size)])
+            return int(best[self.rng.integers(best.size)])  # ok: seeded random tie-break (option)
         return int(best[np.argmin(self.rank(state)[idx[best]])])
 
     @abstractmethod
@@ -101,7 +101,7 @@ class Policy(ABC):
         free = state.gpu_free[node, : state.gpu_count[node]]
         fits = np.flatnonzero(free >= request.gpu_milli)
         if self.gpu_selection == "random":
-            return int(fits[self.rng.integers(fits.size)])
+            return int(fits[self.rng.integers(fits.size)])  # ok: the random plugin's seeded GPU choice
         return int(fits[np.argmin(free[fits])])  # tightest fit, lowest index among equals
 
 
@@ -113,7 +113,7 @@ class RandomFit(Policy):
         return np.zeros(idx.size, dtype=np.int64), None
 
     def tie_break(self, state, idx, best):
-        return int(best[self.rng.integers(best.size)])  # the plugin scores one uniformly drawn node 100
+        return int(best[self.rng.integers(best.size)])  # ok: the random plugin's seeded uniform node
 
 
 class BestFit(Policy):

@@ -44,7 +44,7 @@ def arrivals(pods: Sequence[GpuRequest], capacity_milli: int, seed: int, ratio: 
     if not pods:
         raise ValueError("no pods")
     rng = np.random.default_rng(seed) if rng is None else rng
-    order = [pods[i] for i in rng.permutation(len(pods))]
+    order = [pods[i] for i in rng.permutation(len(pods))]  # ok: the protocol's seeded arrival order
     requested = sum(p.total_gpu_milli for p in pods)
     target = ratio * capacity_milli
     if requested >= target or not any(p.total_gpu_milli for p in pods):
@@ -52,7 +52,7 @@ def arrivals(pods: Sequence[GpuRequest], capacity_milli: int, seed: int, ratio: 
     n = len(pods)
     while True:
         # Draw in blocks (same sequence as one draw at a time from this generator's integer stream).
-        for i in rng.integers(0, n, size=1024):
+        for i in rng.integers(0, n, size=1024):  # ok: the protocol's seeded resampling with replacement
             pod = pods[int(i)]
             if requested + pod.total_gpu_milli > target:
                 return order
