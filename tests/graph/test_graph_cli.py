@@ -143,3 +143,14 @@ def test_module_entry_point():
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["stages"] == [["load_data"], ["compute_features"], ["train_model"]]
+
+
+def test_plan_refuses_a_capacity_that_is_not_a_finite_number(capsys):
+    """``graph plan --gpus nan`` once looped forever, growing memory."""
+    import pytest
+
+    for bad in ("nan", "inf", "-1"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["graph", "plan", "--gpus", bad, str(SPECS / "gpu_training.yaml")])
+        assert exit_.value.code == 2
+        assert f"argument --gpus: must be a finite number >= 0, got '{bad}'" in capsys.readouterr().err

@@ -54,23 +54,23 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_run)
 
 
-def _positive(text: str) -> float:
-    """A finite number > 0 (argparse type): nan and inf are refused, not planned forever."""
+def _amount(text: str) -> float:
+    """A finite number >= 0 (argparse type): nan and inf are refused, not planned forever."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
     return value
 
 
 def _optimise_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--gpus", type=_positive, default=None,
+        "--gpus", type=_amount, default=None,
         help="GPUs available at once (default: the spec's capacity, else unlimited)"
     )
-    p.add_argument("--cpus", type=_positive, default=None, help="CPU cores available at once")
+    p.add_argument("--cpus", type=_amount, default=None, help="CPU cores available at once")
     p.add_argument("--max-workers", type=int, default=None, help="most nodes per stage")
     p.add_argument("--fuse-max-cost", type=float, default=None, help="fuse chains of nodes costing at most this (s)")
     p.add_argument("--no-cse", action="store_true", help="do not merge duplicate nodes")

@@ -95,9 +95,9 @@ def plan(
     """
     cap = Capacity.coerce(capacity if capacity is not None else graph.settings.get("capacity"))
     limits = cap.limits()
-    problems = [Problem("capacity", f"capacity {key}={limit!r} must be a finite number > 0")
+    problems = [Problem("capacity", f"capacity {key}={limit!r} must be a finite number >= 0")
                 for key, limit in limits.items()
-                if not (isinstance(limit, (int, float)) and math.isfinite(limit) and limit > 0)]
+                if not (isinstance(limit, (int, float)) and math.isfinite(limit) and limit >= 0)]
     if problems:
         raise GraphValidationError(problems)
     for node in graph.nodes.values():
