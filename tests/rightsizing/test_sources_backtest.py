@@ -217,11 +217,11 @@ def test_cli_table_progress_and_errors(tmp_path, capsys):
     assert main(["rightsize", "backtest", "--trace", str(tmp_path), "--metric", "memory"]) == 0
     streams = capsys.readouterr()
     assert "recommender  mean slack  vs vpa" in streams.out and "deployed" in streams.out
-    assert "[##############################] 2/2" in streams.err
-    with pytest.raises(SystemExit, match="unknown recommender 'x'"):
-        main(["rightsize", "backtest", "--trace", str(path), "--recommenders", "effopt,x"])
-    with pytest.raises(SystemExit, match="no gpu_memory trace file"):
-        main(["rightsize", "backtest", "--trace", str(tmp_path), "--metric", "gpu_memory"])
+    assert streams.err == ""  # the progress bar draws on a terminal only, never into a log
+    assert main(["rightsize", "backtest", "--trace", str(path), "--recommenders", "effopt,x"]) == 2
+    assert "unknown recommender 'x'" in capsys.readouterr().err
+    assert main(["rightsize", "backtest", "--trace", str(tmp_path), "--metric", "gpu_memory"]) == 2
+    assert "no gpu_memory trace file" in capsys.readouterr().err
     assert main(["rightsize", "recommend", "--trace", str(path), "--json"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [x["container"] for x in lines] == ["a", "b"] and all(x["target"] > 0 for x in lines)

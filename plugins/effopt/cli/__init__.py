@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import math
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 #: The repository checkout this package sits in (``<repo>/plugins/effopt/cli``), when it is one.
 _CHECKOUT = Path(__file__).resolve().parents[3]
@@ -52,9 +55,33 @@ def default_airflow_home() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command.  A bad input is one line on stderr and exit code 2 (as argparse's own errors), never a
+    traceback: commands say it with ``raise SystemExit("error: ...")``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     default_airflow_home()
     args = build_parser(argv).parse_args(argv)
     if not hasattr(args, "func"):
         build_parser([args.group]).parse_args([args.group, "--help"])
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code if exc.code.startswith("error:") else f"error: {exc.code}", file=sys.stderr)
+            return 2
+        raise
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (JSON has no NaN: ``null`` is undefined)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def dumps(value: Any, **kwargs: Any) -> str:
+    """JSON for ``--json`` output: always valid JSON (``null`` for undefined figures, never NaN)."""
+    return json.dumps(finite(value), allow_nan=False, **kwargs)

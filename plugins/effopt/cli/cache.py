@@ -9,10 +9,10 @@ entries.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
+from effopt.cli import dumps
 from effopt.cli.table import human_bytes, render
 
 
@@ -102,7 +102,7 @@ def _stats(args: argparse.Namespace) -> int:
     finally:
         backend.close()
     if args.json:
-        print(json.dumps(stats, indent=2, sort_keys=True))
+        print(dumps(stats, indent=2, sort_keys=True))
         return 0
     rows = []
     for ns, functions in sorted(stats.items()):
@@ -152,7 +152,7 @@ def _invalidate(args: argparse.Namespace) -> int:
     finally:
         backend.close()
     if args.json:
-        print(json.dumps({"invalidated": count}))
+        print(dumps({"invalidated": count}))
     else:
         filters = (("function", args.function), ("namespace", args.namespace), ("tag", args.tag))
         what = ", ".join(f"{k}={v}" for k, v in filters if v is not None)

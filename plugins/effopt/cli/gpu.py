@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
+from effopt.cli import dumps
 from effopt.cli.progress import ProgressBar
 from effopt.cli.table import render
 
@@ -83,7 +83,7 @@ def _simulate(args: argparse.Namespace) -> int:
         plot_curves(results, args.plot, f"{trace}: {len(nodes)} nodes, {sum(n.gpus for n in nodes)} GPUs, "
                     f"{len(seeds)} seeds")
     if args.json:
-        print(json.dumps(as_json(trace, seeds, results)))
+        print(dumps(as_json(trace, seeds, results)))
     else:
         print(render_table(trace, nodes, pods, seeds, results))
         if args.plot:

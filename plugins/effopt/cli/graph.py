@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from effopt.cli import dumps
 from effopt.cli.table import render
 
 
@@ -148,7 +149,7 @@ def _plan(args: argparse.Namespace) -> int:
                 print()
             _print_plan(compiled)
     if args.json:
-        print(json.dumps(summaries[0] if len(args.specs) == 1 and summaries else summaries, indent=2))
+        print(dumps(summaries[0] if len(args.specs) == 1 and summaries else summaries, indent=2))
     return 1 if failed else 0
 
 
@@ -302,7 +303,7 @@ def _run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     summary = {name: _summarise(value) for name, value in outputs.items()}
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(dumps(summary, indent=2))
         return 0
     print(f"ran {graph.name}: {len(graph)} nodes in {elapsed:.2f} s")
     for name, value in summary.items():

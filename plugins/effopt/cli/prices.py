@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
+from effopt.cli import dumps
 from effopt.cli.table import render
 from effopt.prices import DEFAULT_CPU_FAMILIES, DEFAULT_REGION, DEFAULT_SNAPSHOT, PriceError
 
@@ -55,7 +55,7 @@ def _show(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps({"path": table.path, "source": dict(table.source), "method": table.method,
+        print(dumps({"path": table.path, "source": dict(table.source), "method": table.method,
                           "rates": {m: {"cpu_per_vcpu_hour": r.cpu_per_vcpu_hour,
                                         "memory_per_gib_hour": r.memory_per_gib_hour,
                                         "gpu_per_hour": dict(r.gpu_per_hour)} for m, r in table.rates.items()}},

@@ -3,31 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
-import sys
 from typing import Any
 
+from effopt.cli import dumps
 from effopt.cli.progress import ProgressBar
 from effopt.cli.table import human_bytes, render
 
 METRICS = {"memory": "memory", "gpu_memory": "gpu_memory", "cpu": "cpu", "gpu_util": "gpu_util"}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-#: The name ``effopt.cli.waste`` imports the progress bar by (same signature: label, enabled).
 
 
 class BadInput(SystemExit):
-    """Bad input on the command line: ``error: ...`` on stderr, exit status 2 (``str()`` is the message)."""
+    """Bad input on the command line: :func:`effopt.cli.main` prints ``error: ...`` on stderr and exits 2."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(2)
-        self.message = f"error: {message}"
-        print(self.message, file=sys.stderr)
-
-    def __str__(self) -> str:
-        return self.message
+        super().__init__(f"error: {message}")
 
 
 def duration(text: str) -> float:
@@ -152,7 +145,7 @@ def _backtest(args: argparse.Namespace) -> int:
     result = backtest(series, recs, step_s=args.step, warmup_s=args.warmup, metric=args.metric, folds=args.folds,
                       progress=ProgressBar(f"backtest {args.metric}"))
     if args.json:
-        print(json.dumps(result.as_json(by_history=args.by_history), allow_nan=False))
+        print(dumps(result.as_json(by_history=args.by_history)))
         return 0
     print(render_backtest(result))
     if args.by_history:
@@ -224,13 +217,13 @@ def _recommend(args: argparse.Namespace) -> int:
             r = rec.recommend(s) if prior is None else rec.recommend(s, None, prior)
         except NotEnoughData as exc:
             if args.json:
-                print(json.dumps({"workload": s.workload, "container": s.container, "error": str(exc),
+                print(dumps({"workload": s.workload, "container": s.container, "error": str(exc),
                                   "quality": s.quality.as_dict()}))
             else:
                 rows.append((s.container, "-", "-", "-", "-", "-", str(exc)))
             continue
         if args.json:
-            print(json.dumps({**r.as_dict(), "quality": s.quality.as_dict()}))
+            print(dumps({**r.as_dict(), "quality": s.quality.as_dict()}))
             continue
         fmt = human_bytes if r.unit == "bytes" else (lambda v: f"{v:.3f}")
         gpu = r.gpu.smallest_slice.name if r.gpu and r.gpu.smallest_slice else (

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict
 
+from effopt.cli import dumps
 from effopt.cli.table import human_bytes, render
 
 
@@ -31,7 +31,7 @@ def _run(args: argparse.Namespace) -> int:
     records = store.task_usage(dag_id=args.dag_id, task_id=args.task_id, run_id=args.run_id)[-args.limit :]
     if args.json:
         for r in records:
-            print(json.dumps(asdict(r)))
+            print(dumps(asdict(r)))
         return 0
     if not records:
         print("no task usage recorded yet (is the effopt plugin loaded and [effopt] task_usage_listener true?)")

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from effopt.cli import dumps
 from effopt.cli.table import render
 from effopt.units import GIB
 
@@ -72,7 +73,7 @@ def _report(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise SystemExit(f"error: cannot write {args.html}: {exc}") from None
     if args.json:
-        print(json.dumps(rendered.summary))
+        print(dumps(rendered.summary))
         return 0
     print(render_text(rendered.summary, args.top))
     return 0

@@ -26,6 +26,8 @@ UNITS: dict[ResourceKind, str] = {"cpu": "cores", "memory": "bytes", "gpu_util":
 
 #: A gap longer than this many median sample intervals is reported as a gap.
 GAP_FACTOR = 5.0
+#: Timestamps a sample may have (epoch seconds): from 1970 to the end of year 9999, what dates can show.
+TIMESTAMP_RANGE = (0.0, 253402300799.0)
 #: A value above this is not a plausible measurement of the unit (e.g. 1 PB of memory, a million cores).
 HUGE: dict[str, float] = {"cores": 1e5, "bytes": 1e15, "percent": 1e4, "fraction": 1e3}
 
@@ -145,7 +147,7 @@ def clean_series(
         raise ValueError(f"{ts.size} timestamps but {vs.size} values")
     n_in = int(vs.size)
     issues: list[str] = []
-    bad_ts = ~np.isfinite(ts)
+    bad_ts = ~np.isfinite(ts) | (ts < TIMESTAMP_RANGE[0]) | (ts > TIMESTAMP_RANGE[1])
     nan = ~np.isfinite(vs) | bad_ts
     n_nan = int(nan.sum())
     negative = ~nan & (vs < 0)
@@ -180,8 +182,11 @@ def clean_series(
     too_short = ts.size < 2 or history < min_history_s
     if n_in == 0:
         issues.append("no samples")
-    if n_nan:
-        issues.append(f"{n_nan} NaN/inf sample(s) dropped")
+    n_bad_ts = int(bad_ts.sum())
+    if n_bad_ts:
+        issues.append(f"{n_bad_ts} sample(s) with a missing or impossible timestamp dropped")
+    if n_nan - n_bad_ts > 0:
+        issues.append(f"{n_nan - n_bad_ts} NaN/inf sample(s) dropped")
     if negative.any():
         issues.append(f"{int(negative.sum())} negative sample(s) dropped")
     if huge.any():

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -80,17 +81,29 @@ def _column(header: list[str], names: tuple[str, ...], path: Path) -> int:
 
 
 def read_trace(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(timestamps, container ids, values) of a trace file; unparsable values become NaN (and are reported)."""
+    """(timestamps, container ids, values) of a trace file; unparsable values become NaN (and are reported).
+
+    A damaged file (a truncated or non-gzip ``.gz``, a field too large to be CSV, bytes that are not UTF-8)
+    is a ``ValueError`` naming the file and what is wrong with it.
+    """
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as fh:
-        text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
-        reader = csv.reader(text)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise ValueError(f"{path} is empty (no header)") from None
-        it, ic, iv = (_column(header, names, path) for names in (TIMESTAMP_COLUMNS, CONTAINER_COLUMNS, VALUE_COLUMNS))
-        rows = [r for r in reader if r]
+    try:
+        with opener(path, "rb") as fh:
+            text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+            reader = csv.reader(text)
+            try:
+                header = next(reader)
+            except StopIteration:
+                raise ValueError(f"{path} is empty (no header)") from None
+            it, ic, iv = (_column(header, names, path)
+                          for names in (TIMESTAMP_COLUMNS, CONTAINER_COLUMNS, VALUE_COLUMNS))
+            rows = [r for r in reader if r]
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise ValueError(f"{path} is not a complete gzip file ({type(exc).__name__}: {exc})") from None
+    except csv.Error as exc:
+        raise ValueError(f"{path} is not a valid CSV file: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     width = max(it, ic, iv) + 1
     short = [n for n, r in enumerate(rows, start=2) if len(r) < width]
     if short:
