@@ -34,14 +34,16 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def _report(args: argparse.Namespace) -> int:
     from effopt.cli.progress import ProgressBar
+    from effopt.metrics.trace import TraceSource
     from effopt.prices import PriceError, load_rate_table
-    from effopt.waste import TraceAssumptions, WasteSettings, workloads_from_trace
+    from effopt.waste import TraceAssumptions, WasteSettings
     from effopt.waste.service import build_report
+    from effopt.waste.trace import workloads_from_source
 
-    if args.memory_limit_gib <= 0:
-        raise SystemExit(f"error: --memory-limit-gib must be positive, got {args.memory_limit_gib}")
-    if args.gpu_count <= 0:
-        raise SystemExit(f"error: --gpu-count must be positive, got {args.gpu_count}")
+    if not 0 < args.memory_limit_gib < 1e9:  # a finite, positive number of GiB (nan and inf refused)
+        raise SystemExit(f"error: --memory-limit-gib must be a positive number, got {args.memory_limit_gib}")
+    if not 0 < args.gpu_count < 1e6:
+        raise SystemExit(f"error: --gpu-count must be a positive number, got {args.gpu_count}")
     try:
         rates = load_rate_table(args.rate_table or None)
     except PriceError as exc:
@@ -55,7 +57,8 @@ def _report(args: argparse.Namespace) -> int:
         except (OSError, json.JSONDecodeError) as exc:
             raise SystemExit(f"error: cannot read previous report {args.previous}: {exc}") from None
     try:
-        workloads = workloads_from_trace(args.path, assumptions)
+        source = TraceSource(args.path)
+        workloads = workloads_from_source(source, assumptions, what=str(args.path))
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
     progress = ProgressBar("waste") if len(workloads) >= 50 else None
@@ -63,7 +66,8 @@ def _report(args: argparse.Namespace) -> int:
         rendered = build_report(workloads, rates, assumptions=assumptions.describe(), previous=previous,
                                 settings=WasteSettings(recommender=args.recommender, pricing=args.pricing,
                                                        top=args.top),
-                                title="Waste report", cost_anomalies=False, progress=progress)
+                                title="Waste report", cost_anomalies=False, progress=progress,
+                                source_issues=source.issues())
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
     if args.html:
@@ -79,14 +83,20 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _usd(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.2f} USD"
+
+
 def render_text(data: dict[str, Any], top: int) -> str:
     """The report as plain text: assumptions, totals, top wasters, the first findings, missing prices."""
     t = data["totals"]
     pct = "n/a" if t["waste_pct"] is None else f"{t['waste_pct']:.1f}%"
-    lines = ["assumptions:"] + [f"  - {a}" for a in data["assumptions"]]
+    headline = data["data_quality"]["headline"]
+    lines = ([f"DATA QUALITY: {headline}", ""] if headline else []) + ["assumptions:"] + [
+        f"  - {a}" for a in data["assumptions"]]
     lines += [f"rate table: {data['rate_table']} ({data['pricing']})", f"{data['window']}", "",
-              f"{t['workloads']} containers, {t['findings']} findings; monthly cost {t['cost']:,.2f} USD, "
-              f"waste {t['waste']:,.2f} USD ({pct})", ""]
+              f"{t['workloads']} containers, {t['findings']} findings; monthly cost {_usd(t['cost'])}, "
+              f"waste {_usd(t['waste'])} ({pct})", ""]
     lines.append(render(("kind", "monthly waste (USD)", "unpriced findings"),
                         [(k, v, t["unpriced_findings_by_kind"].get(k, 0)) for k, v in t["by_kind"].items()]))
     lines += ["", "top wasters:"]

@@ -97,6 +97,7 @@ class WasteDetectionOperator(BaseOperator):
             assumptions=assumptions.describe(), cache_summary=self._cache_summary(), previous=previous,
             title=self.title, templates_dir=settings.templates_dir or None,
             period_start=previous.get("period_end") if previous else None, period_end=now,
+            source_issues=source.issues(),
         )
         summary = {**rendered.summary, "period_end": now, "source": source_name}
         store.save_waste_report(now, summary)
@@ -106,7 +107,9 @@ class WasteDetectionOperator(BaseOperator):
                      "summary": summary, "report": rendered.report}
         reference = self._store_artifacts(artifacts, summary)
         t = summary["totals"]
-        self.log.info("waste report %d: %d findings, monthly cost %.2f USD, waste %.2f USD (%s); on the effopt "
+        if summary["data_quality"]["headline"]:
+            self.log.warning("data quality: %s", summary["data_quality"]["headline"])
+        self.log.info("waste report %d: %d findings, monthly cost %s USD, waste %s USD (%s); on the effopt "
                       "page at /effopt/reports/waste/%d", report_id, t["findings"], t["cost"], t["waste"],
                       summary["window"], report_id)
         return {"summary": summary, "artifacts": reference, "report_id": report_id,

@@ -365,6 +365,7 @@ def report_context(report: WasteReport, charts: Mapping[str, bytes], *, title: s
     return {
         "title": title, "period_start": _when(period_start), "period_end": _when(period_end),
         "window": report.window_text(), "top_wasters_no_chart": no_chart,
+        "quality_headline": report.quality.headline(), "quality_notes": list(report.quality.notes),
         "cost": _usd(t["cost"]), "waste": _usd(t["waste"]), "waste_pct": _pct(t["waste_pct"]),
         "workloads": t["workloads"], "findings": t["findings"],
         "unpriced_findings": sum(unpriced.values()),
@@ -402,7 +403,9 @@ def render_html(report: WasteReport, charts: Mapping[str, bytes], *, title: str,
 def render_plain(report: WasteReport, *, title: str) -> str:
     """The plain-text alternative: totals, top wasters with their findings, missing prices."""
     t = report.totals()
-    lines = [title, "", f"{report.window_text()}.", f"{t['workloads']} containers, {t['findings']} findings",
+    headline = report.quality.headline()
+    lines = [title, ""] + ([f"DATA QUALITY: {headline}", ""] if headline else []) + [
+             f"{report.window_text()}.", f"{t['workloads']} containers, {t['findings']} findings",
              f"monthly cost {_usd(t['cost'])}, waste {_usd(t['waste'])} ({_pct(t['waste_pct'])})", "",
              "Waste by kind:"]
     unpriced = t["unpriced_findings_by_kind"]

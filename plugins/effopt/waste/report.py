@@ -80,6 +80,58 @@ def _label(labels: Mapping[str, str], workload: str) -> str | None:
     return f"namespace={namespace}" if sep and namespace else None
 
 
+@dataclass(frozen=True)
+class DataQuality:
+    """What the report's figures rest on: samples read and used, and why the others were dropped."""
+
+    series: int = 0
+    series_unusable: int = 0
+    samples_read: int = 0
+    samples_used: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    #: Below this share of usable samples, the report says so at its top.
+    MOSTLY_UNUSABLE = 0.5
+
+    @classmethod
+    def of(cls, workloads: Iterable[WorkloadUsage], notes: Iterable[str] = ()) -> DataQuality:
+        series = [s for w in workloads for s in (w.cpu, w.memory, w.gpu_util, w.gpu_memory) if s is not None]
+        dropped: dict[str, int] = {}
+        for s in series:
+            q = s.quality
+            for reason, n in (("no usable value (NaN, unparsable or impossible timestamp)", q.nan),
+                              ("negative value", q.negative), ("implausibly large value", q.huge),
+                              ("duplicate timestamp", q.duplicates)):
+                if n:
+                    dropped[reason] = dropped.get(reason, 0) + int(n)
+        return cls(len(series), sum(1 for s in series if not s.quality.usable),
+                   sum(s.quality.samples_in for s in series), sum(s.quality.samples for s in series), dropped,
+                   tuple(notes))
+
+    @property
+    def usable(self) -> bool:
+        return self.samples_used > 0
+
+    def headline(self) -> str | None:
+        """A sentence for the top of the report when most of the input was unusable; None otherwise."""
+        why = "; ".join(f"{n:,} {reason}" for reason, n in sorted(self.dropped.items(), key=lambda kv: -kv[1]))
+        why = f" ({why})" if why else ""
+        if not self.usable:
+            return (f"No usable usage data: {self.series} series, {self.samples_read:,} samples read, none usable"
+                    f"{why}. No cost or waste can be computed from it.")
+        if self.samples_read and self.samples_used < self.MOSTLY_UNUSABLE * self.samples_read:
+            return (f"Most of the input could not be used: {self.samples_read:,} samples read, "
+                    f"{self.samples_read - self.samples_used:,} dropped{why}. The figures rest on the "
+                    f"{self.samples_used:,} usable samples.")
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"series": self.series, "series_unusable": self.series_unusable, "samples_read": self.samples_read,
+                "samples_used": self.samples_used, "dropped": dict(self.dropped), "notes": list(self.notes),
+                "headline": self.headline()}
+
+
 @dataclass
 class WasteReport:
     """Costs, findings and totals of one analysis; ``to_json`` is the exchange format."""
@@ -94,6 +146,7 @@ class WasteReport:
     #: Seconds of usage the report rests on (first to last sample over all workloads); None without samples.
     observed_s: float | None = None
     hours_per_month: float = HOURS_PER_MONTH
+    quality: DataQuality = field(default_factory=DataQuality)
 
     def window_text(self) -> str:
         """``23 h observed, scaled to a month (730 h)``: what the monthly figures are extrapolated from."""
@@ -120,9 +173,10 @@ class WasteReport:
                 slot = by_label.setdefault(lab, {"cost": 0.0, "waste": 0.0})
                 slot["cost"] += c.cost or 0.0
                 slot["waste"] += c.waste or 0.0
+        usable = self.quality.usable or not self.quality.series  # a report built without series keeps its sums
         return {
-            "cost": round(cost, 4), "waste": round(waste, 4),
-            "waste_pct": round(100.0 * waste / cost, 3) if cost > 0 else None,
+            "cost": round(cost, 4) if usable else None, "waste": round(waste, 4) if usable else None,
+            "waste_pct": round(100.0 * waste / cost, 3) if usable and cost > 0 else None,
             "by_kind": {k: round(v, 4) for k, v in by_kind.items()},
             "unpriced_findings_by_kind": {k: v for k, v in unpriced_by_kind.items() if v},
             "by_label": {k: {"cost": round(v["cost"], 4), "waste": round(v["waste"], 4)}
@@ -202,6 +256,7 @@ class WasteReport:
             "pricing": self.pricing,
             "observed_s": None if self.observed_s is None else round(self.observed_s, 3),
             "window": self.window_text(),
+            "data_quality": self.quality.as_dict(),
             "trend": self.trend(previous),
         }
 
@@ -253,8 +308,10 @@ def analyze_workload(w: WorkloadUsage, rates: RateTable, settings: WasteSettings
 def analyze(workloads: Sequence[WorkloadUsage], rates: RateTable, *, settings: WasteSettings | None = None,
             cache_summary: Mapping[str, Any] | None = None,
             daily_costs: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
-            assumptions: Iterable[str] = (), progress: Callable[[int, int], None] | None = None) -> WasteReport:
-    """Run every detector; ``daily_costs`` maps a workload (or ``"*"``) to (day epochs, USD per day)."""
+            assumptions: Iterable[str] = (), progress: Callable[[int, int], None] | None = None,
+            source_issues: Iterable[str] = ()) -> WasteReport:
+    """Run every detector; ``daily_costs`` maps a workload (or ``"*"``) to (day epochs, USD per day);
+    ``source_issues`` are the source's own data-quality notes (rows it could not attribute, ...)."""
     settings = settings or WasteSettings()
     costs: list[ResourceCost] = []
     findings: list[Finding] = []
@@ -271,7 +328,7 @@ def analyze(workloads: Sequence[WorkloadUsage], rates: RateTable, *, settings: W
     for name, (days, usd) in (daily_costs or {}).items():
         findings += detectors.cost_anomaly(days, usd, workload=name)
     return WasteReport(costs, findings, total, list(assumptions), rates.describe(), settings.pricing, settings.top,
-                       observed_span(workloads), rates.hours_per_month)
+                       observed_span(workloads), rates.hours_per_month, DataQuality.of(workloads, source_issues))
 
 
 def observed_bounds(workloads: Iterable[WorkloadUsage]) -> tuple[float | None, float | None]:
