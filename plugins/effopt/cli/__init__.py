@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rightsize": ("effopt.cli.rightsize", "recommend, backtest and apply resource requests"),
     "prices": ("effopt.cli.prices", "build and show the rate table derived from cloud prices"),
     "waste": ("effopt.cli.waste", "detect and price waste, render waste reports"),
+    "spot": ("effopt.cli.spot", "choose spot offerings and simulate deadline-aware spot policies"),
     "standalone": ("effopt.standalone", "run Airflow standalone with the effopt bundle and plugin"),
 }
 

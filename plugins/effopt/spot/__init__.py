@@ -1,0 +1,1 @@
+"""Spot placement (plain Python, no Airflow import)."""
