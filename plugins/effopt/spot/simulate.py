@@ -97,7 +97,7 @@ def simulate_job(policy: Policy, job: Job, available: np.ndarray, start: int, ti
         raise SpotError(f"od_failure = {od_failure!r} must be in [0, 1)")
     market = market or Market(None, (None,) * zones)
     policy.reset(job, zones, tick_h, market, history=avail[:, :start], od_failure=od_failure)
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # ok: seeded on-demand launch failures of the documented replay
     window = int(math.ceil((job.deadline_h + job.work_h) / tick_h)) + 2
     if cyclic and start + window > ticks:
         reps = int(math.ceil((start + window) / ticks))
@@ -226,7 +226,7 @@ def start_offsets(ticks: int, job: Job, tick_h: float, n: int, seed: int) -> lis
         raise SpotError(f"trace of {ticks} ticks ({ticks * tick_h:.1f} h) is shorter than the deadline "
                         f"{job.deadline_h:g} h")
     first = warmup_ticks(ticks, tick_h, span)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # ok: seeded start offsets of the documented protocol
     return sorted(int(x) for x in rng.integers(first, last + 1, size=n))
 
 
