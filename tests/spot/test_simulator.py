@@ -103,3 +103,21 @@ def test_bad_jobs_are_refused_naming_the_parameter(kwargs, expect):
     with pytest.raises(SpotError) as err:
         Job(**kwargs)
     assert expect in str(err.value)
+
+
+@pytest.mark.parametrize("policy", [GreedyPolicy, UniformProgressPolicy])
+def test_with_checkpoints_no_preemption_time_can_cost_the_deadline(policy):
+    # C = 4 h, D = 5 h, d = 0.25 h, k = 1 h, tick 0.25 h: spot until a drop at every possible tick. Keeping the
+    # instance "until preemption" near the deadline would lose up to 1 h of work; the safety net leaves it first.
+    for drop in range(1, 24):
+        avail = np.array([[1] * drop + [0] * 40], dtype=bool)
+        r = simulate_job(policy(), Job(4, 5, 0.25, 1.0), avail, 0, 0.25)
+        assert not r.missed, drop
+        assert r.spot_h + r.on_demand_h - r.overhead_h - r.lost_work_h == pytest.approx(4)
+
+
+def test_expected_loss_at_a_preemption():
+    from effopt.spot.planner import expected_loss_h
+
+    assert expected_loss_h(0.5, 1.0) == pytest.approx(0.5 - 0.25 / 2)  # x - x^2 / 2k
+    assert expected_loss_h(3.0, 1.0) == 0.5 and expected_loss_h(0.5, 0.0) == 0.0

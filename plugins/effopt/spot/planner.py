@@ -5,8 +5,12 @@ on the state (``r``, slack ``s``, what runs ``m``, availability state ``x``):
 
 * slack ``s = r * tick - work left`` (hours), on a grid of ``tick / q``;
   waiting costs one tick of slack, a changeover (launch, switch, move) costs
-  ``d``, a preemption costs the work lost since the last checkpoint (``k / 2``
-  on average);
+  ``d``, a preemption costs the work lost since the last checkpoint.  A spot
+  run starts from a checkpoint (a preemption falls back to one, a voluntary
+  stop writes one) and the next checkpoint is up to ``k`` of progress away, so
+  with ``x`` hours of progress in the run the expected loss is
+  ``x - x^2 / (2k)`` for ``x < k`` and ``k / 2`` beyond; ``x`` is taken as the
+  run's age (the middle of its age bucket) less the changeover;
 * ``m``: nothing, spot, on-demand;
 * ``x``: the :class:`~effopt.spot.risk.AvailabilityModel` state (gap or
   availability, and its age bucket).
@@ -59,6 +63,29 @@ def _run(price: float, nxt: np.ndarray, w: np.ndarray, extra_h: float, h: float,
     return price * np.clip(wl, 0.0, g) + np.where(wl <= g + 1e-9, 0.0, nxt)
 
 
+def expected_loss_h(progress_h: float, checkpoint_h: float) -> float:
+    """Expected work lost at a preemption after ``progress_h`` of progress since the run's checkpoint."""
+    if checkpoint_h <= 0 or progress_h <= 0:
+        return 0.0
+    if progress_h >= checkpoint_h:
+        return checkpoint_h / 2
+    return progress_h - progress_h * progress_h / (2 * checkpoint_h)
+
+
+def _loss_shifts(model: AvailabilityModel, g: float, d: float, k: float, h: float) -> list[tuple[int, np.ndarray]]:
+    """Slack-grid shift of the expected loss per source state, grouped: [(shift, state indices)]."""
+    from effopt.spot.risk import AGE_EDGES
+
+    nb = model.buckets
+    shifts = np.zeros(2 * nb, dtype=np.int64)
+    for b in range(nb):
+        lo = AGE_EDGES[b]
+        age = (lo + AGE_EDGES[b + 1] - 1) / 2 if b + 1 < nb else float(lo)
+        shifts[nb + b] = int(round(expected_loss_h(age * g - d, k) / h)) if b + 1 < nb else \
+            int(round((k / 2 if k > 0 else 0.0) / h))
+    return [(int(n), np.flatnonzero(shifts == n)) for n in np.unique(shifts)]
+
+
 def grid_factor(tick_h: float, changeover_h: float) -> int:
     """Slack grid ``tick / q``: fine enough that a changeover spans about two grid steps (1 <= q <= 8)."""
     if changeover_h <= 0:
@@ -92,7 +119,8 @@ def _solve(c: float, dl: float, d: float, k: float, g: float, p_od: float, p_s: 
     slots = int(math.floor(s0 / h + 1e-9))
     s = np.arange(slots + 1) * h
     jd = int(round(d / h))
-    jk = int(round(k / 2 / h))
+    loss_shift = _loss_shifts(model, g, d, k, h)
+    endgame = s < 2 * d + k + g - 1e-9  # the policies' safety net allows no new spot launch and no wait here
     cont, end = model.matrices()
     full_t, cont_t, end_t = (cont + end).T, cont.T, end.T
     nb = model.buckets
@@ -115,7 +143,9 @@ def _solve(c: float, dl: float, d: float, k: float, g: float, p_od: float, p_s: 
 
     for r in range(1, r0 + 1):
         e_wait = shift(v_idle, q) @ full_t
-        e_spot = v_spot @ cont_t + shift(v_idle, jk) @ end_t  # the instance is lost when its zone drops
+        e_spot = v_spot @ cont_t  # the instance is lost when its zone drops, with the work since its checkpoint
+        for n, cols in loss_shift:
+            e_spot[:, cols] += shift(v_idle, n) @ end_t[:, cols]
         e_od = v_od @ full_t
         e_spot_new, e_od_new = shift(e_spot, jd), shift(e_od, jd)
         w = r * g - s  # work left per slack point
@@ -131,6 +161,8 @@ def _solve(c: float, dl: float, d: float, k: float, g: float, p_od: float, p_s: 
             od_new = (1.0 - f) * od_new + f * e_wait
         spot_keep[:, ~up] = MISS_COST
         spot_new[:, ~up] = MISS_COST
+        spot_new[endgame] = MISS_COST  # the safety net's last safe moment: on-demand only from here
+        e_wait = np.where(endgame[:, None], MISS_COST, e_wait)
         values = []
         for m, (sp, od) in enumerate(((spot_new, od_new), (spot_keep, od_new), (spot_new, od_keep))):
             best = np.minimum(e_wait, sp)

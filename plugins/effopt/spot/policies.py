@@ -29,13 +29,17 @@ spot availability per zone) and returns an :class:`Action`: spot in zone
   zones: it takes the zone with the largest expected saving (price gap x
   expected remaining availability at the zone's current age).
 
-Safety net (greedy, uniform-progress): with ``R`` = time left floored to the
-tick and ``W`` = work left if the instance were lost now (work since the last
-checkpoint counts as not done while on spot), go on-demand when
-``ceil((W + 2d) / tick) * tick >= R`` (unless on spot); when
+Safety net (greedy, uniform-progress, effopt): with ``R`` = time left floored
+to the tick and ``W`` = work left if the instance were lost now (work since
+the last checkpoint counts as not done while on spot), go on-demand when
+``ceil((W + 2d + k) / tick) * tick >= R`` (unless on spot); when
 ``ceil((W + d) / tick) * tick >= R`` keep a running spot instance whose
-changeover is over, else go on-demand.  With ``k = 0`` this is exactly the
-paper's rule.
+changeover is over, else go on-demand.  With ``k = 0`` (continuous
+checkpoints) this is exactly the paper's rule.  With ``k > 0`` a spot attempt
+may also lose up to ``k`` of work, hence the ``+ k``, and a spot instance
+holding work since its last checkpoint is left for on-demand one tick before
+the second point (a voluntary stop checkpoints, a preemption would lose the
+work), so no deadline is missed when on-demand is always obtainable.
 """
 
 from __future__ import annotations
@@ -178,9 +182,13 @@ def safety_net(job: Job, obs: Observation, current: Action | None) -> Action | N
     d = job.changeover_h
     remaining = math.floor((job.deadline_h - obs.t) / g + _EPS) * g
     w = _work_at_risk(job, obs)
-    if math.ceil((w + 2 * d) / g - _EPS) * g >= remaining - _EPS and obs.kind != SPOT:
+    at_risk = obs.done - obs.committed if obs.kind == SPOT else 0.0
+    edge = math.ceil((w + d) / g - _EPS) * g
+    if math.ceil((w + 2 * d + job.checkpoint_h) / g - _EPS) * g >= remaining - _EPS and obs.kind != SPOT:
         current = OD_ACTION
-    if math.ceil((w + d) / g - _EPS) * g >= remaining - _EPS:
+    if at_risk > _EPS and edge + g >= remaining - _EPS:
+        current = OD_ACTION  # stop (and checkpoint) before a preemption could cost the deadline
+    elif edge >= remaining - _EPS:
         if obs.kind == SPOT and obs.overhead_left < 1e-3 / 3600:
             current = spot_in(obs.zone)
         else:
@@ -322,7 +330,7 @@ class EffoptPolicy(Policy):
             zone = self.model.pick(avail, self.ages)
         x = nb + age_bucket(self.ages[zone]) if zone is not None else age_bucket(max(1, self.gap_age))
         g = obs.tick_h
-        w = _work_at_risk(job, obs)
+        w = job.work_h - obs.done  # a voluntary stop checkpoints; the plan prices what a preemption loses
         slack = math.floor((job.deadline_h - obs.t) / g + _EPS) * g - w
         if slack < 0:
             return OD_ACTION
