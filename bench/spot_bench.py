@@ -426,6 +426,38 @@ def main() -> int:
         say(f"* with 5% on-demand launch failures: misses effopt {misses_fail['effopt']}, uniform-progress "
             f"{misses_fail['uniform-progress']}, greedy {misses_fail['greedy']}")
     say()
+    single_opt = [x for x in priced if not x[0].setting.multi_zone]
+    multi_opt = [x for x in priced if x[0].setting.multi_zone]
+    say("### Why the two ratio targets cannot be met on these traces")
+    say()
+    say("`optimum` above is the offline optimum of each job: a dynamic program over the job's window with the "
+        "future availability known, the changeover rounded down, the start slack rounded up and (several zones) "
+        "moves between zones free, so every policy that meets the deadline, online or not, pays at least that "
+        "much on every job; the benchmark asserts `cost >= optimum` for each policy on each of the "
+        f"{sum(x[0].summaries['effopt'].jobs for x in priced)} priced jobs.  Hence, per setting, "
+        "policy / UP >= optimum / UP, and the mean over settings too:")
+    say()
+    say(f"* single zone: the mean optimum / uniform-progress is {single[9]:.3f} > 0.85; only "
+        f"{sum(x[4] / x[1] <= 0.85 for x in single_opt)} of {len(single_opt)} settings allow 0.85 at all "
+        f"(effopt reaches {single[6]:.3f}, {100 * (1 - single[6]) / (1 - single[9]):.0f}% of the way from "
+        "uniform-progress to the optimum);")
+    say(f"* zones of one folder: the mean optimum / uniform-progress is {multi[9]:.3f} > 0.60; "
+        f"{sum(x[4] / x[1] <= 0.60 for x in multi_opt)} of {len(multi_opt)} settings allow 0.60 at all "
+        f"(effopt reaches {multi[6]:.3f}, {100 * (1 - multi[6]) / (1 - multi[9]):.0f}% of the way).")
+    say()
+    say("The published gains over Uniform Progress (16% one region, 48% several) come from the Can't Be Late "
+        "simulator, which reads the trace values the other way round (section 4), on other traces; read as the "
+        "data README pins them (1 = spot obtainable), these traces leave less room: uniform-progress is already "
+        f"within {100 * (1 - single[9]):.0f}% (single zone) and {100 * (1 - multi[9]):.0f}% (zones of a folder) "
+        "of a clairvoyant policy on average.")
+    say()
+    if losers:
+        say("uniform-progress is not cheaper than greedy where spot is plentiful and the deadline loose "
+            f"({'; '.join(losers)}): waiting costs greedy nothing there, while uniform-progress pays on-demand "
+            "whenever an early gap puts it behind the line t C / D.  This is the published rule as written; "
+            f"effopt is cheaper than both on {sum(x[2] < min(x[1], x[3]) for x in priced)} of {len(priced)} "
+            "priced settings.")
+        say()
     say(f"Wall time {time.time() - started:.0f} s.")
     if args.results:
         Path(args.results).write_text("\n".join(OUT) + "\n", encoding="utf-8")

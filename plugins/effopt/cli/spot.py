@@ -111,8 +111,8 @@ def _catalog(path: str | None, snapshot: str | None = None) -> Any:
 def _simulate(args: argparse.Namespace) -> int:
     from effopt.spot.errors import SpotError
     from effopt.spot.policies import POLICIES
-    from effopt.spot.simulate import Setting, standard_settings
     from effopt.spot.simulate import simulate as run
+    from effopt.spot.simulate import standard_settings
     from effopt.spot.traces import load_traces
 
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
@@ -167,7 +167,7 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.as_dict(names), allow_nan=False))
         return 0
-    print(render_simulation(result, names, Setting))
+    print(render_simulation(result, names))
     if args.plot:
         print(f"\nwrote {args.plot}")
     return 0
@@ -177,7 +177,7 @@ def _ratio(a: float | None, b: float | None) -> float | str:
     return a / b if a is not None and b else "-"
 
 
-def render_simulation(result: Any, names: list[str], _setting: Any = None) -> str:
+def render_simulation(result: Any, names: list[str]) -> str:
     """Per-setting cost against on-demand (misses in brackets), effopt / uniform-progress, totals and prices."""
     lines = []
     cols = [n for n in names if n != "on-demand"]
