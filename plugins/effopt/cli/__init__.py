@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prices": ("effopt.cli.prices", "build and show the rate table derived from cloud prices"),
     "waste": ("effopt.cli.waste", "detect and price waste, render waste reports"),
     "gpu": ("effopt.cli.gpu", "simulate GPU placement policies on cluster traces"),
+    "spot": ("effopt.cli.spot", "choose spot offerings and simulate deadline-aware spot policies"),
     "standalone": ("effopt.standalone", "run Airflow standalone with the effopt bundle and plugin"),
 }
 

@@ -20,6 +20,11 @@ def register(parser: argparse.ArgumentParser) -> None:
                        help="CPU-only families the vCPU/GiB fit uses (comma-separated)")
     build.add_argument("--out", required=True, help="where to write the rate table JSON")
     build.set_defaults(func=_build)
+    cat = sub.add_parser("build-catalog", help="build the spot price catalog (embedded in effopt.spot) from the "
+                                               "EC2 catalog snapshots and the Spot Instance Advisor feed")
+    cat.add_argument("--source", required=True, help="directory holding the snapshot CSVs and spot_advisor_snapshot.json")
+    cat.add_argument("--out", help="where to write it (default: the package's effopt/spot/data/catalog.json.gz)")
+    cat.set_defaults(func=_build_catalog)
     show = sub.add_parser("show", help="print a rate table ([effopt] rate_table unless --table)")
     show.add_argument("--table", help="rate table JSON (default: [effopt] rate_table, else the bundled one)")
     show.add_argument("--json", action="store_true", help="print the table as JSON")
@@ -38,6 +43,23 @@ def _build(args: argparse.Namespace) -> int:
     out = write_rate_table(table, args.out)
     fit = table["fit"]["on_demand"]["cpu_memory"]
     print(f"wrote {out}: {args.region}, fit over {fit['instance_types']} instance types (R^2 {fit['r2']:.4f})")
+    return 0
+
+
+def _build_catalog(args: argparse.Namespace) -> int:
+    from effopt.spot.catalog import SnapshotCatalog, build_snapshot_catalog, embedded_catalog_path, write_catalog
+    from effopt.spot.errors import SpotError
+
+    try:
+        data = build_snapshot_catalog(args.source)
+        out = write_catalog(data, args.out or embedded_catalog_path())
+        cat = SnapshotCatalog.load(out)
+    except SpotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    zones = sum(len(cat.zones(t, r)) for t in cat.instance_types() for r in cat.regions(t))
+    print(f"wrote {out}: {len(cat.instance_types())} instance types, {zones} (type, AZ ID) spot series over "
+          f"{len(cat.snapshots)} snapshots ({', '.join(cat.snapshots)}), current {cat.snapshots[-1]}")
     return 0
 
 
