@@ -3,7 +3,7 @@
 Each spec ``<name>.yaml`` becomes the DAG ``effopt_graph_<name>``: the graph
 is validated, optimised (duplicates merged, unused nodes culled, cheap chains
 fused) and planned, then compiled to one task per node whose dependencies are
-the data edges (see :mod:`effopt.graph.airflow`).  Graph inputs are DAG params:
+the data edges (see :mod:`effopt.compiler`).  Graph inputs are DAG params:
 trigger a run with ``conf`` such as ``{"symbol": "MSFT"}``.
 
 Parsing stays cheap: compiled plans are cached by the spec's SHA-256 under
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from effopt.graph.airflow import dags_from_specs, specs_dir
+from effopt.compiler import dags_from_specs, specs_dir
 
 SPECS_DIR = specs_dir(str(Path(__file__).resolve().parents[1] / "include" / "graphs"))
 

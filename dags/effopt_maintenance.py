@@ -47,7 +47,7 @@ would go, remove nothing). The XCom `return_value` is the report:
 def effopt_maintenance():
     @task(multiple_outputs=False)
     def prune_graph_values(params: dict | None = None) -> dict:
-        from effopt.graph.airflow import prune_graph_values
+        from effopt.operators.maintenance import prune_graph_values
 
         params = params or {}
         return prune_graph_values(params.get("graph_retention_days"), dry_run=bool(params.get("dry_run")))

@@ -11,7 +11,7 @@ import pytest
 from airflow.sdk import DAG
 
 from effopt.graph import ComputationGraph, Node, compile_graph, load_spec, run_local
-from effopt.graph.airflow import GraphNodeOperator, ObjectStorageValueStore, to_airflow
+from effopt.compiler import GraphNodeOperator, ObjectStorageValueStore, to_airflow
 from effopt.graph.naming import task_id_for
 from effopt.graph.values import TAG, ValueCodec
 from effopt.hooks.cache import signing_key

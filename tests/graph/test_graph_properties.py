@@ -139,7 +139,7 @@ def test_no_cycle_introduced_and_no_requested_output_lost(case, fuse_max_cost):
     assert optimized.outputs == graph.outputs
     for name in graph.outputs:
         assert optimized.resolve(name) in optimized.producers
-    _, the_plan = plan(optimized)
+    the_plan = plan(optimized)
     placed = [nid for stage in the_plan.stages for nid in stage]
     assert sorted(placed) == sorted(optimized.nodes)
     position = the_plan.stage_of()

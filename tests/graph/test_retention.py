@@ -69,7 +69,7 @@ def test_nothing_stored_yet_and_a_bad_cutoff(tmp_path):
 
 def test_airflow_adapter_on_object_storage_uses_the_configured_storage_and_retention(tmp_path, monkeypatch):
     """Through Airflow's ObjectStoragePath on the ``[effopt] graph_storage`` the graph conftest sets."""
-    from effopt.graph.airflow import prune_graph_values
+    from effopt.operators.maintenance import prune_graph_values
 
     layout(tmp_path / "values")
     monkeypatch.setenv("AIRFLOW__EFFOPT__GRAPH_RETENTION_DAYS", "20")
@@ -197,7 +197,7 @@ def test_a_file_that_cannot_be_removed_keeps_its_run_out_of_removed(tmp_path, mo
 
 
 def test_a_task_starting_marks_its_run_so_old_inputs_are_kept(tmp_path):
-    from effopt.graph.airflow import ObjectStorageValueStore
+    from effopt.hooks.graph_values import ObjectStorageValueStore
     from effopt.graph.retention import RUN_MARKER
 
     base = tmp_path / "values"

@@ -106,7 +106,7 @@ def _compile(args: argparse.Namespace, spec: str) -> tuple[Any, Any]:
         cull_enabled=False if args.no_cull else None,
         fuse_max_cost=MISSING if args.fuse_max_cost is None else args.fuse_max_cost,
     )
-    _, the_plan = plan(optimized, Capacity.coerce(_capacity(args, graph)))
+    the_plan = plan(optimized, Capacity.coerce(_capacity(args, graph)))
     return graph, CompiledPlan(optimized, report, the_plan, source=spec)
 
 

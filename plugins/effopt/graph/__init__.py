@@ -1,12 +1,12 @@
 """Computation graphs: validate, optimise, plan and run them, and compile them into Airflow.
 
-Plain Python (the Airflow compiler lives in :mod:`effopt.graph.airflow`)::
+Plain Python (the Airflow compiler lives in :mod:`effopt.compiler`)::
 
     from effopt.graph import load_spec, optimize, plan, run_local
 
     graph = load_spec("include/graphs/ml_models.yaml")   # raises GraphValidationError
     optimized, report = optimize(graph)                   # cse -> cull -> fuse
-    _, the_plan = plan(optimized)                         # stages, critical path, makespan
+    the_plan = plan(optimized)                            # stages, critical path, makespan
     outputs = run_local(optimized, {"symbol": "MSFT"})
 """
 

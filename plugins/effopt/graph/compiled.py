@@ -112,7 +112,7 @@ def compile_graph(
         graph, report = optimize(graph, **kwargs)
     else:
         report = OptimizationReport(len(graph), len(graph))
-    _, the_plan = plan(graph, capacity)
+    the_plan = plan(graph, capacity)
     return CompiledPlan(graph, report, the_plan)
 
 

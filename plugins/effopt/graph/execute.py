@@ -1,8 +1,9 @@
 """The local executor: run a graph in this process (threads) or in worker processes.
 
-Nodes start as soon as their inputs exist, longest remaining path first,
-within the worker limit and the capacity (GPUs, CPU cores, memory); a
-``parallel=False`` node runs with nothing else running.  Intermediate values
+Nodes start as soon as their inputs exist, by the rule the planner uses
+(:mod:`effopt.graph.schedule`): longest remaining path first, within the worker
+limit and the capacity (GPUs, CPU cores, memory); a ``parallel=False`` node runs
+with nothing else running.  Intermediate values
 are dropped as soon as their last reader has run.  This is the reference
 semantics the Airflow compiler follows.
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 from effopt.graph.errors import show
 from effopt.graph.model import ComputationGraph, Node, call_node
-from effopt.graph.plan import Capacity
+from effopt.graph.schedule import Capacity, ListScheduler
 
 #: on_progress(done, total, node_id, seconds)
 Progress = Callable[[int, int, str, float], None]
@@ -81,90 +82,40 @@ def run_local(
 ) -> dict[str, Any]:
     """Run ``graph`` and return its requested outputs by name (every value with ``keep_all``).
 
-    ``mode`` is ``threads`` or ``processes`` (functions, values and ``cache``
-    must then pickle).  ``cache`` is an object with a ``cached(version=...)``
-    decorator factory (e.g. :class:`effopt.cache.ComputationCache`); every
-    function call goes through it.  ``capacity`` defaults to the spec's.
-    Raises :class:`NodeExecutionError` when a node fails (nothing new starts
-    after a failure).
+    Nodes start by the shared list-scheduling rule (:mod:`effopt.graph.schedule`) whenever one finishes.
+    ``mode`` is ``threads`` or ``processes`` (functions, values and ``cache`` must then pickle).  ``cache``
+    is an object with a ``cached(version=...)`` decorator factory (e.g.
+    :class:`effopt.cache.ComputationCache`); every function call goes through it.  ``capacity`` defaults to
+    the spec's.  Raises :class:`NodeExecutionError` when a node fails (nothing new starts after a failure).
     """
     values: dict[str, Any] = graph_inputs(graph, inputs)
-    order = graph.topological_order()
     if workers is None:
         workers = os.cpu_count() or 1
     if workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
     cap = Capacity.coerce(capacity if capacity is not None else graph.settings.get("capacity"))
-    limits = cap.limits()
-    if cap.workers is not None:
-        workers = min(workers, cap.workers)
-    index = {nid: i for i, nid in enumerate(order)}
-    bottom: dict[str, float] = {}
-    for nid in reversed(order):
-        bottom[nid] = graph.nodes[nid].cost + max((bottom[d] for d in graph.dependents(nid)), default=0.0)
-    waiting = {nid: len(graph.dependencies(nid)) for nid in order}
-    readers = {data: len(ids) for data, ids in graph.consumers.items()}
-    keep = set(graph.requested.values()) | graph.input_names
-    ready = [nid for nid in order if waiting[nid] == 0]
+    scheduler = ListScheduler(graph, cap, max_running=workers)
+    drop = _Dropper(graph, keep_all)
     running: dict[Future[tuple[dict[str, Any], float]], str] = {}
-    used = dict.fromkeys(limits, 0.0)
-    exclusive = False
-    done = 0
-
-    def needs(node: Node) -> dict[str, float]:
-        r = node.resources
-        return {"gpu": float(r.gpu), "cpu": r.cpu, "memory_mb": r.memory_mb, "gpu_memory_mb": r.gpu_memory_mb}
-
-    with _executor(mode, workers) as pool:
+    with _executor(mode, min(workers, scheduler.max_running or workers)) as pool:
         try:
-            while ready or running:
-                ready.sort(key=lambda n: (-bottom[n], index[n]))
-                started: list[str] = []
-                for nid in ready:
+            while not scheduler.done:
+                for nid in scheduler.start():
                     node = graph.nodes[nid]
-                    if exclusive or len(running) >= workers:
-                        break
-                    if not node.parallel:
-                        if running:
-                            break  # wait until everything running has finished
-                        exclusive = True
-                    need = needs(node)
-                    if any(used[k] + need[k] > limits[k] for k in limits) and running:
-                        continue
-                    for k in limits:
-                        used[k] += need[k]
                     args = {data: values[data] for data in node.inputs.values()}
                     running[pool.submit(_call, node, args, cache)] = nid
-                    started.append(nid)
-                if started:
-                    launched = set(started)
-                    ready = [n for n in ready if n not in launched]
                 finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for future in finished:
                     nid = running.pop(future)
-                    node = graph.nodes[nid]
                     try:
                         outputs, seconds = future.result()
                     except Exception as exc:
                         raise NodeExecutionError(nid, exc) from exc
                     values.update(outputs)
-                    if not node.parallel:
-                        exclusive = False
-                    need = needs(node)
-                    for k in limits:
-                        used[k] -= need[k]
-                    done += 1
+                    scheduler.finish(nid)
                     if on_progress is not None:
-                        on_progress(done, len(order), nid, seconds)
-                    if not keep_all:
-                        for data in dict.fromkeys(node.inputs.values()):
-                            readers[data] -= 1
-                            if readers[data] == 0 and data not in keep:
-                                values.pop(data, None)
-                    for dep in graph.dependents(nid):
-                        waiting[dep] -= 1
-                        if waiting[dep] == 0:
-                            ready.append(dep)
+                        on_progress(scheduler.finished, len(scheduler.order), nid, seconds)
+                    drop.after(graph.nodes[nid], values)
         except BaseException:
             for future in running:
                 future.cancel()
@@ -172,3 +123,20 @@ def run_local(
     if keep_all:
         return values
     return {name: values[data] for name, data in graph.requested.items()}
+
+
+class _Dropper:
+    """Drops an intermediate value once its last reader has run (unless every value is kept)."""
+
+    def __init__(self, graph: ComputationGraph, keep_all: bool) -> None:
+        self.keep_all = keep_all
+        self.readers = {data: len(ids) for data, ids in graph.consumers.items()}
+        self.keep = set(graph.requested.values()) | graph.input_names
+
+    def after(self, node: Node, values: dict[str, Any]) -> None:
+        if self.keep_all:
+            return
+        for data in dict.fromkeys(node.inputs.values()):
+            self.readers[data] -= 1
+            if self.readers[data] == 0 and data not in self.keep:
+                values.pop(data, None)

@@ -18,6 +18,9 @@ _INVALID = re.compile(r"[^A-Za-z0-9_-]+")
 _VALID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 HASH_LEN = 8
 
+#: Every compiled graph's DAG id starts with this (``effopt_graph_<name>``).
+DAG_ID_PREFIX = "effopt_graph_"
+
 
 def short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:HASH_LEN]

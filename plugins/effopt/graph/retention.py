@@ -1,7 +1,7 @@
 """Retention of large graph values in object storage.
 
 Compiled graph DAGs put values too large for XCom under
-``<base>/<dag_id>/<run>/<task_id>/<name>.<format>`` (:mod:`effopt.graph.airflow`),
+``<base>/<dag_id>/<run>/<task_id>/<name>.<format>`` (:mod:`effopt.compiler`),
 and every task of a run first refreshes the run's marker file
 (:data:`RUN_MARKER`).  Nothing else removes those files, so :func:`prune_runs`
 does, one *run* at a time: a run's directory is removed only when every file

@@ -13,7 +13,7 @@ A spec::
     outputs: [model]                  # what the graph must produce
     capacity: {gpu: 1, cpu: 8}        # what a plan may use at once (default: unlimited)
     optimize: {cse: true, cull: true, fuse_max_cost: 0.5}   # fuse is off without fuse_max_cost
-    airflow:                          # compiler options (see effopt.graph.airflow.to_airflow)
+    airflow:                          # compiler options (effopt.graph.options.AirflowRenderOptions)
       group_by: stage                 # stage | group | none
       stage_barriers: false
       serial_pool: effopt_serial
@@ -51,6 +51,7 @@ import yaml
 
 from effopt.graph.errors import GraphValidationError, Problem, show
 from effopt.graph.model import MISSING, ComputationGraph, FusedCall, GraphInput, Node, Resources, dotted_path
+from effopt.graph.options import AirflowRenderOptions
 from effopt.graph.validate import check
 
 #: Largest spec accepted, in bytes (``[effopt] graph_spec_max_bytes`` passes another): a spec this size
@@ -64,7 +65,6 @@ MAX_GRAPH_NAME = 100
 NODE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 DATA_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
-GROUP_BY = ("stage", "group", "none")
 INPUT_TYPES = ("string", "number", "integer", "boolean", "array", "object")
 TOP_KEYS = (
     "name",
@@ -95,15 +95,7 @@ NODE_KEYS = (
 RESOURCE_KEYS = ("cpu", "memory_mb", "gpu", "gpu_memory_mb")
 CAPACITY_KEYS = ("cpu", "memory_mb", "gpu", "gpu_memory_mb", "workers")
 OPTIMIZE_KEYS = ("cse", "cull", "fuse_max_cost")
-AIRFLOW_KEYS = (
-    "group_by",
-    "stage_barriers",
-    "serial_pool",
-    "gpu_pool",
-    "xcom_max_bytes",
-    "max_task_id_length",
-    "max_active_tasks",
-)
+AIRFLOW_KEYS = AirflowRenderOptions.keys()
 INPUT_KEYS = ("default", "type", "description")
 
 
@@ -388,32 +380,10 @@ class _SpecReader:
             self.fail(f"spec 'airflow' must be a mapping of {', '.join(AIRFLOW_KEYS)}")
             return {}
         self.keys("spec 'airflow'", raw, AIRFLOW_KEYS)
-        out: dict[str, Any] = {}
-        checks: dict[str, tuple[Any, str]] = {
-            "group_by": (lambda v: v in GROUP_BY, "one of " + ", ".join(GROUP_BY)),
-            "stage_barriers": (lambda v: isinstance(v, bool), "true or false"),
-            "serial_pool": (lambda v: isinstance(v, str) and 0 < len(v) <= 256, "a pool name"),
-            "gpu_pool": (lambda v: isinstance(v, str) and 0 < len(v) <= 256, "a pool name"),
-            "xcom_max_bytes": (
-                lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-                "a whole number >= 0",
-            ),
-            "max_task_id_length": (
-                lambda v: isinstance(v, int) and not isinstance(v, bool) and 16 <= v <= 250,
-                "a whole number from 16 to 250",
-            ),
-            "max_active_tasks": (
-                lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-                "a whole number >= 1",
-            ),
-        }
-        for key, (ok, accepted) in checks.items():
-            if key in raw:
-                if ok(raw[key]):
-                    out[key] = raw[key]
-                else:
-                    self.fail(f"spec 'airflow': {key} must be {accepted}, not {_clip(repr(raw[key]), 40)}")
-        return out
+        bad = AirflowRenderOptions.problems(raw)
+        for key, accepted in bad.items():
+            self.fail(f"spec 'airflow': {key} must be {accepted}, not {_clip(repr(raw[key]), 40)}")
+        return {k: v for k, v in raw.items() if k in AIRFLOW_KEYS and k not in bad}
 
     def inputs(self, raw: Any) -> list[GraphInput]:
         if raw is None:

@@ -17,7 +17,7 @@
 
 A store is anything with ``kind``, ``put(key, data) -> location`` and
 ``get(location) -> bytes``: Airflow object storage by default
-(:class:`effopt.graph.airflow.ObjectStorageValueStore`); the computation cache
+(:class:`effopt.hooks.graph_values.ObjectStorageValueStore`); the computation cache
 plugs in as another store.  Decoding finds the store by the reference's
 ``kind``, so values written by one store stay readable while another writes.
 """
@@ -31,26 +31,32 @@ import io
 import json
 import logging
 import pickle
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 TAG = "__effopt_value__"
 _MAC_BYTES = 32
 
 
-@runtime_checkable
-class ValueStore(Protocol):
-    """Where large values live; ``kind`` names it in references."""
+class ValueStore(ABC):
+    """Where large values live; ``kind`` names it in references.  Stores subclass it."""
 
-    kind: str
+    kind: str = ""
 
+    @abstractmethod
     def put(self, key: str, data: bytes) -> str:
         """Store ``data`` under ``key`` (a path-like name); return its location."""
-        ...
 
+    @abstractmethod
     def get(self, location: str) -> bytes:
         """The bytes stored at ``location``."""
-        ...
+
+    def mark_run_active(self, run_prefix: str) -> None:
+        """A task of the run under ``run_prefix`` is starting: a store whose values expire by retention keeps
+        the run (object storage rewrites the run's marker).  Nothing to do for stores that bound their
+        entries themselves (the computation cache)."""
+        return
 
 
 log = logging.getLogger(__name__)

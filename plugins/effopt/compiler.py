@@ -1,7 +1,9 @@
-"""Compile computation graphs into Airflow DAGs (the only module of effopt.graph importing Airflow).
+"""Compile computation graphs into Airflow DAGs: the Airflow side of :mod:`effopt.graph`.
 
-:func:`to_airflow` adds one :class:`GraphNodeOperator` task per (fused) node
-of the optimised graph to a DAG:
+:func:`to_airflow` adds one :class:`~effopt.operators.graph.GraphNodeOperator`
+task per (fused) node of the optimised graph to a DAG, rendered as one
+:class:`~effopt.graph.options.AirflowRenderOptions` says (the spec's
+``airflow`` section, overridden by the caller):
 
 - dependencies are exactly the data edges, so Airflow runs any task whose
   inputs are ready; ``stage_barriers=True`` adds an empty barrier task between
@@ -10,17 +12,18 @@ of the optimised graph to a DAG:
   stay stable when the plan changes): one per stage by default, one per
   declared node ``group`` with ``group_by="group"``, none with ``"none"``;
 - ``parallel=False`` nodes go to a one-slot pool (``serial_pool``) and GPU
-  nodes to ``gpu_pool`` with ``pool_slots`` = their GPU count; both pools must
-  exist (``airflow pools set effopt_serial 1 ...``, ``airflow pools set
-  effopt_gpu <gpus> ...``), else the scheduler leaves those tasks queued;
+  nodes to ``gpu_pool`` with ``pool_slots`` = their GPU count; a setup task
+  (:class:`~effopt.operators.pools.EnsurePoolsOperator`) creates the pools that
+  are missing, or fails the run saying how;
 - graph inputs are DAG params (defaults from the spec) that a run's ``conf``
   overrides;
 - each output is pushed as an XCom whose key is the data name: small values
   inline, large ones as a reference to a :class:`~effopt.graph.values.ValueStore`
-  (Airflow object storage under ``storage_base`` unless another store, such
-  as the computation cache, is given);
+  (:mod:`effopt.hooks.graph_values`: Airflow object storage under
+  ``storage_base``, or the computation cache when it is shared);
 - the critical path goes first: ``priority_weight`` is the remaining path
-  cost (absolute weight rule).
+  cost (absolute weight rule), the order of the shared scheduling rule
+  (:mod:`effopt.graph.schedule`).
 
 :func:`dags_from_specs` builds one DAG per ``*.yaml`` spec (the bundle file
 ``dags/effopt_graphs.py``).  One Python file has one import-error slot, so an
@@ -33,68 +36,25 @@ and still loads the file's other DAGs.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, BaseOperator, ObjectStoragePath, Param, TaskGroup
+from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 
 from effopt.graph.compiled import CompiledPlan, compile_graph, compile_spec
 from effopt.graph.errors import GraphValidationError
-from effopt.graph.model import ComputationGraph, Node, call_node
-from effopt.graph.naming import task_id_for, task_ids
-from effopt.graph.values import ValueCodec, ValueStore, is_reference
+from effopt.graph.model import ComputationGraph, Node
+from effopt.graph.naming import DAG_ID_PREFIX, task_id_for, task_ids
+from effopt.graph.options import AirflowRenderOptions
+from effopt.graph.schedule import remaining_cost
+from effopt.graph.values import ValueStore
+from effopt.hooks.graph_values import CacheValueStore, ConfiguredValueStore, ObjectStorageValueStore
+from effopt.operators.graph import GraphNodeOperator
 
-DEFAULTS: dict[str, Any] = {
-    "group_by": "stage",
-    "stage_barriers": False,
-    "serial_pool": "effopt_serial",
-    "gpu_pool": "effopt_gpu",
-    "xcom_max_bytes": 65536,
-    "max_task_id_length": 100,
-    "max_active_tasks": 16,
-}
-DAG_ID_PREFIX = "effopt_graph_"
-_MISSING_XCOM = object()
-
-
-def default_storage_base() -> str:
-    """``[effopt] graph_storage`` (default ``file://$AIRFLOW_HOME/effopt-graph-data``)."""
-    from effopt.airflow_settings import get_settings
-
-    return get_settings().graph_storage
-
-
-def prune_graph_values(retention_days: float | None = None, *, dry_run: bool = False,
-                       base: str | None = None) -> dict[str, Any]:
-    """Remove graph DAG runs' values older than ``retention_days`` (default ``[effopt] graph_retention_days``)
-    from ``base`` (default ``[effopt] graph_storage``); the report as a dict (see
-    :func:`effopt.graph.retention.prune_runs`).  0 days keeps everything."""
-    import logging
-    import time
-
-    from effopt.airflow_settings import get_settings
-    from effopt.graph.retention import RetentionReport, prune_runs
-
-    log = logging.getLogger(__name__)
-    days = get_settings().graph_retention_days if retention_days is None else float(retention_days)
-    if not days >= 0:
-        raise ValueError(f"graph retention must be a number of days >= 0, got {retention_days!r}")
-    where = base or default_storage_base()
-    if days == 0:
-        log.info("effopt: graph value retention is off ([effopt] graph_retention_days = 0): nothing removed")
-        off = RetentionReport(cutoff=0.0, dry_run=dry_run).as_dict()
-        return {"storage": where, "retention_days": 0.0, **off, "skipped": "retention is off"}
-    report = prune_runs(ObjectStoragePath(where), older_than=time.time() - days * 86400.0, dag_prefix=DAG_ID_PREFIX,
-                        dry_run=dry_run, progress=log.info)
-    for error in report.errors:
-        log.warning("effopt: could not remove %s", error)
-    log.info("effopt: %s %d of %d graph run(s) older than %g day(s) from %s: %d file(s), %.1f MiB",
-             "would remove" if dry_run else "removed", len(report.removed), report.runs_seen, days, where,
-             report.files_removed, report.bytes_removed / 2**20)
-    return {"storage": where, "retention_days": days, **report.as_dict()}
+__all__ = ["DAG_ID_PREFIX", "CacheValueStore", "CompiledGraph", "ConfiguredValueStore", "GraphNodeOperator",
+           "ObjectStorageValueStore", "dag_for_plan", "dags_from_specs", "required_pools", "to_airflow"]
 
 
 def default_cache_dir() -> str:
@@ -109,178 +69,6 @@ def specs_dir(bundle_default: str) -> str:
     from effopt.airflow_settings import get_settings
 
     return get_settings().graph_specs_dir or bundle_default
-
-
-class ObjectStorageValueStore:
-    """Large values as files under an Airflow object-storage path (``file://``, ``s3://conn@bucket/...``)."""
-
-    kind = "objectstorage"
-
-    def __init__(self, base: str | None = None) -> None:
-        self.base = base or default_storage_base()
-
-    def put(self, key: str, data: bytes) -> str:
-        path = ObjectStoragePath(self.base) / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        return str(path)
-
-    def get(self, location: str) -> bytes:
-        return ObjectStoragePath(location).read_bytes()
-
-    def mark_run_active(self, run_prefix: str) -> None:
-        """(Re)write the run's marker, so retention keeps a run one of whose tasks is starting."""
-        from effopt.graph.retention import RUN_MARKER
-
-        path = ObjectStoragePath(self.base) / run_prefix / RUN_MARKER
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"")
-
-    def __repr__(self) -> str:
-        return f"ObjectStorageValueStore({self.base!r})"
-
-
-class CacheValueStore:
-    """Large values as signed entries of the computation cache (namespace ``effopt_graph``).
-
-    The cache is opened on first use, in the task, never at DAG parse time.
-    """
-
-    kind = "cache"
-
-    def __init__(self, cache: Any = None) -> None:
-        self._cache = cache
-
-    @property
-    def cache(self) -> Any:
-        if self._cache is None:
-            from effopt.hooks.cache import task_cache
-
-            self._cache = task_cache("effopt_graph")
-        return self._cache
-
-    def put(self, key: str, data: bytes) -> str:
-        import hashlib
-
-        from effopt.cache import CacheKey
-
-        ckey = CacheKey("effopt_graph", "value", "v1", hashlib.sha256(key.encode()).hexdigest())
-        if not self.cache.put(ckey, data):
-            raise RuntimeError(f"the computation cache did not store {key!r} ({len(data)} bytes); see the task log")
-        return str(ckey)
-
-    def get(self, location: str) -> bytes:
-        from effopt.cache import CacheKey
-
-        found = self.cache.get(CacheKey.parse(location))
-        if not found.hit:
-            raise LookupError(f"graph value {location} is not in the computation cache ({found.error or 'expired or evicted'})")
-        return found.value
-
-    def __repr__(self) -> str:
-        return "CacheValueStore()"
-
-
-class ConfiguredValueStore:
-    """The store ``[effopt]`` configures, decided in the task: the computation cache when it is
-    shared (Redis), else object storage under ``storage_base``."""
-
-    def __init__(self, storage_base: str | None = None) -> None:
-        self.storage_base = storage_base
-        self._target: ValueStore | None = None
-
-    def target(self) -> ValueStore:
-        if self._target is None:
-            from effopt.hooks.cache import CacheHook
-
-            shared = CacheHook().backend_kind() == "redis"
-            self._target = CacheValueStore() if shared else ObjectStorageValueStore(self.storage_base)
-        return self._target
-
-    @property
-    def kind(self) -> str:
-        return self.target().kind
-
-    def put(self, key: str, data: bytes) -> str:
-        return self.target().put(key, data)
-
-    def get(self, location: str) -> bytes:
-        return self.target().get(location)
-
-    def mark_run_active(self, run_prefix: str) -> None:
-        mark = getattr(self.target(), "mark_run_active", None)
-        if mark is not None:  # the cache bounds its entries itself: nothing to mark
-            mark(run_prefix)
-
-    def __repr__(self) -> str:
-        return f"ConfiguredValueStore({self.storage_base!r})"
-
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.=-]+")
-
-
-class GraphNodeOperator(BaseOperator):
-    """Runs one (fused) graph node: pulls its inputs, calls the function, pushes each output.
-
-    ``sources`` maps each data item the node reads to ``("input", name)`` (a
-    graph input, read from the run's params/conf) or ``("task", task_id)``
-    (an XCom of that task whose key is the data name).
-    """
-
-    ui_color = "#e3f1e8"
-
-    def __init__(
-        self,
-        *,
-        node: Node,
-        sources: Mapping[str, tuple[str, str]],
-        value_store: ValueStore,
-        readers: Sequence[ValueStore] = (),
-        xcom_max_bytes: int = DEFAULTS["xcom_max_bytes"],
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.node = node
-        self.sources = dict(sources)
-        self.value_store = value_store
-        self.readers = tuple(readers)
-        self.xcom_max_bytes = xcom_max_bytes
-
-    def execute(self, context: Any) -> None:
-        from effopt.hooks.cache import fallback_keys, signing_key
-
-        codec = ValueCodec(
-            self.value_store, max_inline_bytes=self.xcom_max_bytes, readers=self.readers, signing_key=signing_key(),
-            fallback_keys=fallback_keys(),
-        )
-        ti = context["ti"]
-        params = context["params"]
-        run = _UNSAFE.sub("_", str(context["run_id"]))
-        mark = getattr(self.value_store, "mark_run_active", None)
-        if mark is not None:
-            try:  # before the inputs are read: retention keeps a run one of whose tasks is starting
-                mark(f"{self.dag_id}/{run}")
-            except Exception as exc:  # noqa: BLE001 - a task whose values all fit in XCom needs no storage
-                self.log.warning("could not mark run %s active in the graph value storage (%s: %s); values of runs "
-                                 "older than [effopt] graph_retention_days may be removed under it",
-                                 run, type(exc).__name__, exc)
-        values: dict[str, Any] = {}
-        for data, (kind, where) in self.sources.items():
-            if kind == "input":
-                if data not in params:
-                    raise ValueError(f"graph input {data!r} is missing: pass it in the DAG run conf")
-                values[data] = params[data]
-            else:
-                raw = ti.xcom_pull(task_ids=where, key=data, default=_MISSING_XCOM)
-                if raw is _MISSING_XCOM:
-                    raise ValueError(f"node {self.node.id!r}: no XCom {data!r} from task {where!r}")
-                values[data] = codec.decode(raw)
-        outputs = call_node(self.node, values)
-        for name, value in outputs.items():
-            encoded = codec.encode(value, f"{self.dag_id}/{run}/{self.task_id}/{name}")
-            ti.xcom_push(key=name, value=encoded)
-            how = "by reference" if is_reference(encoded) else "inline"
-            self.log.info("output %s: %s pushed %s", name, type(value).__name__, how)
 
 
 @dataclass
@@ -302,12 +90,6 @@ class CompiledGraph:
         return {name: (self.task_ids[graph.producers[data]], data) for name, data in graph.requested.items()}
 
 
-def _option(graph: ComputationGraph, given: Any, key: str) -> Any:
-    if given is not None:
-        return given
-    return dict(graph.settings.get("airflow", {})).get(key, DEFAULTS[key])
-
-
 def graph_params(graph: ComputationGraph) -> dict[str, Param]:
     """DAG params for the graph inputs (no default: the run's conf must give it)."""
     out = {}
@@ -327,39 +109,33 @@ def to_airflow(
     *,
     optimized: bool = True,
     capacity: Mapping[str, Any] | None = None,
-    group_by: str | None = None,
-    stage_barriers: bool | None = None,
-    serial_pool: str | None = None,
-    gpu_pool: str | None = None,
-    xcom_max_bytes: int | None = None,
-    max_task_id_length: int | None = None,
+    options: AirflowRenderOptions | None = None,
     storage_base: str | None = None,
     value_store: ValueStore | None = None,
     readers: Sequence[ValueStore] = (),
+    **overrides: Any,
 ) -> CompiledGraph:
     """Add ``graph`` to ``dag``: one task per (fused) node, dependencies = data edges.
 
     ``graph`` is optimised and planned first (``optimized=False`` keeps it as
-    is) unless it is already a :class:`CompiledPlan`.  Options left None come
-    from the spec's ``airflow`` section, else :data:`DEFAULTS`.  Large values
-    go to ``value_store`` (default: the computation cache when ``[effopt]``
-    gives it a shared Redis backend, else object storage under
-    ``storage_base``, default :func:`default_storage_base`); ``readers`` are
-    further stores whose references tasks can read.  Pickled values are
-    signed with ``[effopt] cache_secret`` (or the local cache's secret).
+    is) unless it is already a :class:`CompiledPlan`.  ``options`` default to
+    the spec's ``airflow`` section; ``overrides`` (``group_by="group"``, ...)
+    replace single options, validated (ValueError names a bad one).  Large
+    values go to ``value_store`` (default: the computation cache when
+    ``[effopt]`` gives it a shared Redis backend, else object storage under
+    ``storage_base``); ``readers`` are further stores whose references tasks
+    can read.  Pickled values are signed with ``[effopt] cache_secret`` (or
+    the local cache's secret).
     """
     compiled = (
         graph if isinstance(graph, CompiledPlan) else compile_graph(graph, capacity=capacity, optimized=optimized)
     )
     g = compiled.graph
-    group_by = _option(g, group_by, "group_by")
-    if group_by not in ("stage", "group", "none"):
-        raise ValueError(f"group_by must be 'stage', 'group' or 'none', not {group_by!r}")
-    barriers = _option(g, stage_barriers, "stage_barriers")
-    serial_pool = _option(g, serial_pool, "serial_pool")
-    gpu_pool = _option(g, gpu_pool, "gpu_pool")
-    xcom_max = _option(g, xcom_max_bytes, "xcom_max_bytes")
-    max_len = _option(g, max_task_id_length, "max_task_id_length")
+    unknown = sorted(set(overrides) - set(AirflowRenderOptions.keys()))
+    if unknown:
+        raise TypeError(f"to_airflow() got unknown option(s) {', '.join(unknown)}; known: "
+                        f"{', '.join(AirflowRenderOptions.keys())}")
+    opts = (options or AirflowRenderOptions.from_settings(g.settings.get("airflow"))).with_(**overrides)
     store = value_store or ConfiguredValueStore(storage_base)
     # References of either kind stay readable whichever store writes now.
     readers = (ObjectStorageValueStore(storage_base), CacheValueStore(), *readers)
@@ -367,11 +143,11 @@ def to_airflow(
     for name, param in graph_params(g).items():
         if name not in dag.params:
             dag.params[name] = param
-    tids = task_ids(g.nodes, max_len)
+    tids = task_ids(g.nodes, opts.max_task_id_length)
     taken = set(tids.values()) | set(dag.task_ids)
-    node_group = _groups(g, compiled, group_by, dag, taken, max_len)
+    node_group = _groups(g, compiled, opts.group_by, dag, taken, opts.max_task_id_length)
     order = [nid for stage in compiled.plan.stages for nid in stage]
-    bottom = _remaining_cost(g)
+    bottom = remaining_cost(g)
     tasks: dict[str, BaseOperator] = {}
     for nid in order:
         node = g.nodes[nid]
@@ -383,9 +159,9 @@ def to_airflow(
                 sources[data] = ("task", tids[g.producers[data]])
         extra: dict[str, Any] = {}
         if node.resources.gpu > 0:
-            extra = {"pool": gpu_pool, "pool_slots": node.resources.gpu}
+            extra = {"pool": opts.gpu_pool, "pool_slots": node.resources.gpu}
         elif not node.parallel:
-            extra = {"pool": serial_pool, "pool_slots": 1}
+            extra = {"pool": opts.serial_pool, "pool_slots": 1}
         group = node_group.get(nid)
         if group is not None:
             extra["task_group"] = group
@@ -395,7 +171,7 @@ def to_airflow(
             sources=sources,
             value_store=store,
             readers=readers,
-            xcom_max_bytes=xcom_max,
+            xcom_max_bytes=opts.xcom_max_bytes,
             dag=dag,
             priority_weight=min(int(math.ceil(bottom[nid] * 100)) + 1, 2**31 - 1),
             weight_rule="absolute",
@@ -407,9 +183,9 @@ def to_airflow(
         if producers:  # one call per task: each call hashes the DAG once per task involved
             tasks[nid].set_upstream([tasks[p] for p in producers])
     result = CompiledGraph(dag, compiled, tasks, tids, {gid: grp for gid, grp in _unique_groups(node_group)})
-    if barriers:
+    if opts.stage_barriers:
         result.barriers = _add_barriers(compiled, tasks, dag, taken)
-    pools = required_pools(compiled, serial_pool=serial_pool, gpu_pool=gpu_pool)
+    pools = required_pools(compiled, serial_pool=opts.serial_pool, gpu_pool=opts.gpu_pool)
     if pools:
         result.pools_task = _add_pools_task(pools, tasks, dag, taken)
     return result
@@ -518,13 +294,6 @@ def _add_barriers(
     return out
 
 
-def _remaining_cost(graph: ComputationGraph) -> dict[str, float]:
-    bottom: dict[str, float] = {}
-    for nid in reversed(graph.topological_order()):
-        bottom[nid] = graph.nodes[nid].cost + max((bottom[d] for d in graph.dependents(nid)), default=0.0)
-    return bottom
-
-
 def _task_doc(node: Node) -> str:
     lines = [node.description] if node.description else []
     lines.append(f"`{node.fn_name}`" if not node.fused_from else "fused: " + " -> ".join(node.fused_from))
@@ -556,7 +325,7 @@ class GraphSpecImportError(ValueError):
     """One or more graph specs are invalid; the message lists each spec, its DAG id and its problems."""
 
 
-def _dag_doc(compiled: CompiledPlan, spec: Path, result: CompiledGraph, pools: Mapping[str, str]) -> str:
+def _dag_doc(compiled: CompiledPlan, spec: Path, result: CompiledGraph, opts: AirflowRenderOptions) -> str:
     g, report, plan = compiled.graph, compiled.report, compiled.plan
     lines = [f"# {g.name}", ""]
     if g.settings.get("description"):
@@ -584,7 +353,7 @@ def _dag_doc(compiled: CompiledPlan, spec: Path, result: CompiledGraph, pools: M
         f"**Plan**: {len(plan.stages)} stage(s); critical path {' -> '.join(plan.critical_path)} "
         f"({plan.critical_path_s:g} s); estimated makespan {plan.makespan_s:g} s; parallelism {plan.parallelism:g}.",
         "",
-        f"Pools: `parallel: false` nodes use `{pools['serial_pool']}` (1 slot), GPU nodes `{pools['gpu_pool']}`.",
+        f"Pools: `parallel: false` nodes use `{opts.serial_pool}` (1 slot), GPU nodes `{opts.gpu_pool}`.",
     ]
     return "\n".join(lines)
 
@@ -593,7 +362,7 @@ def dag_for_plan(compiled: CompiledPlan, spec: Path, *, storage_base: str | None
     """The DAG ``effopt_graph_<name>`` of a compiled spec."""
     g = compiled.graph
     settings = dict(g.settings)
-    airflow = dict(settings.get("airflow", {}))
+    opts = AirflowRenderOptions.from_settings(settings.get("airflow"))
     description = str(settings.get("description") or f"effopt computation graph {g.name}")
     dag = DAG(
         dag_id=DAG_ID_PREFIX + g.name,
@@ -603,12 +372,11 @@ def dag_for_plan(compiled: CompiledPlan, spec: Path, *, storage_base: str | None
         tags=sorted({"effopt", "effopt-graph", *settings.get("tags", [])}),
         default_args={"owner": settings.get("owner", "effopt"), "retries": settings.get("retries", 1)},
         params=graph_params(g),
-        max_active_tasks=airflow.get("max_active_tasks", DEFAULTS["max_active_tasks"]),
+        max_active_tasks=opts.max_active_tasks,
         max_active_runs=4,
     )
-    result = to_airflow(compiled, dag, storage_base=storage_base)
-    pools = {key: airflow.get(key, DEFAULTS[key]) for key in ("serial_pool", "gpu_pool")}
-    dag.doc_md = _dag_doc(compiled, spec, result, pools)
+    result = to_airflow(compiled, dag, options=opts, storage_base=storage_base)
+    dag.doc_md = _dag_doc(compiled, spec, result, opts)
     return dag
 
 
