@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from airflow.sdk import DAG
 
-from effopt.graph import ComputationGraph, Node, compile_graph, load_spec, run_local
 from effopt.compiler import GraphNodeOperator, ObjectStorageValueStore, to_airflow
+from effopt.graph import ComputationGraph, Node, compile_graph, load_spec, run_local
 from effopt.graph.naming import task_id_for
 from effopt.graph.values import TAG, ValueCodec
 from effopt.hooks.cache import signing_key

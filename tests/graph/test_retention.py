@@ -197,8 +197,8 @@ def test_a_file_that_cannot_be_removed_keeps_its_run_out_of_removed(tmp_path, mo
 
 
 def test_a_task_starting_marks_its_run_so_old_inputs_are_kept(tmp_path):
-    from effopt.hooks.graph_values import ObjectStorageValueStore
     from effopt.graph.retention import RUN_MARKER
+    from effopt.hooks.graph_values import ObjectStorageValueStore
 
     base = tmp_path / "values"
     put(base, "effopt_graph_a/run_old/load/prices.npy", b"x", 30)

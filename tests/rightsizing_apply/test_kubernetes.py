@@ -59,7 +59,7 @@ def cluster(standin):
 def test_plan_is_dry_run_and_apply_sends_exact_patches(cluster, kube_hook, store, rates, tmp_path):
     before = {PATH_WEB: cluster.get("apps/v1", "deployments", "shop", "web"),
               PATH_DB: cluster.get("apps/v1", "statefulsets", "shop", "db")}
-    applier = KubernetesApplier(kube_hook, store, conflict_backoff_s=0)
+    applier = KubernetesApplier(kube_hook.api_client, store, conflict_backoff_s=0)
     plan = applier.plan(_changes(), rates, now=NOW)
     assert cluster.patches() == []  # planning never patches
     web, db = plan.items
@@ -106,7 +106,7 @@ def test_plan_is_dry_run_and_apply_sends_exact_patches(cluster, kube_hook, store
 
 
 def test_conflict_is_retried_with_the_new_resource_version(cluster, kube_hook, store, rates):
-    applier = KubernetesApplier(kube_hook, store, conflict_backoff_s=0)
+    applier = KubernetesApplier(kube_hook.api_client, store, conflict_backoff_s=0)
     plan = applier.plan(_changes()[:1], rates, now=NOW)
     cluster.conflict_next_patches(2)
     result = applier.apply(plan, now=NOW)
@@ -121,7 +121,7 @@ def test_conflict_is_retried_with_the_new_resource_version(cluster, kube_hook, s
 
 
 def test_conflicts_beyond_the_retry_budget_fail_clearly(cluster, kube_hook, store, rates):
-    applier = KubernetesApplier(kube_hook, store, max_conflict_retries=1, conflict_backoff_s=0)
+    applier = KubernetesApplier(kube_hook.api_client, store, max_conflict_retries=1, conflict_backoff_s=0)
     plan = applier.plan(_changes()[:1], rates, now=NOW)
     cluster.conflict_next_patches(5)
     with pytest.raises(ApplyError, match=r"Deployment shop/web: PATCH failed \(409 Conflict\) after 1 conflict retry; "
@@ -132,7 +132,7 @@ def test_conflicts_beyond_the_retry_budget_fail_clearly(cluster, kube_hook, stor
 
 
 def test_cooldown_from_audit_records(cluster, kube_hook, store, rates):
-    applier = KubernetesApplier(kube_hook, store, conflict_backoff_s=0)
+    applier = KubernetesApplier(kube_hook.api_client, store, conflict_backoff_s=0)
     applier.apply(applier.plan(_changes()[:1], rates, now=NOW), now=NOW)
     again = [ResourceChange(WEB, "app", Resources(), Resources(cpu_request=1.0), "lower again")]
     soon = applier.plan(again, rates, now=NOW + 3600)
@@ -146,7 +146,7 @@ def test_cooldown_from_audit_records(cluster, kube_hook, store, rates):
 
 def test_hpa_on_the_same_resource_is_skipped(cluster, kube_hook, store, rates):
     cluster.add(hpa("web", resource="cpu"))
-    applier = KubernetesApplier(kube_hook, store, conflict_backoff_s=0)
+    applier = KubernetesApplier(kube_hook.api_client, store, conflict_backoff_s=0)
     plan = applier.plan(_changes()[:1], rates, now=NOW)
     (item,) = plan.items
     assert item.planned.cpu_request is None and item.planned.memory_request == 1536 * MIB
@@ -162,7 +162,7 @@ def test_guardrails_block_unsafe_changes_before_the_cluster(cluster, kube_hook, 
     unsafe = [ResourceChange(WEB, "app", Resources(), Resources(cpu_request=0.2, memory_request=256 * MIB,
                                                                 memory_limit=256 * MIB),
                              "aggressive", memory_peak_bytes=1800 * MIB)]
-    applier = KubernetesApplier(kube_hook, store, conflict_backoff_s=0)
+    applier = KubernetesApplier(kube_hook.api_client, store, conflict_backoff_s=0)
     plan = applier.plan(unsafe, rates, GuardrailSettings(max_step_down=0.5), now=NOW)
     applier.apply(plan, now=NOW)
     (patch,) = cluster.patches()
@@ -172,7 +172,7 @@ def test_guardrails_block_unsafe_changes_before_the_cluster(cluster, kube_hook, 
 
 
 def test_nothing_is_patched_when_any_workload_is_bad(cluster, kube_hook, store, rates):
-    applier = KubernetesApplier(kube_hook, store, conflict_backoff_s=0)
+    applier = KubernetesApplier(kube_hook.api_client, store, conflict_backoff_s=0)
     missing = [*_changes(), ResourceChange(WorkloadRef("Deployment", "shop", "ghost"), "app", Resources(),
                                            Resources(cpu_request=1), "r")]
     with pytest.raises(ApplyError, match=r"Deployment shop/ghost: cannot be read \(404"):

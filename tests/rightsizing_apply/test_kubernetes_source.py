@@ -21,7 +21,7 @@ def test_lists_containers_of_deployments_and_statefulsets(standin, kube_hook):
                            containers={"pg": {"requests": {"cpu": "500m", "memory": "1Gi"},
                                               "limits": {"cpu": "1", "memory": "1Gi"}}}))
     standin.add(deployment("other", "elsewhere"))
-    found = {(c.workload.kind, c.workload_name, c.container): c for c in KubernetesSource(kube_hook, ["shop"]).containers()}
+    found = {(c.workload.kind, c.workload_name, c.container): c for c in KubernetesSource(kube_hook.api_client, ["shop"]).containers()}
     assert set(found) == {("Deployment", "shop/web", "app"), ("Deployment", "shop/web", "sidecar"),
                           ("StatefulSet", "shop/db", "pg")}
     pg = found[("StatefulSet", "shop/db", "pg")]
@@ -32,7 +32,7 @@ def test_lists_containers_of_deployments_and_statefulsets(standin, kube_hook):
 
 def test_kinds_route_changes_to_the_right_object(standin, kube_hook):
     standin.add(deployment("db", "shop", kind="StatefulSet"))
-    kinds = KubernetesSource(kube_hook, ["shop"]).kinds()
+    kinds = KubernetesSource(kube_hook.api_client, ["shop"]).kinds()
     ts = np.arange(0, 6 * 3600, 60, dtype=float)
     series = [make_series("shop/db", "app", "memory", ts, np.full(ts.size, 300.0 * MIB))]
     rec = Recommendation("shop/db", "app", "memory", "bytes", "effopt", 400.0 * MIB, 300.0 * MIB, 800.0 * MIB, 0.2,

@@ -14,15 +14,10 @@ import logging
 
 import pytest
 
+from effopt.policies import effopt_task_policy
 from effopt.rightsizing.apply import ResourceChange, Resources, WorkloadRef, build_plan
 from effopt.rightsizing.apply.model import AIRFLOW_TASK_KIND
-from effopt.rightsizing.apply.policy import (
-    FILE_ENV,
-    effopt_task_policy,
-    latest_task_resources,
-    record_task_resources,
-    write_task_resources,
-)
+from effopt.rightsizing.apply.tasks import FILE_ENV, latest_task_resources, record_task_resources, write_task_resources
 from tests.rightsizing_apply.conftest import GIB, MIB
 
 NOW = 1_800_000_000.0
@@ -115,7 +110,7 @@ def test_unreadable_file_warns_and_leaves_task(effopt_store, tmp_path, monkeypat
     bad.write_text("{broken")
     monkeypatch.setenv(FILE_ENV, str(bad))
     task = _dag(tags=["effopt:rightsize"]).get_task("fit")
-    with caplog.at_level(logging.WARNING, logger="effopt.rightsizing.apply.policy"):
+    with caplog.at_level(logging.WARNING, logger="effopt.policies"):
         assert effopt_task_policy(task) is False
     assert task.container_resources is None
     assert f"task resources file {bad} cannot be read" in caplog.text

@@ -1,4 +1,4 @@
-"""Current requests and limits of Deployments and StatefulSets, read through Airflow's ``KubernetesHook``.
+"""Current requests and limits of Deployments and StatefulSets, read with the official ``kubernetes`` client.
 
 Usage comes from a usage source (Prometheus, trace files); this source says
 what each container is configured with now and which kind of workload it is,
@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from effopt.rightsizing.apply.model import Resources, WorkloadRef
+from effopt.workloads import Resources, WorkloadRef
 
 _KINDS = (("Deployment", "list_namespaced_deployment"), ("StatefulSet", "list_namespaced_stateful_set"))
 
@@ -33,10 +33,10 @@ class ContainerResources:
 class KubernetesSource:
     """Containers of the Deployments and StatefulSets in ``namespaces`` (optionally ``label_selector``)."""
 
-    def __init__(self, hook: Any, namespaces: Sequence[str], label_selector: str = "") -> None:
+    def __init__(self, api_client: Any, namespaces: Sequence[str], label_selector: str = "") -> None:
         if not namespaces:
             raise ValueError("KubernetesSource needs at least one namespace")
-        self.hook = hook
+        self.api_client = api_client  # a kubernetes.client.ApiClient (KubernetesHook(...).api_client)
         self.namespaces = tuple(namespaces)
         self.label_selector = label_selector
 
@@ -44,7 +44,7 @@ class KubernetesSource:
         from kubernetes.client import AppsV1Api
         from kubernetes.client.exceptions import ApiException
 
-        apps = AppsV1Api(self.hook.api_client)
+        apps = AppsV1Api(self.api_client)
         out: list[ContainerResources] = []
         for namespace in self.namespaces:
             for kind, method in _KINDS:

@@ -103,7 +103,7 @@ class RightSizingRecommendOperator(BaseOperator):
 
         from effopt.metrics.kubernetes import KubernetesSource
 
-        return KubernetesSource(KubernetesHook(conn_id=self.kubernetes_conn_id), namespaces).kinds()
+        return KubernetesSource(KubernetesHook(conn_id=self.kubernetes_conn_id).api_client, namespaces).kinds()
 
 
 class RightSizingApplyOperator(BaseOperator):
@@ -157,7 +157,7 @@ class RightSizingApplyOperator(BaseOperator):
 
             conn_id = self.kubernetes_conn_id or get_settings().kubernetes_conn_id
             self.log.info("patch: planning against the live objects of connection %s", conn_id)
-            applier = rs.KubernetesApplier(KubernetesHook(conn_id=conn_id), store)
+            applier = rs.KubernetesApplier(KubernetesHook(conn_id=conn_id).api_client, store)
             plan = applier.plan(changes, rates)
             result = applier.apply(plan)
             return {"mode": self.mode, "plan": plan.to_dict(), "applied": len(result.applied),

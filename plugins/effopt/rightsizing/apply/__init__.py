@@ -6,8 +6,8 @@ against a live cluster) only produces a :class:`Plan`.  Apply modes take a plan:
 * (a) :meth:`KubernetesApplier.apply`: strategic merge patches through ``KubernetesHook``;
 * (b) :func:`vpa_manifests` / :func:`write_vpa`: VerticalPodAutoscaler YAML;
 * (c) :func:`write_kustomize`: kustomize patch files and kustomization.yaml;
-* (d) :func:`record_task_resources` / :func:`write_task_resources` plus the
-  cluster policy :func:`effopt.rightsizing.apply.policy.effopt_task_policy`.
+* (d) :func:`record_task_resources` / :func:`write_task_resources`, which the
+  cluster policy :func:`effopt.policies.effopt_task_policy` applies at parse time.
 """
 
 from effopt.rightsizing.apply.guardrails import GuardrailSettings
@@ -15,10 +15,10 @@ from effopt.rightsizing.apply.kubernetes import ApplyError, ApplyResult, Kuberne
 from effopt.rightsizing.apply.manifests import vpa_manifests, write_kustomize, write_vpa
 from effopt.rightsizing.apply.model import ChangeError, ResourceChange, Resources, WorkloadRef
 from effopt.rightsizing.apply.plan import Plan, PlanItem, build_plan
-from effopt.rightsizing.apply.policy import effopt_task_policy, record_task_resources, write_task_resources
+from effopt.rightsizing.apply.tasks import latest_task_resources, record_task_resources, write_task_resources
 
 __all__ = [
     "ApplyError", "ApplyResult", "ChangeError", "GuardrailSettings", "KubernetesApplier", "Plan", "PlanItem",
-    "ResourceChange", "Resources", "WorkloadRef", "build_plan", "container_patch", "effopt_task_policy",
+    "ResourceChange", "Resources", "WorkloadRef", "build_plan", "container_patch", "latest_task_resources",
     "record_task_resources", "vpa_manifests", "write_kustomize", "write_task_resources", "write_vpa",
 ]

@@ -1,7 +1,8 @@
 """Apply mode (a): strategic merge patches of Deployment/StatefulSet container resources.
 
-Talks to the cluster with the official ``kubernetes`` client through
-Airflow's ``KubernetesHook``.  Each patch carries the ``resourceVersion`` it
+Talks to the cluster with the official ``kubernetes`` client, through the
+``kubernetes.client.ApiClient`` it is given (the Airflow layer takes it from
+``KubernetesHook(...).api_client``).  Each patch carries the ``resourceVersion`` it
 was computed from, so a concurrent writer makes the API server answer
 409 Conflict; the workload is then re-read and, if the container's resources
 are still those the plan was based on, patched again with the new version.
@@ -29,7 +30,7 @@ from effopt.rightsizing.apply.plan import Plan, PlanItem, build_plan, validate_c
 from effopt.store import EffoptStore, RightsizingAuditRecord, StoreUnavailable
 
 if TYPE_CHECKING:
-    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+    from kubernetes.client import ApiClient
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,9 @@ def _json(response: Any) -> dict[str, Any]:
 class KubernetesApplier:
     """Plans against the live cluster and applies plans by patching it."""
 
-    def __init__(self, hook: KubernetesHook, store: EffoptStore, *, max_conflict_retries: int = 5,
+    def __init__(self, api_client: ApiClient, store: EffoptStore, *, max_conflict_retries: int = 5,
                  conflict_backoff_s: float = 0.2) -> None:
-        self.hook = hook
+        self.api_client = api_client
         self.store = store
         self.max_conflict_retries = max_conflict_retries
         self.conflict_backoff_s = conflict_backoff_s
@@ -79,7 +80,7 @@ class KubernetesApplier:
     def _apps(self) -> Any:
         from kubernetes import client
 
-        return client.AppsV1Api(self.hook.api_client)
+        return client.AppsV1Api(self.api_client)
 
     def read_workload(self, ref: WorkloadRef) -> dict[str, Any]:
         """The workload as a dict; ApplyError when it is missing or the kind is unsupported."""
@@ -99,7 +100,7 @@ class KubernetesApplier:
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
 
-        api = client.AutoscalingV2Api(self.hook.api_client)
+        api = client.AutoscalingV2Api(self.api_client)
         out: dict[WorkloadRef, frozenset[str]] = {}
         for ns in sorted(set(namespaces)):
             try:

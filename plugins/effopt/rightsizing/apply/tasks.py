@@ -1,4 +1,4 @@
-"""Apply mode (d): recommended ``container_resources`` for Airflow KubernetesPodOperator tasks.
+"""Apply mode (d): recommended ``container_resources`` for Airflow KubernetesPodOperator tasks, recorded.
 
 A recommendation for task ``task_id`` of DAG ``dag_id`` is a
 :class:`~effopt.rightsizing.apply.model.ResourceChange` whose workload is
@@ -10,29 +10,15 @@ pod operator's container).  "Applying" it records the planned resources:
 * in a JSON file (:func:`write_task_resources`) for deployments whose DAG
   processors should not read the store.
 
-At parse time the cluster policy :func:`effopt_task_policy` sets the latest
-recorded resources as ``container_resources`` of every opted-in
-``KubernetesPodOperator``.  It reads only the local JSON file or the effopt
-store, no network.  Use it from ``airflow_local_settings.py``::
-
-    from effopt.rightsizing.apply.policy import effopt_task_policy
-
-    def task_policy(task):
-        effopt_task_policy(task)
-
-A DAG opts in with the tag ``effopt:rightsize``; a task with
-``params={"effopt_rightsize": True}`` (``False`` opts a task of an opted-in
-DAG out).  ``EFFOPT_TASK_RESOURCES_FILE`` set in the environment makes the
-policy read that JSON file instead of the store.  When the recommendations
-cannot be read the policy logs a warning and leaves the task as it is, so a
-broken store never stops DAGs from parsing.
+At parse time Airflow's cluster policy (:func:`effopt.policies.effopt_task_policy`)
+sets the latest recorded resources, :func:`latest_task_resources`, as
+``container_resources`` of every opted-in ``KubernetesPodOperator``.  Plain
+Python.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -41,10 +27,6 @@ from effopt.rightsizing.apply.model import AIRFLOW_TASK_KIND
 from effopt.rightsizing.apply.plan import Plan
 from effopt.store import EffoptStore, RightsizingAuditRecord
 
-log = logging.getLogger(__name__)
-
-OPT_IN_TAG = "effopt:rightsize"
-OPT_IN_PARAM = "effopt_rightsize"
 FILE_ENV = "EFFOPT_TASK_RESOURCES_FILE"
 TASK_CONTAINER = "base"
 FILE_VERSION = 1
@@ -99,53 +81,11 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 def latest_task_resources(dag_id: str, task_id: str, *, path: str | Path | None = None,
                           store: EffoptStore | None = None) -> dict[str, Any] | None:
-    """The latest recorded ``container_resources`` of a task, from ``path`` if given, else the store."""
+    """The latest recorded ``container_resources`` of a task, from ``path`` if given, else ``store``."""
     if path is not None:
         entry = _read_file(Path(path))["tasks"].get(dag_id, {}).get(task_id)
         return dict(entry["container_resources"]) if entry else None
     if store is None:
-        from effopt.airflow_settings import get_store
-
-        store = get_store()
+        raise ValueError("latest_task_resources needs a task resources file or the effopt store")
     records = store.rightsizing_audit(kind=AIRFLOW_TASK_KIND, namespace=dag_id, name=task_id, mode="airflow_task")
     return dict(records[-1].after) if records else None
-
-
-def opted_in(task: Any) -> bool:
-    """The task's ``effopt_rightsize`` param if set, else whether its DAG has the ``effopt:rightsize`` tag."""
-    params = getattr(task, "params", None) or {}
-    if OPT_IN_PARAM in params:
-        value = params[OPT_IN_PARAM]
-        value = getattr(value, "value", value)  # a Param object
-        return value is True or str(value).lower() in ("true", "1", "yes")
-    dag = getattr(task, "dag", None)
-    return bool(dag is not None and OPT_IN_TAG in (getattr(dag, "tags", None) or ()))
-
-
-def effopt_task_policy(task: Any) -> bool:
-    """Cluster policy: set recorded ``container_resources`` on an opted-in KubernetesPodOperator.
-
-    Returns whether the task was changed.
-    """
-    try:
-        from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-    except ImportError:
-        return False
-    if not isinstance(task, KubernetesPodOperator) or not opted_in(task):
-        return False
-    dag_id = task.dag.dag_id if getattr(task, "dag", None) is not None else getattr(task, "dag_id", None)
-    if not dag_id:
-        return False
-    path = os.environ.get(FILE_ENV) or None
-    try:
-        resources = latest_task_resources(dag_id, task.task_id, path=path)
-    except Exception as exc:  # noqa: BLE001 - a broken store or file must not stop DAG parsing
-        log.warning("effopt: no right-sizing for %s.%s, recommendations unreadable: %s", dag_id, task.task_id, exc)
-        return False
-    if not resources:
-        return False
-    from kubernetes.client import models as k8s
-
-    task.container_resources = k8s.V1ResourceRequirements(requests=resources.get("requests"),
-                                                          limits=resources.get("limits"))
-    return True
