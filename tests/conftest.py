@@ -29,6 +29,9 @@ sys.path.insert(0, str(REPO))
 
 import json  # noqa: E402
 
+# The Kubernetes API stand-in, its hook, an effopt store and the test rate table, for the tests of the modules
+# at the package's top (effopt.policies, effopt.prices); packages' own conftests may override them.
+from tests.rightsizing.apply.conftest import kube_hook, rates, standin, store  # noqa: E402, F401 - fixtures
 from tests.services import MotoServer, PrometheusServer, RedisServer, ServiceUnavailable, SmtpServer  # noqa: E402
 
 

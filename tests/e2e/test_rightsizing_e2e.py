@@ -11,7 +11,7 @@ from effopt.metrics.prometheus import PrometheusSource
 from effopt.rightsizing.recommend import recommend_all
 from effopt.store import EffoptStore
 from tests.k8s_standin import K8sStandIn
-from tests.rightsizing_apply.conftest import container_resources, deployment, kubectl_patch_local
+from tests.rightsizing.apply.conftest import container_resources, deployment, kubectl_patch_local
 
 pytestmark = pytest.mark.slow
 

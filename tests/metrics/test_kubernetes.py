@@ -12,7 +12,7 @@ from effopt.metrics.kubernetes import KubernetesSource
 from effopt.metrics.series import make_series
 from effopt.rightsizing.base import Evidence, Recommendation
 from effopt.rightsizing.recommend import to_changes
-from tests.rightsizing_apply.conftest import GIB, MIB, deployment
+from tests.rightsizing.apply.conftest import GIB, MIB, deployment
 
 
 def test_lists_containers_of_deployments_and_statefulsets(standin, kube_hook):

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from effopt.rightsizing.apply import ChangeError, GuardrailSettings, ResourceChange, Resources, WorkloadRef, build_plan
-from tests.rightsizing_apply.conftest import GIB, MIB
+from tests.rightsizing.apply.conftest import GIB, MIB
 
 WEB = WorkloadRef("Deployment", "shop", "web")
 NOW = 1_800_000_000.0

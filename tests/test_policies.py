@@ -18,7 +18,7 @@ from effopt.policies import effopt_task_policy
 from effopt.rightsizing.apply import ResourceChange, Resources, WorkloadRef, build_plan
 from effopt.rightsizing.apply.model import AIRFLOW_TASK_KIND
 from effopt.rightsizing.apply.tasks import FILE_ENV, latest_task_resources, record_task_resources, write_task_resources
-from tests.rightsizing_apply.conftest import GIB, MIB
+from tests.rightsizing.apply.conftest import GIB, MIB
 
 NOW = 1_800_000_000.0
 PLANNED = {"requests": {"cpu": "500m", "memory": "768Mi"}, "limits": {"memory": "768Mi"}}

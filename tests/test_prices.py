@@ -10,9 +10,9 @@ import pytest
 
 from effopt.cli import main as cli_main
 from effopt.prices import PriceError, build_rate_table, load_rate_table, parse_rate_table
-from tests.rightsizing_apply.conftest import GIB, RATES
+from tests.rightsizing.apply.conftest import GIB, RATES
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 SHARED_PRICES = REPO.parent / "shared" / "data" / "aws-prices"
 COLUMNS = ["InstanceType", "AcceleratorName", "AcceleratorCount", "vCPUs", "MemoryGiB", "GpuInfo", "Price",
            "SpotPrice", "Region", "AvailabilityZone"]

@@ -16,7 +16,7 @@ import yaml
 
 from effopt.rightsizing.apply import ChangeError, ResourceChange, Resources, WorkloadRef, build_plan
 from effopt.rightsizing.apply.manifests import vpa_manifests, write_kustomize, write_vpa
-from tests.rightsizing_apply.conftest import GIB, MIB, container_resources, deployment, kubectl
+from tests.rightsizing.apply.conftest import GIB, MIB, container_resources, deployment, kubectl
 
 WEB = WorkloadRef("Deployment", "shop", "web")
 DB = WorkloadRef("StatefulSet", "shop", "db")

@@ -21,7 +21,7 @@ from effopt.rightsizing.apply import (
     Resources,
     WorkloadRef,
 )
-from tests.rightsizing_apply.conftest import (
+from tests.rightsizing.apply.conftest import (
     GIB,
     MIB,
     container_resources,

@@ -13,7 +13,7 @@ import yaml
 from effopt.operators.rightsizing import RightSizingApplyOperator
 from effopt.rightsizing.apply import ResourceChange, Resources, WorkloadRef
 from effopt.rightsizing.recommend import change_to_dict
-from tests.rightsizing_apply.conftest import GIB, deployment
+from tests.rightsizing.apply.conftest import GIB, deployment
 
 
 def _recommendation(name: str = "web") -> dict:
