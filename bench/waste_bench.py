@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.results:
         head = ["# Waste detection benchmark (issue 6)", "",
                 f"`python bench/waste_bench.py` on {platform.node()} ({platform.machine()}, Python "
-                f"{platform.python_version()}), rate table include/prices/rate_table.json (on-demand, us-east-1).", "",
+                f"{platform.python_version()}), rate table effopt/data/rate_table.json (on-demand, us-east-1).", "",
                 "Notes: (a) times the analysis only (all detectors, cost model, report JSON); the HTML and chart "
                 "rendering is not built yet and will add its share. (b) precision/recall count every detector on "
                 "every scenario, so a detector firing on another scenario's workload is a false positive. (c) the "

@@ -80,7 +80,7 @@ def test_derivation_needs_different_memory_ratios(tmp_path):
 def test_bundled_table_is_reproducible_from_the_snapshot(tmp_path, capsys):
     out = tmp_path / "rate_table.json"
     assert cli_main(["prices", "build", "--source", str(SHARED_PRICES), "--out", str(out)]) == 0
-    assert json.loads(out.read_text()) == json.loads((REPO / "include" / "prices" / "rate_table.json").read_text())
+    assert json.loads(out.read_text()) == json.loads((REPO / "plugins" / "effopt" / "data" / "rate_table.json").read_text())
     table = load_rate_table(out)
     od = table.rates["on_demand"]
     # the fit reprices a real instance type closely: m5.large (2 vCPU, 8 GiB) is 0.096 USD/h on demand in us-east-1
@@ -94,7 +94,7 @@ def test_bundled_table_is_reproducible_from_the_snapshot(tmp_path, capsys):
 
 def test_bundled_table_loads_by_default():
     table = load_rate_table()
-    assert table.path.endswith("include/prices/rate_table.json")
+    assert table.path.endswith("effopt/data/rate_table.json")  # in the package, wherever it is installed
     assert table.source["region"] == "us-east-1" and table.rates["on_demand"].cpu_per_vcpu_hour > 0
 
 

@@ -205,14 +205,13 @@ OPTIONS: tuple[Option, ...] = (
         "rate_table",
         "",
         "Rate table (USD per vCPU-hour, GiB-hour and GPU-hour by model) that prices right-sizing plans and "
-        "waste; empty uses the bundled include/prices/rate_table.json, derived from a public AWS EC2 price "
-        "snapshot (python -m effopt prices build).",
+        "waste; empty uses the one in the package (effopt/data/rate_table.json), derived from a public AWS EC2 price "
+        "snapshot (effopt prices build).",
     ),
     Option(
         "templates_dir",
         "",
-        "Folder of the report templates (waste_report.html.j2); empty: the repo's include/templates "
-        "(set it when effopt is pip-installed, e.g. /opt/airflow/include/templates).",
+        "Folder of your own report templates (waste_report.html.j2); empty: the templates in the package.",
     ),
     Option(
         "graph_specs_dir",

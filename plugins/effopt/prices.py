@@ -2,7 +2,8 @@
 
 The rate table is DERIVED from a public EC2 price catalog snapshot (see
 ``../shared/data/aws-prices/README.md``) by :func:`build_rate_table`
-(``python -m effopt prices build``); the bundled ``include/prices/rate_table.json``
+(``effopt prices build``); the bundled table ships in the package
+(``effopt/data/rate_table.json``, read with :mod:`importlib.resources`) and
 states its source file, region and method.  ``[effopt] rate_table`` points at
 another table with the same layout.
 
@@ -30,8 +31,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.resources
 import json
-import os
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -46,7 +47,7 @@ PRICING_MODELS = ("on_demand", "spot")
 DEFAULT_SNAPSHOT = "ec2_catalog_snapshot_001367d2.csv"
 DEFAULT_REGION = "us-east-1"
 DEFAULT_CPU_FAMILIES = ("m5", "m6i", "c5", "r5")
-_BUNDLED_RELATIVE = Path("include") / "prices" / "rate_table.json"
+BUNDLED_RATE_TABLE = "rate_table.json"  # in the package's data folder (effopt/data)
 
 _REQUIRED_COLUMNS = ("InstanceType", "AcceleratorName", "AcceleratorCount", "vCPUs", "MemoryGiB", "Price",
                      "SpotPrice", "Region", "AvailabilityZone")
@@ -329,15 +330,12 @@ def parse_rate_table(data: Mapping[str, Any], path: str = "<memory>") -> RateTab
 
 
 def bundled_rate_table_path() -> Path:
-    """The bundled table: ``include/`` of this checkout, else of ``$AIRFLOW_HOME`` (the Docker image's layout)."""
-    candidates = [Path(__file__).resolve().parents[2] / _BUNDLED_RELATIVE]
-    if os.environ.get("AIRFLOW_HOME"):
-        candidates.append(Path(os.environ["AIRFLOW_HOME"]) / _BUNDLED_RELATIVE)
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise PriceError("bundled rate table not found (looked at " + ", ".join(map(str, candidates))
-                     + "); set [effopt] rate_table to a table built with python -m effopt prices build")
+    """The rate table that ships in the package (``effopt/data/rate_table.json``)."""
+    resource = importlib.resources.files("effopt.data") / BUNDLED_RATE_TABLE
+    if not resource.is_file():
+        raise PriceError(f"the package's rate table {resource} is missing; set [effopt] rate_table to a table "
+                         "built with effopt prices build")
+    return Path(str(resource))
 
 
 def load_rate_table(path: str | Path | None = None) -> RateTable:

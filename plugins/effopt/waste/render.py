@@ -5,7 +5,7 @@
   state): the top wasters, usage against request over time for the top 5, and
   a GPU idle heatmap.  A chart without data is left out of the result (the
   template then says so in a sentence), never drawn empty.
-* :func:`render_html` fills ``include/templates/waste_report.html.j2``
+* :func:`render_html` fills ``waste_report.html.j2`` (in the package's ``effopt/waste/templates``)
   (autoescaped; inline CSS and a table layout, for mail clients).
 * :func:`build_message` assembles ``multipart/mixed``: a
   ``multipart/alternative`` of plain text and ``multipart/related`` (the HTML
@@ -47,8 +47,8 @@ from matplotlib.figure import Figure
 from effopt.waste.model import KINDS, Finding
 from effopt.waste.report import WasteReport, WorkloadUsage
 
-#: Where the template lives: ``<repo>/include/templates`` (this file is ``<repo>/plugins/effopt/waste/render.py``).
-TEMPLATES_DIR = Path(__file__).resolve().parents[3] / "include" / "templates"
+#: The template ships in the package (``effopt/waste/templates``); ``[effopt] templates_dir`` may replace it.
+TEMPLATES_PACKAGE = ("effopt.waste", "templates")
 TEMPLATE = "waste_report.html.j2"
 CSV_FILENAME = "waste_findings.csv"
 
@@ -385,7 +385,9 @@ def report_context(report: WasteReport, charts: Mapping[str, bytes], *, title: s
 
 
 def _environment(templates_dir: str | Path | None) -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir or TEMPLATES_DIR)), autoescape=True,
+    loader: jinja2.BaseLoader = (jinja2.FileSystemLoader(str(templates_dir)) if templates_dir
+                                 else jinja2.PackageLoader(*TEMPLATES_PACKAGE))
+    return jinja2.Environment(loader=loader, autoescape=True,
                               undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
