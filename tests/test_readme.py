@@ -100,3 +100,20 @@ def test_matches_handles_ellipses():
     assert matches(["a", "...", "d"], ["a", "d"])
     assert not matches(["a", "d"], ["a", "b", "d"])
     assert matches(["x  "], ["x"])
+
+
+def test_the_architecture_section_names_every_entry_of_the_package():
+    """The README's tree of ``plugins/effopt`` is the tree as it is: every module and package, nothing else."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = text[text.index("## Architecture"):].split("```")[1]
+    names = set()
+    for line in block.split("plugins/effopt_plugin.py")[0].splitlines()[1:]:
+        for token in line.split():  # the entries lead each line; the description follows them
+            if not re.fullmatch(r"[A-Za-z_][\w.]*\.py|[A-Za-z_]\w*/", token):
+                break
+            names.add(token)
+    package = REPO / "plugins" / "effopt"
+    entries = {p.name + ("/" if p.is_dir() else "") for p in package.iterdir() if p.name != "__pycache__"}
+    entries.discard("__init__.py")
+    assert entries - names == set(), f"in plugins/effopt but not in the README: {sorted(entries - names)}"
+    assert names - entries == set(), f"in the README but not in plugins/effopt: {sorted(names - entries)}"
