@@ -4,8 +4,10 @@ SQLAlchemy Core, so the same code runs on the embedded SQLite file (the
 default, under ``AIRFLOW_HOME``) and on Postgres in a scaled-out deployment.
 Plain Python: no Airflow import.
 
-Later capabilities add their tables to :data:`metadata`; :meth:`EffoptStore.ensure_schema`
-creates whatever is missing.
+:data:`metadata` describes the tables as the newest migration
+(:mod:`effopt.migrations`) leaves them; :meth:`EffoptStore.ensure_schema` runs
+the migrations a store lacks (a new capability adds a table here and a
+revision there; a test checks that both agree).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import sqlalchemy as sa
+
+from effopt import migrations
 
 metadata = sa.MetaData()
 
@@ -263,6 +267,7 @@ class EffoptStore:
         return engine
 
     def ensure_schema(self) -> None:
+        """Bring the store to the newest schema (:mod:`effopt.migrations`), once per process."""
         with self._lock:
             if self._schema_ready:
                 return
@@ -271,18 +276,25 @@ class EffoptStore:
                     # WAL lets task processes write while the UI and the CLI read.
                     with self.engine.connect() as conn:
                         conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-                # Another process may create a table between our check and our CREATE (a fresh SQLite
-                # file, many tasks starting at once): check again; each round finds one more table made.
-                for attempt in range(len(metadata.tables) + 1):
-                    try:
-                        metadata.create_all(self.engine, checkfirst=True)
-                        break
-                    except sa.exc.OperationalError as exc:
-                        if "already exists" not in str(exc) or attempt == len(metadata.tables):
-                            raise
+                with self.engine.connect() as conn:
+                    current = migrations.current_revision(conn)
+                if current != migrations.HEAD:
+                    migrations.upgrade(self.engine)
             except sa.exc.SQLAlchemyError as exc:
                 raise StoreUnavailable(f"effopt store {self._safe_url()} is unavailable: {_reason(exc)}") from exc
             self._schema_ready = True
+
+    def upgrade(self) -> tuple[str | None, str]:
+        """Migrate the store to the newest schema now; (revision before, revision after)."""
+        try:
+            if self.engine.url.get_backend_name() == "sqlite":
+                with self.engine.connect() as conn:
+                    conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            done = migrations.upgrade(self.engine)
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreUnavailable(f"effopt store {self._safe_url()} cannot be upgraded: {_reason(exc)}") from exc
+        self._schema_ready = True
+        return done
 
     def _safe_url(self) -> str:
         return self._url.render_as_string(hide_password=True)

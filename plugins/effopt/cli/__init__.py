@@ -26,6 +26,7 @@ _CHECKOUT = Path(__file__).resolve().parents[3]
 COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("effopt.cli.config_cmd", "check and show the [effopt] configuration"),
     "usage": ("effopt.cli.usage_cmd", "measured resource usage of Airflow task instances"),
+    "store": ("effopt.cli.store_cmd", "migrate the effopt store to the newest schema"),
     "cache": ("effopt.cli.cache", "inspect and invalidate the computation cache"),
     "graph": ("effopt.cli.graph", "validate, plan, draw and run computation graphs"),
     "rightsize": ("effopt.cli.rightsize", "recommend, backtest and apply resource requests"),
