@@ -253,6 +253,55 @@ class PrometheusSource:
         return out
 
 
+#: How far back :func:`oom_kills_since` looks to tell a new OOM kill from a state that was already there.
+OOM_LOOKBACK_S = 900.0
+
+
+def oom_kills_since(source: PrometheusSource, since: float) -> list[dict[str, Any]]:
+    """Containers OOM-killed after ``since`` (epoch seconds), newest state first per container.
+
+    A kill is a restart (``kube_pod_container_status_restarts_total`` goes up) while the container's last
+    termination reason is ``OOMKilled``, or that reason turning on; a container already OOM-killed before
+    ``since`` and not killed again is not a new kill.  ``source`` gives the URL, the selector and ``end``;
+    its window is widened back to ``since - OOM_LOOKBACK_S`` here.
+    """
+    window = replace_window(source, since - OOM_LOOKBACK_S)
+    reason = "kube_pod_container_status_last_terminated_reason" + window._sel('reason="OOMKilled"')
+    restarts = "kube_pod_container_status_restarts_total" + window._sel()
+    on: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
+    for item in window.query_range(reason):
+        m = item.get("metric", {})
+        on[(_label(m, "namespace"), _label(m, "pod"), _label(m, "container"))] = _matrix(item.get("values", []))
+    kills: dict[tuple[str, str, str], float] = {}
+    for key, (ts, vs) in on.items():
+        flag = vs > 0
+        rising = flag & ~np.concatenate([[True], flag[:-1]])  # a state already on at the window's start is old
+        after = ts[rising & (ts > since)]
+        if after.size:
+            kills[key] = float(after[0])
+    for item in window.query_range(restarts):
+        m = item.get("metric", {})
+        key = (_label(m, "namespace"), _label(m, "pod"), _label(m, "container"))
+        if key not in on:
+            continue
+        ts, vs = _matrix(item.get("values", []))
+        rts, rvs = on[key]
+        for t in ts[1:][(np.diff(vs) > 0) & (ts[1:] > since)]:
+            state = rvs[rts <= t]  # the reason at the restart (the gauge moves at the same scrape)
+            if state.size and state[-1] > 0:
+                kills[key] = min(kills.get(key, float(t)), float(t))
+                break
+    return [{"namespace": ns, "pod": pod, "workload": workload_of(pod), "container": c, "killed_at": t}
+            for (ns, pod, c), t in sorted(kills.items(), key=lambda kv: -kv[1])]
+
+
+def replace_window(source: PrometheusSource, start: float) -> PrometheusSource:
+    """``source`` over ``[start, source.end]``, its step sized to that window (same URL, selector, session)."""
+    return PrometheusSource(source.url, start=start, end=source.end, selector=source.selector,
+                            min_step_s=min(source.step_s, 15.0), min_history_s=source.min_history_s,
+                            timeout_s=source.timeout_s, session=source.session)
+
+
 def _matrix(values: Iterable[list[Any]]) -> tuple[np.ndarray, np.ndarray]:
     pairs = list(values)
     ts = np.array([float(p[0]) for p in pairs], dtype=float)

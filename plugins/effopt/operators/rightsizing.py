@@ -106,6 +106,61 @@ class RightSizingRecommendOperator(BaseOperator):
         return KubernetesSource(KubernetesHook(conn_id=self.kubernetes_conn_id).api_client, namespaces).kinds()
 
 
+class OomReplanOperator(BaseOperator):
+    """Re-plan the memory of OOM-killed containers at once (VPA's bump-up), under the usual guardrails.
+
+    :param kills: an :class:`~effopt.sensors.oom.OomKillSensor` XCom (templated, e.g. ``sensor.output``)
+    :param prometheus_conn_id: where their memory history is (default ``[effopt] prometheus_conn_id``)
+    :param window_hours: how much history gives the peak usage
+    :param kubernetes_conn_id: when set, each workload's kind is read from the cluster
+
+    Returns (XCom) the shape of :class:`RightSizingRecommendOperator`'s, so
+    :class:`RightSizingApplyOperator` applies it; it is saved in the effopt store for the effopt page.
+    """
+
+    template_fields: Sequence[str] = ("kills", "prometheus_conn_id", "window_hours", "workload_kind",
+                                      "kubernetes_conn_id", "pricing")
+
+    def __init__(self, *, kills: Any, prometheus_conn_id: str = "", window_hours: float = 24.0,
+                 workload_kind: str = "Deployment", kubernetes_conn_id: str = "", pricing: str = "on_demand",
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kills = kills
+        self.prometheus_conn_id = prometheus_conn_id
+        self.window_hours = window_hours
+        self.workload_kind = workload_kind
+        self.kubernetes_conn_id = kubernetes_conn_id
+        self.pricing = pricing
+
+    @fail_fast
+    def execute(self, context: Any) -> dict[str, Any]:
+        from effopt.airflow_settings import get_settings, get_store
+        from effopt.hooks.metrics import metrics_source
+        from effopt.prices import load_rate_table
+        from effopt.rightsizing.service import replan_after_oom
+
+        kills = list(self.kills or [])
+        namespaces = sorted({k["namespace"] for k in kills if k.get("namespace")})
+        selector = f'namespace=~"{"|".join(namespaces)}"' if namespaces else ""
+        source = metrics_source("prometheus", prometheus_conn_id=self.prometheus_conn_id, selector=selector,
+                                window_hours=self.window_hours)
+        store = get_store()
+        kinds_for = None
+        if self.kubernetes_conn_id:
+            kinds_for = RightSizingRecommendOperator(task_id="kinds", kubernetes_conn_id=self.kubernetes_conn_id
+                                                     )._cluster_kinds
+        result = replan_after_oom(
+            kills, source, load_rate_table(get_settings().rate_table), now=time.time(), kind=self.workload_kind,
+            kinds_for=kinds_for, pricing=self.pricing,
+            last_applied=lambda w: store.last_rightsizing_apply(w.kind, w.namespace, w.name))
+        for change in result.changes:
+            self.log.info("%s: %s", change.label, change.reason)
+        self.log.info("right-sizing after OOM kills: %s", result.summary())
+        out = {**result.to_dict(), "source": "prometheus", "kills": kills}
+        store.save_rightsizing_plan(time.time(), self.dag_id, context.get("run_id", ""), "prometheus", "oom", out)
+        return out
+
+
 class RightSizingApplyOperator(BaseOperator):
     """Apply the changes of a :class:`RightSizingRecommendOperator` result.
 

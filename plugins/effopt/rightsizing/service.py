@@ -10,14 +10,16 @@ passes them in.  Plain Python.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+import numpy as np
 
 from effopt.metrics.series import MetricsSource, UsageSeries
 from effopt.prices import RateTable
-from effopt.rightsizing.apply import Plan, ResourceChange, WorkloadRef, build_plan
+from effopt.rightsizing.apply import Plan, ResourceChange, Resources, WorkloadRef, build_plan
 from effopt.rightsizing.base import Recommendation
-from effopt.rightsizing.recommend import Skipped, change_to_dict, recommend_all, to_changes
+from effopt.rightsizing.recommend import Skipped, change_to_dict, recommend_all, to_changes, workload_ref
 
 RESOURCES = ("cpu", "memory")
 
@@ -36,8 +38,11 @@ class RightsizingResult:
     def summary(self) -> str:
         """One sentence for the log and the page: how many changes, and why there are none."""
         applies = sum(1 for item in self.plan.items if item.action == "apply")
-        if not self.series:
+        if not self.series and not self.changes:
             return "no usage series found: nothing to size yet"
+        if not self.recommendations and self.changes:
+            return (f"{len(self.changes)} OOM-killed container(s) re-planned, "
+                    f"{sum(1 for i in self.plan.items if i.action == 'apply')} change(s) planned")
         if not self.recommendations:
             return (f"not enough samples yet: none of the {self.series} series has enough usable history to be "
                     "sized (each series' reason is under 'skipped')")
@@ -89,3 +94,49 @@ def plan_rightsizing(
     issues = list(source.issues()) + [f"{s.workload}/{s.container} {s.resource}: {'; '.join(s.quality.issues)}"
                                       for s in series if s.quality.issues]
     return RightsizingResult(plan, changes, recs, skipped, len(series), issues)
+
+
+def replan_after_oom(
+    kills: Sequence[Mapping[str, Any]],
+    source: MetricsSource,
+    rates: RateTable,
+    *,
+    now: float,
+    kind: str = "Deployment",
+    kinds_for: Callable[[list[str]], Mapping[str, str]] | None = None,
+    last_applied: Callable[[WorkloadRef], float | None] | None = None,
+    pricing: str = "on_demand",
+) -> RightsizingResult:
+    """The memory of every OOM-killed container, re-planned at once with VPA's bump-up rule
+    (:func:`~effopt.rightsizing.oom.plan_after_oom`) and the usual guardrails and prices.
+
+    ``kills`` are :func:`effopt.metrics.prometheus.oom_kills_since` results; ``source`` gives the containers'
+    memory series (peak usage, request and limit).  A killed container the source has no series for is
+    listed under ``skipped`` with the reason.
+    """
+    from effopt.rightsizing.oom import plan_after_oom
+
+    wanted = {(k["namespace"], k["workload"], k["container"]) for k in kills}
+    series = {(s.labels.get("namespace", ""), s.labels.get("workload", s.workload), s.container): s
+              for s in source.series("memory")}
+    changes, skipped = [], []
+    for namespace, workload, container in sorted(wanted):
+        name = f"{namespace}/{workload}" if namespace else workload
+        s = series.get((namespace, workload, container))
+        if s is None or not len(s):
+            skipped.append(Skipped(name, container, "memory", "OOM-killed, but no memory series in the window"))
+            continue
+        peak = float(np.max(s.values))
+        replan = plan_after_oom(peak, request_bytes=s.request, limit_bytes=s.limit)
+        ref = workload_ref(name, kind)
+        changes.append(ResourceChange(workload=ref, container=container,
+                                      current=Resources(memory_request=s.request, memory_limit=s.limit),
+                                      recommended=Resources(memory_request=replan.limit_bytes,
+                                                            memory_limit=replan.limit_bytes),
+                                      reason=replan.reason, memory_peak_bytes=peak))
+    if kinds_for is not None and changes:
+        found = kinds_for(sorted({c.workload.namespace for c in changes}))
+        changes = [replace(c, workload=WorkloadRef(found.get(f"{c.workload.namespace}/{c.workload.name}", kind),
+                                                   c.workload.namespace, c.workload.name)) for c in changes]
+    plan = build_plan(changes, rates, now=now, last_applied=last_applied, pricing=pricing)
+    return RightsizingResult(plan, changes, [], skipped, len(series), list(source.issues()))
