@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -30,13 +31,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 
 
-LEAD_S = 240.0  # from the start to the schedules' moment: Airflow is up and the manual runs are queued by then
-
-
-def _once_in(seconds: float, now: float) -> tuple[str, float]:
-    """A cron expression firing at the first whole minute at least ``seconds`` from ``now``, and that moment."""
-    at = dt.datetime.fromtimestamp(now + seconds, dt.UTC).replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
-    return f"{at.minute} {at.hour} * * *", at.timestamp()
+EVERY_MINUTE = "* * * * *"
 
 
 def _clean_env(home: Path, cron: str) -> dict[str, str]:
@@ -51,10 +46,9 @@ def _clean_env(home: Path, cron: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def fresh_airflow(tmp_path_factory):
     home, port = tmp_path_factory.mktemp("fresh") / "home", free_port()
-    cron, moment = _once_in(LEAD_S, time.time())
     proc = subprocess.Popen([sys.executable, "-m", "effopt", "standalone", "--home", str(home), "--port", str(port)],
-                            cwd=REPO, env=_clean_env(home, cron), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+                            cwd=REPO, env=_clean_env(home, EVERY_MINUTE), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
     deadline = time.monotonic() + 300
     assert proc.stdout is not None
@@ -65,7 +59,7 @@ def fresh_airflow(tmp_path_factory):
                 raise AssertionError("Airflow did not come up:\n" + "".join(lines[-80:]))
             lines.append(line)
         password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
-        yield AirflowClient(f"http://127.0.0.1:{port}", "admin", password), moment
+        yield AirflowClient(f"http://127.0.0.1:{port}", "admin", password)
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:
@@ -94,46 +88,53 @@ def _runs(client: AirflowClient, dag_id: str) -> list[dict]:
     return client.get(f"/api/v2/dags/{dag_id}/dagRuns", limit=100)["dag_runs"]
 
 
-def _wait_all_final(client: AirflowClient, dag_ids: list[str], timeout: float = 900) -> dict[str, list[dict]]:
+def _wait_final(client: AirflowClient, runs: dict[str, list[str]], timeout: float = 900) -> dict[tuple, dict]:
+    """Wait for the given runs ({dag_id: [run_id, ...]}) to finish; their final records by (dag, run)."""
     deadline = time.monotonic() + timeout
     while True:
-        runs = {d: _runs(client, d) for d in dag_ids}
-        pending = [(d, r["dag_run_id"], r["state"]) for d, rs in runs.items() for r in rs
-                   if r["state"] not in FINAL_RUN_STATES]
+        states = {(d, r): client.get(f"/api/v2/dags/{d}/dagRuns/{quote(r, safe='')}")
+                  for d, ids in runs.items() for r in ids}
+        pending = [k for k, v in states.items() if v["state"] not in FINAL_RUN_STATES]
         if not pending:
-            return runs
+            return states
         if time.monotonic() > deadline:
             raise AssertionError(f"runs still not finished after {timeout:.0f} s: {pending}")
         time.sleep(3)
 
 
+def _first_scheduled(client: AirflowClient, dag_ids: list[str], timeout: float = 300) -> dict[str, dict]:
+    """The first scheduled run of each DAG (one comes at the next minute boundary after unpausing)."""
+    deadline = time.monotonic() + timeout
+    found: dict[str, dict] = {}
+    while True:
+        for d in dag_ids:
+            scheduled = [r for r in _runs(client, d) if r["run_type"] == "scheduled"]
+            if scheduled and d not in found:
+                found[d] = min(scheduled, key=lambda r: r["run_after"])
+        if len(found) == len(dag_ids):
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no scheduled run within {timeout:.0f} s for {set(dag_ids) - set(found)}")
+        time.sleep(2)
+
+
 def test_every_bundled_dag_succeeds_on_the_embedded_defaults_scheduled_and_triggered(fresh_airflow):
-    client, moment = fresh_airflow
+    client = fresh_airflow
     dag_ids = _bundled_dag_ids(client)
-    assert {"effopt_rightsizing", "effopt_waste_report", "effopt_graph_gpu_training", "effopt_selftest"} <= set(dag_ids)
-    assert time.time() < moment - 30, "Airflow took longer to start than the schedules' lead"
+    assert {"effopt_rightsizing", "effopt_waste_report", "effopt_graph_gpu_training", "effopt_selftest",
+            "effopt_rightsizing_oom"} <= set(dag_ids)
+    unpaused_at = time.time()
     for dag_id in dag_ids:
         client.unpause(dag_id)
     manual = {dag_id: client.trigger(dag_id) for dag_id in dag_ids}  # logical_date null, default params
-    # At the schedules' moment the scheduler adds a run of each; wait for them too.
-    deadline = time.monotonic() + LEAD_S + 300
-    while time.monotonic() < deadline:
-        runs = {d: _runs(client, d) for d in ("effopt_rightsizing", "effopt_waste_report")}
-        if all(any(r["run_type"] == "scheduled" for r in rs) for rs in runs.values()):
-            break
-        time.sleep(3)
-    runs = _wait_all_final(client, dag_ids)
-
-    failed = {f"{d} {r['dag_run_id']}": client.failure_report(d, r["dag_run_id"])
-              for d, rs in runs.items() for r in rs if r["state"] != "success"}
+    scheduled = _first_scheduled(client, ["effopt_rightsizing", "effopt_waste_report"])
+    for dag_id, run in scheduled.items():  # at the first minute boundary after unpausing
+        when = dt.datetime.fromisoformat(run["run_after"].replace("Z", "+00:00")).timestamp()
+        assert unpaused_at - 60 <= when <= unpaused_at + 120, (dag_id, run)
+    runs = {d: [manual[d]] + ([scheduled[d]["dag_run_id"]] if d in scheduled else []) for d in dag_ids}
+    final = _wait_final(client, runs)
+    failed = {f"{d} {r}": client.failure_report(d, r) for (d, r), v in final.items() if v["state"] != "success"}
     assert not failed, "\n\n".join(f"{k}:\n{v}" for k, v in failed.items())
-    for dag_id, run_id in manual.items():
-        assert any(r["dag_run_id"] == run_id for r in runs[dag_id]), dag_id
-    scheduled = {d: r for d, rs in runs.items() for r in rs if r["run_type"] == "scheduled"}
-    assert {"effopt_rightsizing", "effopt_waste_report"} <= set(scheduled), {d: len(r) for d, r in runs.items()}
-    for dag_id in ("effopt_rightsizing", "effopt_waste_report"):
-        when = dt.datetime.fromisoformat(scheduled[dag_id]["run_after"].replace("Z", "+00:00"))
-        assert when.timestamp() == moment, (dag_id, scheduled[dag_id])
 
     # effopt_rightsizing: a fresh install has no Prometheus, so the Airflow tasks' own records, and an honest plan.
     plan = client.xcom("effopt_rightsizing", manual["effopt_rightsizing"], "recommend")
