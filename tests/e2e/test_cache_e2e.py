@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -75,3 +77,40 @@ def test_cache_report_summarizes_hits_and_time_saved(airflow, tmp_path):
     (fn2,) = [f for f in later["functions"] if f["function"].endswith("build_features")]
     assert later["period_start"] == pytest.approx(summary["period_end"])
     assert (fn2["hits"], fn2["misses"]) == (1, 0)
+
+
+def test_a_run_waiting_for_another_runs_computation_defers_and_the_body_runs_once(airflow, tmp_path):
+    """Two runs of the same cached task at once: one computes, the other waits ``deferred`` (no worker slot)."""
+    client = airflow.client
+    record = tmp_path / "computed.txt"
+    gate = tmp_path / "hold"
+    gate.touch()  # the computing run holds until the other one is seen deferred
+    conf = {"rows": 2500, "seed_column": 17, "record_to": str(record), "hold_while": str(gate)}
+    client.wait_for_dag(DAG)
+    client.unpause(DAG)
+    runs = [client.trigger(DAG, conf), client.trigger(DAG, conf)]
+    try:
+        deadline = time.monotonic() + 240
+        states: dict[str, str | None] = {}
+        while time.monotonic() < deadline:
+            states = {run: client.task_states(DAG, run).get("build_features") for run in runs}
+            if record.exists() and sorted(map(str, states.values())) == ["deferred", "running"]:
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"never saw one run computing and the other deferred: {states}; "
+                                 f"{[client.failure_report(DAG, run) for run in runs]}")
+    finally:
+        gate.unlink()
+    waiter = next(run for run, state in states.items() if state == "deferred")
+    computer = next(run for run in runs if run != waiter)
+    for run in runs:
+        assert client.wait_for_run(DAG, run) == "success", client.failure_report(DAG, run)
+    assert record.read_text().count("computed") == 1  # the body ran once, in the computing run
+    computed = client.xcom(DAG, computer, "build_features", key="effopt_cache")
+    waited = client.xcom(DAG, waiter, "build_features", key="effopt_cache")
+    assert computed["hit"] is False and waited["hit"] is True and waited["key"] == computed["key"]
+    assert client.xcom(DAG, waiter, "build_features") == client.xcom(DAG, computer, "build_features")
+    assert client.xcom(DAG, waiter, "summarize") == client.xcom(DAG, computer, "summarize")
+    log = client.task_log(DAG, waiter, "build_features")
+    assert "deferring until it is stored" in log and "effopt cache hit" in log
