@@ -361,3 +361,35 @@ def test_parse_stat_accepts_only_counters(field, value):
 
     expected = {b"12": 12, b"1.25": 1.25}.get(value)
     assert parse_stat(field, value) == expected
+
+
+def test_read_only_replica_refuses_writes_without_an_outage(redis_instance):
+    from tests.services import RedisServer
+
+    primary = make(redis_instance, "ro:cache")
+
+    @primary.cached
+    def f(x):
+        return x * 3
+
+    f(1)
+    replica_server = RedisServer(extra_args=("--replicaof", "127.0.0.1", str(redis_instance.port))).start()
+    try:
+        deadline = time.monotonic() + 20
+        while raw(replica_server).info("replication").get("master_link_status") != "up":
+            assert time.monotonic() < deadline, "the replica did not sync"
+            time.sleep(0.1)
+        while raw(replica_server).get(entry_key("ro:cache", f, 1)) is None:
+            assert time.monotonic() < deadline, "the entry did not reach the replica"
+            time.sleep(0.1)
+        replica = make(replica_server, "ro:cache")
+        g = replica.cached(f.__wrapped__)
+        assert g.call((1,)).hit  # reads work
+        refused = g.call((2,))
+        assert refused.value == 6 and not refused.stored and "read only replica" in refused.error
+        assert replica._backend_usable()  # not an outage
+        assert g.call((1,)).hit
+        replica.close()
+    finally:
+        replica_server.close()
+        primary.close()

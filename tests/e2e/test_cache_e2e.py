@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import redis
 
 from tests.airflow_harness import AirflowApiError
 
@@ -71,7 +72,7 @@ def settle_scheduled_reports(client, timeout: float = 240) -> None:
         time.sleep(1)
 
 
-def test_cache_report_summarizes_hits_and_time_saved(airflow, tmp_path):
+def test_cache_report_summarizes_hits_and_time_saved(airflow, redis_server, tmp_path):
     client = airflow.client
     settle_scheduled_reports(client)
     conf = {"rows": 2000, "seed_column": 11, "record_to": ""}
@@ -86,12 +87,17 @@ def test_cache_report_summarizes_hits_and_time_saved(airflow, tmp_path):
     assert summary["totals"]["hit_rate"] == pytest.approx(summary["totals"]["hits"] / summary["totals"]["calls"], abs=1e-4)
     assert "redis://" in summary["backend"]  # the session's Airflow uses the effopt_redis connection
 
-    # The next report covers only what happened since this one.
+    # The next report covers only what happened since this one, and survives corrupted statistics.
     run, state = client.run_dag(DAG, conf)
     assert state == "success"
+    r = redis.Redis.from_url(redis_server.url)
+    r.hset(f"effopt:cache:s:{fn['namespace']}:{fn['function']}", "errors", "abc")
+    r.sadd("effopt:cache:s", b"e2e-garbage")
     second_report, state = client.run_dag("effopt_cache_report")
     assert state == "success", client.failure_report("effopt_cache_report", second_report)
     later = client.xcom("effopt_cache_report", second_report, "summarize_cache")
+    assert any("'errors'" in p and "b'abc'" in p for p in later["problems"]), later["problems"]
+    assert any("e2e-garbage" in p for p in later["problems"])
     (fn2,) = [f for f in later["functions"] if f["function"].endswith("build_features")]
     assert later["period_start"] == pytest.approx(summary["period_end"])
     assert (fn2["hits"], fn2["misses"]) == (1, 0)
