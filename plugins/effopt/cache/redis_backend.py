@@ -496,7 +496,8 @@ class RedisBackend(CacheBackend):
                 repairs.append(f"the statistics of {member_s} were a Redis {old.decode()}, not a hash: recreated")
             else:
                 repairs.append(f"the statistics index {self.prefix}:s was a Redis {old.decode()}, not a set: recreated")
-                self._rebuild_index()
+                with self._guard("statistics index rebuild"):
+                    self._rebuild_index()
         for line in repairs:
             log.warning("effopt cache: %s", line)
         return repairs
