@@ -91,7 +91,7 @@ class Faults(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stop_event.wait(self.rng.uniform(0.2, 0.8)):  # ok: the documented protocol
-                action = self.rng.choice(["stop", "freeze", "restart", "corrupt", "corrupt", "corrupt"])
+                action = self.rng.choice(["stop", "freeze", "restart", "corrupt", "corrupt", "corrupt"])  # ok: the documented fault-injection protocol
                 getattr(self, action)()
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
@@ -124,13 +124,13 @@ class Faults(threading.Thread):
             if kind in ("entry_type", "entry_bytes", "lock") and not entries:
                 kind = "stat_field"
             if kind == "entry_type":
-                key = self.rng.choice(entries)
+                key = self.rng.choice(entries)  # ok: the documented fault-injection protocol
                 r.delete(key)
                 r.hset(key, "junk", "1")
             elif kind == "entry_bytes":
-                r.setrange(self.rng.choice(entries), 40, os.urandom(8))
+                r.setrange(self.rng.choice(entries), 40, os.urandom(8))  # ok: the documented fault-injection protocol
             elif kind == "stat_field":
-                field = self.rng.choice(COUNTERS)
+                field = self.rng.choice(COUNTERS)  # ok: the documented fault-injection protocol
                 self._lost({field: r.eval(_STEAL_FIELD, 1, self.stats_key, field)})
             elif kind == "stat_type":
                 old = r.eval(_STEAL_HASH, 1, self.stats_key)
@@ -138,7 +138,7 @@ class Faults(threading.Thread):
             elif kind == "index":
                 r.sadd(f"{PREFIX}:s", b"\xff\xfe", b"no-colon", b"ns:with space")
             elif kind == "lock":
-                key = self.rng.choice(entries).decode().replace(f"{PREFIX}:e:", f"{PREFIX}:l:", 1)
+                key = self.rng.choice(entries).decode().replace(f"{PREFIX}:e:", f"{PREFIX}:l:", 1)  # ok: the documented fault-injection protocol
                 r.set(key, "left without a lease")
             else:
                 r.config_set("maxmemory-policy", "noeviction")
@@ -183,7 +183,7 @@ def test_500_calls_under_random_stops_freezes_restarts_and_corruption(tmp_path, 
     faults.start()
     try:
         for _ in range(CALLS):
-            x = rng_calls.randrange(KEYS)
+            x = rng_calls.randrange(KEYS)  # ok: the documented fault-injection protocol
             t0 = time.monotonic()
             result = compute.call((x,))
             overheads.append(time.monotonic() - t0 - result.compute_s)
