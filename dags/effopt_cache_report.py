@@ -21,6 +21,7 @@ summary as XCom `return_value`:
 ```
 
 `period_start` is `null` on the first report (counters since they began).
+`problems` lists corrupted statistics found while reading (each reset to 0).
 The waste report reads this summary for its cache-inefficiency findings.
 Trigger it any time from the UI or the REST API; each run starts a new period.
 """
@@ -45,7 +46,9 @@ def effopt_cache_report():
 
         now = time.time()
         backend = CacheHook().get_backend()
-        counters = backend.read_stats(None)
+        problems: list[str] = []
+        counters = backend.read_stats(None, problems)  # corrupted statistics are reported and reset, never fatal
+        backend.close()
         store = get_store()
         previous = store.latest_cache_snapshot(before=now)
         period = difference(counters, previous[1] if previous else None)
@@ -54,12 +57,15 @@ def effopt_cache_report():
         summary["period_start"] = previous[0] if previous else None
         summary["period_end"] = now
         summary["backend"] = backend.describe()
+        summary["problems"] = problems
         totals = summary["totals"]
         print(
             f"effopt cache report: {totals['calls']} calls, hit rate "
             f"{'n/a' if totals['hit_rate'] is None else format(totals['hit_rate'], '.1%')}, "
             f"{totals['saved_s']:.1f} s saved, {totals['errors']} errors, {totals['rejected']} rejected entries"
         )
+        for problem in problems:
+            print(f"  repaired corrupted statistics: {problem}")
         for f in summary["functions"][:20]:
             rate = "n/a" if f["hit_rate"] is None else f"{f['hit_rate']:.1%}"
             print(f"  {f['namespace']}/{f['function']}: {f['calls']} calls, hit rate {rate}, {f['saved_s']:.1f} s saved")

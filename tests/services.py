@@ -92,10 +92,11 @@ class RedisServer(_ServerProcess):
     stays the same so clients reconnect to the same URL.
     """
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
         self.binary = require_binary("redis-server", "apt-get install redis-server")
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="effopt-redis-")
+        self.extra_args = tuple(extra_args)  # e.g. ("--appendonly", "yes"): later ones override the defaults
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -105,7 +106,7 @@ class RedisServer(_ServerProcess):
     def start(self) -> RedisServer:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir],
+             "--dir", self.dir, *self.extra_args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,

@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import signal
+import time
 
 import pytest
 
@@ -13,6 +14,13 @@ from effopt.cache import BackendError, ComputationCache, LocalBackend, RedisBack
 from tests.cache.workers import SECRET
 
 OUTAGE = "calls compute without the cache"
+
+
+def wait_until_usable(cache, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cache._backend_usable():
+        assert time.monotonic() < deadline, "the outage did not end after the server came back"
+        time.sleep(0.02)
 
 
 def outage_warnings(caplog) -> int:
@@ -105,7 +113,9 @@ def test_local_backend_failure_is_bypassed(tmp_path, caplog):
 
 
 def test_counts_are_kept_when_a_flush_fails(redis_instance):
-    cache = ComputationCache(RedisBackend(redis_instance.url, timeout_s=0.5), SECRET, stats_flush_s=3600)
+    cache = ComputationCache(
+        RedisBackend(redis_instance.url, timeout_s=0.5), SECRET, stats_flush_s=3600, retry_after_s=0.2
+    )
 
     @cache.cached
     def f(x: int) -> int:
@@ -115,6 +125,9 @@ def test_counts_are_kept_when_a_flush_fails(redis_instance):
     redis_instance.stop()
     assert cache.flush_stats() is False
     redis_instance.start()
+    # The outage ends when the probe finds the server answering (every retry_after_s); until then a
+    # flush does not touch the backend.
+    wait_until_usable(cache)
     assert cache.flush_stats() is True
     stats = cache.stats()[f.__effopt_cache_spec__.name]
     assert stats["hits"] == 2  # kept in the process through the failed flush

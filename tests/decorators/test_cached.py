@@ -208,3 +208,217 @@ def test_local_secret_is_created_once_under_concurrency(tmp_path):
     secrets_seen = {p.communicate(timeout=120)[0].strip() for p in procs}
     assert all(p.returncode == 0 for p in procs)
     assert len(secrets_seen) == 1 and len(secrets_seen.pop()) == 64
+
+
+# -- issue 14: stable task names, the trigger, deferral ------------------------------------------------
+
+SAME_TASK_TWO_PATHS = """
+    import hashlib, importlib.util, json, pathlib, sys, types
+    from effopt.decorators.cached import run_cached
+
+    source = "def build_features(day, window):\\n    return {'day': day, 'window': window}\\n"
+    results = []
+    for folder in sys.argv[1:]:
+        path = pathlib.Path(folder) / "features_dag.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source)
+        # The module name Airflow gives a DAG file: it depends on the file's path.
+        name = f"unusual_prefix_{hashlib.sha1(str(path).encode()).hexdigest()}_features_dag"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        pushed = []
+        ti = types.SimpleNamespace(dag_id="features", task_id="build_features",
+                                   xcom_push=lambda key, value: pushed.append(value))
+        value = run_cached(module.build_features, ["2024-01-01", 7], {}, context={"ti": ti})
+        results.append({"module": module.__name__, "key": pushed[0]["key"], "hit": pushed[0]["hit"], "value": value})
+    print("RESULT " + json.dumps(results))
+"""
+
+
+def test_task_keys_do_not_depend_on_the_dag_files_location(tmp_path):
+    out = run_py(SAME_TASK_TWO_PATHS.replace("sys.argv[1:]", repr([str(tmp_path / "worker-a" / "dags"),
+                                                                     str(tmp_path / "mnt" / "b" / "dags")])),
+                 tmp_path)
+    first, second = out
+    assert first["module"] != second["module"]
+    assert first["key"] == second["key"]
+    assert first["key"].split(":")[1] == "features/build_features/build_features"
+    assert (first["hit"], second["hit"]) == (False, True)  # the second worker reuses the first one's entry
+    assert second["value"] == {"day": "2024-01-01", "window": 7}
+
+
+TRIGGER = """
+    import asyncio, json, threading, time
+    from effopt.cache import ComputationCache, LocalBackend, RedisBackend
+    from effopt.hooks.cache import CacheHook
+    from effopt.triggers.cache import CacheEntryTrigger
+
+    kind = "{kind}"
+    hook = CacheHook("trig")
+    backend = hook.get_backend_of_kind(kind)
+    cache = hook.get_cache()
+    def f(x):
+        return x * 2
+    spec = cache.function_spec(f)
+    ref = hook.backend_reference(cache.backend)
+
+    async def first_event(trigger):
+        async for event in trigger.run():
+            return event.payload
+
+    def run(key, deadline, backend_ref=ref):
+        trigger = CacheEntryTrigger(key=str(key), backend=backend_ref, deadline=deadline, poll_s=0.05)
+        classpath, kwargs = trigger.serialize()
+        json.dumps(kwargs)
+        rebuilt = CacheEntryTrigger(**kwargs)
+        t0 = time.monotonic()
+        return asyncio.run(first_event(rebuilt)), time.monotonic() - t0, classpath, kwargs
+
+    out = {{}}
+    key = cache.key(spec, (1,))
+    lock = backend.try_lock(key, 30)  # another worker computes
+    def store_later():
+        time.sleep(0.6)
+        cache.put(key, 2)
+        lock.release()
+    threading.Thread(target=store_later).start()
+    out["ready"], waited, out["classpath"], out["kwargs"] = run(key, time.time() + 30)
+    out["waited_enough"] = waited >= 0.5
+
+    key2 = cache.key(spec, (2,))
+    lock2 = backend.try_lock(key2, 30)
+    threading.Timer(0.3, lock2.release).start()  # the holder fails: no entry
+    out["free"] = run(key2, time.time() + 30)[0]
+
+    key3 = cache.key(spec, (3,))
+    lock3 = backend.try_lock(key3, 30)
+    out["timeout"] = run(key3, time.time() + 0.3)[0]
+    lock3.release()
+    bad = {{"kind": "local", "path": "/nonexistent/effopt-cache"}} if kind == "local" else dict(ref, conn_id="nowhere")
+    out["unavailable"] = run(key3, time.time() + 5, bad)[0]
+    print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("kind", ["local", "redis"])
+def test_cache_entry_trigger_fires_on_entry_release_deadline_and_unreachable_backend(tmp_path, redis_server, kind):
+    env = {"AIRFLOW__EFFOPT__CACHE_BACKEND": kind}
+    if kind == "redis":
+        env.update(AIRFLOW_CONN_EFFOPT_REDIS=redis_server.url, AIRFLOW__EFFOPT__CACHE_SECRET=SECRET,
+                   AIRFLOW_CONN_NOWHERE="redis://127.0.0.1:1/0")
+    out = run_py(TRIGGER.format(kind=kind), tmp_path, **env)
+    assert out["ready"] == {"status": "ready"} and out["waited_enough"]
+    assert out["free"] == {"status": "free"}
+    assert out["timeout"] == {"status": "timeout"}
+    assert out["unavailable"]["status"] == "unavailable"
+    assert out["classpath"] == "effopt.triggers.cache.CacheEntryTrigger"
+    # No secret and no password in what Airflow stores and logs for the trigger.
+    assert SECRET not in json.dumps(out["kwargs"]) and set(out["kwargs"]["backend"]) <= {"kind", "conn_id", "prefix",
+                                                                                         "path"}
+
+
+DEFERRAL = """
+    import asyncio, json, types
+    from airflow.sdk.exceptions import TaskDeferred
+    from effopt.hooks.cache import CacheHook, task_cache
+    from effopt.operators.cached import CachedPythonOperator
+
+    calls = []
+    def add(a, b):
+        calls.append((a, b))
+        return a + b
+
+    op = CachedPythonOperator(task_id="add", python_callable=add, op_args=[1], op_kwargs={"b": 2})
+    pushed = []
+    ti = types.SimpleNamespace(dag_id="d", task_id="add", xcom_push=lambda key, value: pushed.append(value))
+    ctx = {"ti": ti, "task": op, "dag_run": types.SimpleNamespace(conf={})}
+    cache = task_cache("airflow")
+    spec = cache.function_spec(add, name="d/add/add")
+    key = cache.key(spec, (1,), {"b": 2})
+    other_worker = CacheHook().get_backend().try_lock(key, 30)
+    try:
+        op.execute(ctx)
+        deferred = None
+    except TaskDeferred as exc:
+        deferred = exc
+    trigger_kwargs = deferred.trigger.serialize()[1]
+    cache.put(key, 3)  # the other worker finishes
+    other_worker.release()
+
+    async def first_event():
+        async for event in deferred.trigger.run():
+            return event.payload
+    event = asyncio.run(first_event())
+    resumed = op.resume_execution(deferred.method_name, {"event": event, **deferred.kwargs}, ctx)
+    print("RESULT " + json.dumps({
+        "method": deferred.method_name, "trigger_key": trigger_kwargs["key"], "key": str(key), "event": event,
+        "deadline": deferred.kwargs["deadline"] > 0, "resumed": resumed, "calls": len(calls),
+        "pushed": [[v["hit"], v["key"]] for v in pushed],
+    }))
+"""
+
+
+@pytest.mark.parametrize("backend", ["local", "redis"])
+def test_a_task_whose_inputs_another_worker_computes_defers_and_resumes_with_the_value(tmp_path, redis_server,
+                                                                                        backend):
+    env = {"AIRFLOW__EFFOPT__CACHE_BACKEND": backend}
+    if backend == "redis":
+        env.update(AIRFLOW_CONN_EFFOPT_REDIS=redis_server.url, AIRFLOW__EFFOPT__CACHE_SECRET=SECRET)
+    out = run_py(DEFERRAL, tmp_path, **env)
+    assert out["method"] == "effopt_resume_cached" and out["deadline"]
+    assert out["trigger_key"] == out["key"] and out["event"] == {"status": "ready"}
+    assert out["resumed"] == 3 and out["calls"] == 0  # the body never ran in this task
+    assert out["pushed"] == [[True, out["key"]]]
+
+
+def test_cached_task_above_task_gets_a_deferrable_operator(tmp_path):
+    code = """
+        import json
+        from airflow.sdk import task
+        from effopt.decorators import cached_task
+        from effopt.decorators.cached import RESUME_METHOD
+
+        @cached_task
+        @task
+        def above(x: int) -> int:
+            return x
+
+        @task
+        @cached_task
+        def below(x: int) -> int:
+            return x
+
+        print("RESULT " + json.dumps({"above": above.operator_class.__name__,
+                                      "above_resumes": hasattr(above.operator_class, RESUME_METHOD),
+                                      "below_resumes": hasattr(below.operator_class, RESUME_METHOD),
+                                      "custom_name": above.operator_class.custom_operator_name}))
+    """
+    assert run_py(code, tmp_path) == {"above": "CachedDecoratedOperator", "above_resumes": True,
+                                      "below_resumes": False, "custom_name": "@task"}
+
+
+def test_cache_panel_survives_corrupted_statistics(tmp_path, redis_server):
+    code = """
+        import json, os
+        import redis
+        from effopt.hooks.cache import task_cache
+        from effopt.www.data import cache_summary
+
+        cache = task_cache("panel")
+        @cache.cached
+        def f(x):
+            return x
+        f(1), f(1)
+        cache.flush_stats()
+        r = redis.Redis.from_url(os.environ["AIRFLOW_CONN_EFFOPT_REDIS"])
+        r.hset(f"effopt:cache:s:panel:{f.__effopt_cache_spec__.name}", "hits", "abc")
+        r.sadd("effopt:cache:s", b"panel-garbage-member")
+        summary = cache_summary()
+        (row,) = [x for x in summary["functions"] if x["namespace"] == "panel"]
+        print("RESULT " + json.dumps({"hits": row["hits"], "misses": row["misses"], "problems": summary["problems"]}))
+    """
+    out = run_py(code, tmp_path, AIRFLOW_CONN_EFFOPT_REDIS=redis_server.url, AIRFLOW__EFFOPT__CACHE_SECRET=SECRET)
+    assert (out["hits"], out["misses"]) == (0, 1)
+    assert any("'hits'" in p and "b'abc'" in p for p in out["problems"])
+    assert any("panel-garbage-member" in p for p in out["problems"])

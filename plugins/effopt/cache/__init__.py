@@ -20,18 +20,19 @@ flow, :mod:`effopt.cache.hashing` for what keys see (and do not see),
 :mod:`effopt.cache.codec` for the signed entry format.
 """
 
-from effopt.cache.base import STAT_FIELDS, BackendError, CacheBackend, CacheKey
+from effopt.cache.base import STAT_FIELDS, BackendError, BackendRefused, CacheBackend, CacheKey, CorruptEntry
 from effopt.cache.core import (
     REFERENCE_MARKER,
     CacheReferenceError,
     CallResult,
     ComputationCache,
     FunctionSpec,
+    LockHeld,
     Lookup,
     SingleFlightTimeout,
     is_cache_reference,
 )
-from effopt.cache.hashing import UnhashableInput, canonical_digest, code_version
+from effopt.cache.hashing import UnhashableInput, canonical_digest, code_version, function_name, task_function_name
 from effopt.cache.local import LocalBackend
 from effopt.cache.redis_backend import RedisBackend
 
@@ -39,18 +40,23 @@ __all__ = [
     "REFERENCE_MARKER",
     "STAT_FIELDS",
     "BackendError",
+    "BackendRefused",
     "CacheBackend",
     "CacheKey",
     "CacheReferenceError",
     "CallResult",
     "ComputationCache",
+    "CorruptEntry",
     "FunctionSpec",
     "LocalBackend",
+    "LockHeld",
     "Lookup",
     "RedisBackend",
     "SingleFlightTimeout",
     "UnhashableInput",
     "canonical_digest",
     "code_version",
+    "function_name",
     "is_cache_reference",
+    "task_function_name",
 ]

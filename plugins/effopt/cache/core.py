@@ -9,13 +9,26 @@ One call runs this flow (the same code drives sync and async functions)::
         holder released it or crashed); give up after lock_timeout_s
     read again (another worker may have just finished), compute, store, release
 
-Every backend failure makes the call compute without the cache (fail-open):
-one warning per outage, ``errors`` counted, and for ``retry_after_s`` seconds
-calls do not even try the backend.  Statistics are counted in the process and
-added to the backend's shared counters after every miss, at most
-``stats_flush_s`` after a hit, by :meth:`ComputationCache.flush_stats`, and
-at interpreter exit; counts of calls made while the backend was down are
-added once it answers again.
+Backend failures are of two kinds (see :mod:`effopt.cache.base`):
+
+* an **outage** (connection refused or reset, timeout): the call computes
+  without the cache (fail-open), one warning per outage, ``errors`` counted;
+  later calls skip the backend at once while a probe thread asks it every
+  ``retry_after_s`` whether it answers again, and caching resumes when it
+  does.  Once a call met an outage it makes no further backend request, so
+  a hung server costs a call at most one backend timeout;
+* a **refusal** (out of memory, a key of the wrong type, a read-only
+  replica): only that operation is skipped -- an entry that cannot be
+  written is returned uncached, a corrupted entry is rejected, deleted and
+  recomputed -- and the next call uses the backend as usual.
+
+Statistics are counted in the process and added to the backend's shared
+counters after every miss, at most ``stats_flush_s`` after a hit, by
+:meth:`ComputationCache.flush_stats`, and at interpreter exit.  Each flush is
+a batch with an id: one that failed is retried with the same id, and the
+backend adds a batch once, so counts are neither lost nor doubled when a reply
+is lost.  Counts of calls made while the backend was down are added once it
+answers again.
 """
 
 from __future__ import annotations
@@ -30,14 +43,23 @@ import os
 import threading
 import time
 import types
+import uuid
 import weakref
 from collections.abc import Callable, Collection, Coroutine, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from effopt.cache.base import BackendError, BackendLock, CacheBackend, CacheKey, validate_name
+from effopt.cache.base import (
+    BackendError,
+    BackendLock,
+    BackendRefused,
+    CacheBackend,
+    CacheKey,
+    CorruptEntry,
+    validate_name,
+)
 from effopt.cache.codec import EntryTooLarge, RejectedEntry, open_entry, seal_entry
-from effopt.cache.hashing import UnhashableInput, _Encoder, code_version, function_name
+from effopt.cache.hashing import UnhashableInput, _Encoder, code_version, function_name, too_deep
 from effopt.config import Settings
 
 __all__ = [
@@ -46,6 +68,7 @@ __all__ = [
     "CallResult",
     "ComputationCache",
     "FunctionSpec",
+    "LockHeld",
     "Lookup",
     "SingleFlightTimeout",
     "is_cache_reference",
@@ -63,6 +86,24 @@ _UNSET: Any = object()
 
 class SingleFlightTimeout(TimeoutError):
     """Waited ``lock_timeout_s`` for another worker computing the same key."""
+
+
+class LockHeld(Exception):  # noqa: N818 - a state, not an error
+    """Raised by ``call(..., wait=False)``: another worker is computing ``key`` right now.
+
+    The caller may wait elsewhere (an Airflow trigger polls the entry and the
+    lock) and call again; nothing was counted for this call.
+    """
+
+    def __init__(self, key: CacheKey, function: str) -> None:
+        super().__init__(f"another worker is computing {function} (key {key})")
+        self.key = key
+        self.function = function
+
+
+#: A statistics batch that could not be added for this long is dropped (and the loss logged): the
+#: backend remembers batch ids for a day, so a later retry might count it twice.
+BATCH_GIVE_UP_S = 12 * 3600
 
 
 class CacheReferenceError(LookupError):
@@ -206,8 +247,9 @@ class _LeaseKeeper:
                 return
 
     def stop(self) -> None:
+        # Not joined: a renewal blocked by a hung backend must not hold up the call.  A renewal that
+        # lands after the release finds another token (or none) and changes nothing.
         self._stop.set()
-        self._thread.join()
 
 
 def _bind(spec: FunctionSpec, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -354,9 +396,14 @@ class ComputationCache:
     def _init_state(self) -> None:
         self._state = threading.Lock()
         self._pending: dict[tuple[str, str], dict[str, float]] = {}
+        self._inflight: _Batch | None = None  # a batch whose flush failed: retried as it is, with its id
+        self._flush_lock = threading.Lock()
         self._last_flush = time.monotonic()
         self._failed_at: float | None = None  # monotonic time of the last backend failure of the current outage
+        self._probing = False  # a probe thread is asking the backend whether it answers again
+        self._probe_stop = threading.Event()
         self._warned: set[str] = set()
+        self._warned_at: dict[str, float] = {}
 
     def __repr__(self) -> str:
         return f"ComputationCache({self.backend!r}, namespace={self.namespace!r})"
@@ -431,7 +478,10 @@ class ComputationCache:
                 continue
             enc.feed(arg, "name")
             try:
-                enc.feed(value, arg)
+                try:
+                    enc.feed(value, arg)
+                except RecursionError:
+                    raise too_deep(arg, value) from None
             except UnhashableInput as exc:
                 raise UnhashableInput(
                     f"cannot hash argument {arg!r} of {spec.name} deterministically: {exc}; "
@@ -516,10 +566,14 @@ class ComputationCache:
         *,
         refresh: bool = False,
         ttl: float | None = _UNSET,
+        wait: bool = True,
     ) -> CallResult:
         """Call a sync ``func`` through the cache; ``refresh=True`` recomputes and overwrites.
 
         ``ttl`` overrides the function's TTL for the entry this call writes.
+        ``wait=False``: when another worker is computing the same key, raise
+        :class:`LockHeld` at once instead of waiting for it (nothing is
+        counted; call again later).
         """
         spec = self._spec(func)
         if spec.is_async:
@@ -541,7 +595,7 @@ class ComputationCache:
                 if time.monotonic() - self._last_flush >= self.stats_flush_s:
                     self.flush_stats()
                 return result
-        return _drive_sync(self._flow(spec, key, refresh, ttl, first), spec.func, args, kwargs)
+        return _drive_sync(self._flow(spec, key, refresh, ttl, first, wait), spec.func, args, kwargs)
 
     async def acall(
         self,
@@ -551,6 +605,7 @@ class ComputationCache:
         *,
         refresh: bool = False,
         ttl: float | None = _UNSET,
+        wait: bool = True,
     ) -> CallResult:
         """:meth:`call` for an async function (backend I/O runs in a worker thread)."""
         spec = self._spec(func)
@@ -559,7 +614,7 @@ class ComputationCache:
         kwargs = dict(kwargs or {})
         ttl = self._ttl(spec, ttl)
         key = self.key(spec, args, kwargs)
-        return await _drive_async(self._flow(spec, key, refresh, ttl, None), spec.func, args, kwargs)
+        return await _drive_async(self._flow(spec, key, refresh, ttl, None, wait), spec.func, args, kwargs)
 
     @staticmethod
     def _ttl(spec: FunctionSpec, ttl: float | None) -> float | None:
@@ -589,10 +644,11 @@ class ComputationCache:
         )
 
     def _flow(
-        self, spec: FunctionSpec, key: CacheKey, refresh: bool, ttl: float | None, first: Lookup | None
+        self, spec: FunctionSpec, key: CacheKey, refresh: bool, ttl: float | None, first: Lookup | None, wait: bool
     ) -> _Flow:
         """One call after the first read (``first``, when the caller already made it)."""
         error: str | None = first.error if first is not None else None
+        outage = False  # met an outage: no further backend request in this call
         found: Lookup | None = None
         lock: BackendLock | None = None
         rejected = int(first.rejected) if first is not None else 0
@@ -601,10 +657,10 @@ class ComputationCache:
             error = "cache bypassed after a recent backend failure"
         if error is None:
             try:
-                found, lock, more_rejected, waited_s = yield from self._acquire(key, spec, refresh, first)
+                found, lock, more_rejected, waited_s = yield from self._acquire(key, spec, refresh, first, wait)
                 rejected += more_rejected
             except BackendError as exc:
-                error = self._failed(exc)
+                error, outage = self._failed(exc), not isinstance(exc, BackendRefused)
         if found is not None and found.hit:
             self._recovered()
             result = self._hit(spec, key, found, waited_s, rejected)
@@ -622,12 +678,12 @@ class ComputationCache:
                 try:
                     nbytes = yield _Io(self._store, (key, spec.name, value, compute_s, ttl, spec.tags))
                 except BackendError as exc:
-                    error = self._failed(exc)
+                    error, outage = self._failed(exc), not isinstance(exc, BackendRefused)
         finally:
             if keeper is not None:
                 keeper.stop()
             if lock is not None:
-                error = self._release(lock) or error
+                error = self._release(lock, outage) or error
         self._count(
             spec.name, misses=1, compute_s=compute_s, bytes=nbytes, rejected=rejected, errors=int(error is not None)
         )
@@ -647,7 +703,10 @@ class ComputationCache:
             error=error,
         )
 
-    def _release(self, lock: BackendLock) -> str | None:
+    def _release(self, lock: BackendLock, outage: bool = False) -> str | None:
+        if outage or not self._backend_usable():
+            lock.abandon()  # its lease expires; this process takes it back at its next attempt on the key
+            return None
         try:
             lock.release()
         except BackendError as exc:
@@ -655,12 +714,12 @@ class ComputationCache:
         return None
 
     def _acquire(
-        self, key: CacheKey, spec: FunctionSpec, refresh: bool, first: Lookup | None
+        self, key: CacheKey, spec: FunctionSpec, refresh: bool, first: Lookup | None, wait: bool = True
     ) -> Generator[Any, Any, tuple[Lookup | None, BackendLock | None, int, float]]:
         """Read the entry (unless ``first`` is that read), else take the lock, waiting while another worker holds it.
 
         Returns ``(hit or None, lock or None, entries rejected, seconds waited)``;
-        raises BackendError.
+        raises BackendError, and :class:`LockHeld` when the lock is held and not ``wait``.
         """
         rejected = 0
         if not refresh and first is None:
@@ -681,6 +740,10 @@ class ComputationCache:
                 rejected += found.rejected
                 if found.hit:
                     return found, None, rejected, time.monotonic() - wait_started
+            if not wait:
+                if rejected:
+                    self._count(spec.name, rejected=rejected)
+                raise LockHeld(key, spec.name)
             if time.monotonic() - wait_started >= self.lock_timeout_s:
                 raise SingleFlightTimeout(
                     f"effopt cache: waited {self.lock_timeout_s:g} s for another worker computing {spec.name} "
@@ -705,7 +768,12 @@ class ComputationCache:
 
     # -- entries ---------------------------------------------------------------
     def _read(self, key: CacheKey) -> Lookup:
-        blob = self.backend.get(key)
+        try:
+            blob = self.backend.get(key)
+        except CorruptEntry as exc:
+            log.warning("effopt cache: rejected the entry of %s: %s; it is deleted and recomputed", key, exc)
+            self._delete_rejected(key)
+            return Lookup(hit=False, rejected=True)
         if blob is None:
             return Lookup(hit=False)
         try:
@@ -717,8 +785,15 @@ class ComputationCache:
         else:
             self._note_fallback(opened.signed_with)
             return Lookup(hit=True, value=opened.value, nbytes=opened.nbytes, compute_s=opened.compute_s)
-        self.backend.delete(key)
+        self._delete_rejected(key)
         return Lookup(hit=False, rejected=True)
+
+    def _delete_rejected(self, key: CacheKey) -> None:
+        """Delete a rejected entry; a refusal leaves it for the next write to replace (an outage is raised)."""
+        try:
+            self.backend.delete(key)
+        except BackendRefused as exc:
+            self._failed(exc)
 
     def _store(
         self, key: CacheKey, function: str, value: Any, compute_s: float, ttl: float | None, tags: Sequence[str]
@@ -798,6 +873,13 @@ class ComputationCache:
         key = CacheKey.parse(ref["key"])
         try:
             blob = self.backend.get(key)
+        except CorruptEntry as exc:
+            self._count(key.function, rejected=1)
+            try:
+                self._delete_rejected(key)
+            except BackendError:
+                pass  # the reference cannot be resolved either way
+            raise CacheReferenceError(f"the cache entry {key} was rejected: {exc}") from exc
         except BackendError as exc:
             raise CacheReferenceError(f"cannot resolve the cache reference {key}: {exc}") from exc
         if blob is None:
@@ -831,24 +913,57 @@ class ComputationCache:
                 if value:
                     row[name] = row.get(name, 0) + value
 
-    def flush_stats(self) -> bool:
-        """Add this process's pending counts to the backend; ``False`` (kept for later) if it is unreachable."""
-        with self._state:
-            pending, self._pending = self._pending, {}
-            self._last_flush = time.monotonic()
-        if not pending:
-            return True
+    def flush_stats(self, *, force: bool = False) -> bool:
+        """Add this process's pending counts to the backend; ``False`` (kept for a retry) when that failed.
+
+        Counts go as a batch with an id; a batch that failed is retried as it
+        is, with its id, and the backend adds each batch once, so a flush whose
+        reply was lost is not counted twice.  During an outage (and while
+        another thread is flushing) nothing is sent unless ``force``.
+        """
+        if not force and not self._backend_usable():
+            return False
+        if not self._flush_lock.acquire(blocking=force):
+            return False  # another thread is flushing: these counts go with the next flush
         try:
-            self.backend.add_stats(pending)
-        except BackendError as exc:
             with self._state:
-                for k, fields in pending.items():
-                    row = self._pending.setdefault(k, {})
+                self._last_flush = time.monotonic()
+            for _ in range(2):  # the failed batch first, then what was counted since
+                with self._state:
+                    batch = self._inflight
+                    if batch is None:
+                        if not self._pending:
+                            return True
+                        batch = self._inflight = _Batch(uuid.uuid4().hex, self._pending, time.time())
+                        self._pending = {}
+                if time.time() - batch.created > BATCH_GIVE_UP_S:
+                    log.warning(
+                        "effopt cache: dropped statistics the backend did not take for %.0f hours (%s); the shared "
+                        "counters miss them", (time.time() - batch.created) / 3600, _describe_counts(batch.delta))
+                    with self._state:
+                        self._inflight = None
+                    continue
+                try:
+                    self.backend.add_stats(batch.delta, batch.id)
+                except BackendError as exc:
+                    self._failed(exc)
+                    return False
+                with self._state:
+                    self._inflight = None
+            return not self._pending
+        finally:
+            self._flush_lock.release()
+
+    def pending_stats(self) -> dict[tuple[str, str], dict[str, float]]:
+        """Counts made in this process and not yet added to the backend (a failed batch included)."""
+        with self._state:
+            out: dict[tuple[str, str], dict[str, float]] = {}
+            for delta in ((self._inflight.delta if self._inflight else {}), self._pending):
+                for k, fields in delta.items():
+                    row = out.setdefault(k, {})
                     for name, value in fields.items():
                         row[name] = row.get(name, 0) + value
-            self._failed(exc)
-            return False
-        return True
+            return out
 
     def stats(self, namespace: str | None = None) -> dict[str, dict[str, float]]:
         """``{function: {"hits", "misses", "rejected", "errors", "compute_s", "saved_s", "bytes"}}``.
@@ -858,7 +973,7 @@ class ComputationCache:
         ``saved_s`` the computation time hits avoided.  Raises
         :class:`~effopt.cache.base.BackendError` when the backend is unreachable.
         """
-        self.flush_stats()
+        self.flush_stats(force=True)
         ns = self.namespace if namespace is None else validate_name(namespace, "namespace")
         return self.backend.read_stats(ns).get(ns, {})
 
@@ -891,16 +1006,34 @@ class ComputationCache:
     # -- fail-open bookkeeping ---------------------------------------------------
     def _backend_usable(self) -> bool:
         with self._state:
-            return self._failed_at is None or time.monotonic() - self._failed_at >= self.retry_after_s
+            if self._failed_at is None:
+                return True
+            # While a probe runs, it alone decides when the backend answers again.
+            return not self._probing and time.monotonic() - self._failed_at >= self.retry_after_s
 
     def _failed(self, exc: BaseException) -> str:
+        if isinstance(exc, BackendRefused):
+            self._warn_every(
+                f"refused:{exc.kind}",
+                "effopt cache: %s; this call goes on without that operation (not an outage: the cache stays in use)",
+                exc,
+            )
+            return str(exc)
         with self._state:
             first = self._failed_at is None
             self._failed_at = time.monotonic()
+            start_probe = not self._probing and self.retry_after_s > 0
+            if start_probe:
+                self._probing = True
         if first:
             log.warning(
                 "effopt cache: %s; calls compute without the cache until the backend answers again", exc
             )
+        if start_probe:
+            threading.Thread(
+                target=_probe, args=(weakref.ref(self), self.retry_after_s, self._probe_stop),
+                name="effopt-cache-probe", daemon=True,
+            ).start()
         return str(exc)
 
     def _recovered(self) -> None:
@@ -909,6 +1042,16 @@ class ComputationCache:
                 return
             self._failed_at = None
         log.info("effopt cache: backend %s answers again; caching resumed", self.backend.describe())
+
+    def _warn_every(self, what: str, message: str, *args: Any) -> None:
+        """Warn about ``what`` at most once a minute."""
+        now = time.monotonic()
+        with self._state:
+            last = self._warned_at.get(what)
+            if last is not None and now - last < _WARN_EVERY_S:
+                return
+            self._warned_at[what] = now
+        log.warning(message, *args)
 
     def _warn_once(self, what: str, message: str, *args: Any) -> None:
         with self._state:
@@ -919,9 +1062,57 @@ class ComputationCache:
 
     def close(self) -> None:
         """Flush pending statistics and release the backend's connections."""
+        self._probe_stop.set()
         self.flush_stats()
         self.backend.close()
         _LIVE.discard(self)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    id: str
+    delta: dict[tuple[str, str], dict[str, float]]
+    created: float
+
+
+_WARN_EVERY_S = 60.0
+
+
+def _describe_counts(delta: Mapping[tuple[str, str], Mapping[str, float]]) -> str:
+    totals: dict[str, float] = {}
+    for fields in delta.values():
+        for name, value in fields.items():
+            totals[name] = totals.get(name, 0) + value
+    return ", ".join(f"{name} {value:g}" for name, value in sorted(totals.items())) or "nothing"
+
+
+def _probe(ref: weakref.ReferenceType[ComputationCache], interval: float, stop: threading.Event) -> None:
+    """Ask the backend every ``interval`` whether it answers; end the outage of the cache when it does."""
+    answered = False
+    try:
+        while not stop.wait(interval):
+            cache = ref()
+            if cache is None:
+                return
+            try:
+                cache.backend.ping()
+            except BackendRefused:
+                pass  # an error reply is an answer
+            except Exception:  # noqa: BLE001 - still down (or hung): ask again later
+                del cache
+                continue
+            answered = True
+            return
+    finally:
+        cache = ref()
+        if cache is not None:
+            with cache._state:
+                cache._probing = False
+                was_down = answered and cache._failed_at is not None
+                if answered:
+                    cache._failed_at = None
+            if was_down:
+                log.info("effopt cache: backend %s answers again; caching resumed", cache.backend.describe())
 
 
 def _flush_all_at_exit() -> None:

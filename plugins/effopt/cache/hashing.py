@@ -13,15 +13,25 @@ not part of its value is hashed independently of that order:
 * numpy arrays: dtype + shape + raw buffer (in C order), hashed by xxh3 at
   memory speed; object arrays element by element;
 * dataclasses, attrs classes and pydantic models: class name + fields;
-* pandas ``DataFrame`` / ``Series`` / ``Index`` (when pandas is imported):
-  labels, dtypes and values, numeric columns through their raw buffers;
+* pandas ``DataFrame`` / ``Series`` / ``Index`` / extension arrays (when
+  pandas is imported): column order and names, the index (its type, names,
+  levels and frequency), each column's full dtype (a categorical's categories
+  in their order and its ``ordered`` flag, a zone's identity and unit,
+  periods' frequency, interval closure, sparse fill values, string storage)
+  and values (numeric columns through their raw buffers, categoricals by
+  their codes), and ``attrs``; a third-party extension dtype is refused;
+* datetimes and times: wall time, the zone's identity (``ZoneInfo`` key,
+  fixed offset and name, pytz zone) and the UTC offset in force, so
+  ``ZoneInfo("Europe/Paris")`` and ``timezone(timedelta(hours=1))`` differ
+  although they print alike; zones without a stable identity are refused;
 * module-level functions and classes: by qualified name (functions also by
   :func:`code_version`);
 * any class can take part by defining ``__effopt_hash__(self)`` returning a
   value this module can hash.
 
-Anything else raises :class:`UnhashableInput` (a ``TypeError``) naming where
-in the value the offending object sits.  There is deliberately no fallback to
+Anything else, and containers nested more than :data:`MAX_DEPTH` deep,
+raise :class:`UnhashableInput` (a ``TypeError``) naming where in the value
+the offending object sits.  There is deliberately no fallback to
 ``repr``, ``pickle`` or ``hash()``: those are not stable across processes and
 would silently produce cache misses or, worse, wrong hits.
 """
@@ -33,8 +43,10 @@ import datetime as _dt
 import decimal
 import enum
 import fractions
+import functools
 import inspect
 import pathlib
+import re
 import struct
 import sys
 import types
@@ -46,7 +58,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
-__all__ = ["UnhashableInput", "canonical_digest", "code_version", "function_name"]
+__all__ = ["MAX_DEPTH", "UnhashableInput", "canonical_digest", "code_version", "function_name", "task_function_name"]
 
 _PACK_F64 = struct.Struct("<d").pack
 _PACK_U64 = struct.Struct("<Q").pack
@@ -65,13 +77,39 @@ def _type_name(t: type) -> str:
     return f"{t.__module__}.{t.__qualname__}"
 
 
+#: The module-name prefix Airflow gives the DAG files it imports: ``unusual_prefix_<sha1 of the file's path>_``.
+AIRFLOW_MODULE_PREFIX = re.compile(r"(^|\.)unusual_prefix_[0-9a-f]{40}_")
+_MAX_NAME = 200
+
+
 def function_name(func: Callable[..., Any]) -> str:
-    """``module.qualname`` of a function, the name its cache entries and statistics are filed under."""
-    module = getattr(func, "__module__", None) or "<unknown>"
+    """``module.qualname`` of a function, the name its cache entries and statistics are filed under.
+
+    Airflow imports a DAG file as ``unusual_prefix_<sha1 of its path>_<file stem>``; that prefix is
+    dropped, so the name does not depend on where the DAG folder sits on disk.
+    """
+    module = AIRFLOW_MODULE_PREFIX.sub(r"\1", getattr(func, "__module__", None) or "<unknown>")
     return f"{module}.{func.__qualname__}"
 
 
+def task_function_name(dag_id: str, task_id: str, func: Callable[..., Any]) -> str:
+    """``<dag_id>/<task_id>/<qualname>``: the name a cached Airflow task's entries and statistics are filed under.
+
+    Neither the DAG file's location nor its module name is part of it, so workers that mount the DAG
+    folder at different paths share entries, and moving the folder keeps them.  ``/`` cannot occur in
+    DAG or task ids, so two different tasks never share a name.  A name longer than 200 characters
+    keeps its first 150 and ends with a hash of the whole.
+    """
+    name = f"{dag_id}/{task_id}/{func.__qualname__}"
+    name = re.sub(r"[\s:*?\[\]\\]", "_", name)  # only characters a key may hold (ids and qualnames rarely have any)
+    if len(name) > _MAX_NAME:
+        name = f"{name[:150]}~{xxhash.xxh3_64_hexdigest(name.encode())}"
+    return name
+
+
 _DIRECT = 64 * 1024  # byte strings from this size on go straight into the hash state
+#: Containers nested deeper than this are refused (UnhashableInput) before Python's recursion limit is reached.
+MAX_DEPTH = 100
 
 
 class _Encoder:
@@ -152,7 +190,11 @@ class _Encoder:
             self._numpy_scalar(value, path)
         elif hasattr(t, "__effopt_hash__"):
             self._str(b"H", _type_name(t))
-            self.feed(value.__effopt_hash__(), f"{path}.__effopt_hash__()")
+            self._enter(value, path)  # an __effopt_hash__ that returns another such object nests too
+            try:
+                self.feed(value.__effopt_hash__(), f"{path}.__effopt_hash__()")
+            finally:
+                self._active.discard(id(value))
         elif isinstance(value, enum.Enum):
             self._str(b"E", _type_name(t))
             self._str(b"e", value.name)
@@ -170,8 +212,14 @@ class _Encoder:
             self._pydantic(value, path)
         elif "pandas" in sys.modules and self._pandas(value, path):
             pass
-        elif isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
-            # isoformat carries the UTC offset of aware values; datetime is a date subclass, so the type name disambiguates.
+        elif isinstance(value, (_dt.datetime, _dt.time)):
+            # Wall time, then the zone's identity and the UTC offset in force: a ZoneInfo zone and a fixed
+            # offset that print alike stay apart, and so do the two sides of a DST fold.
+            self._str(b"t", _type_name(t))
+            self._str(b"t", value.replace(tzinfo=None).isoformat())
+            self._tz(value.tzinfo, path)
+            self._offset(value.utcoffset())
+        elif isinstance(value, _dt.date):
             self._str(b"t", _type_name(t))
             self._str(b"t", value.isoformat())
         elif isinstance(value, _dt.timedelta):
@@ -224,7 +272,63 @@ class _Encoder:
     def _enter(self, value: Any, path: str) -> None:
         if id(value) in self._active:
             raise UnhashableInput(f"{path} contains itself (a reference cycle)", path, _type_name(type(value)))
+        if len(self._active) >= MAX_DEPTH:
+            raise UnhashableInput(
+                f"{path[:120]}... is nested more than {MAX_DEPTH} containers deep, which effopt does not hash "
+                "(flatten it, or give its type a __effopt_hash__() method)",
+                path[:200],
+                _type_name(type(value)),
+            )
         self._active.add(id(value))
+
+    def _offset(self, offset: _dt.timedelta | None) -> None:
+        if offset is None:
+            self._tag(b"o")
+            return
+        self._buf += b"O"
+        for part in (offset.days, offset.seconds, offset.microseconds):
+            self._int(b"i", part)
+
+    def _tz(self, tz: Any, path: str) -> None:
+        """The identity of a time zone: its kind and name (offsets are encoded by the caller)."""
+        if tz is None:
+            self._tag(b"z")
+            return
+        kind = type(tz)
+        if kind is _dt.timezone:
+            # A fixed offset: its offset and its name (timezone(timedelta(hours=1), "CET") is another zone).
+            self._str(b"Z", "datetime.timezone")
+            self._offset(tz.utcoffset(None))
+            self._str(b"Z", tz.tzname(None))
+            return
+        zoneinfo = sys.modules.get("zoneinfo")
+        if zoneinfo is not None and isinstance(tz, zoneinfo.ZoneInfo):
+            if tz.key is None:
+                raise UnhashableInput(
+                    f"{path} has a zoneinfo.ZoneInfo zone read from a file (no key), which has no stable "
+                    "identity; use ZoneInfo('Area/City')",
+                    path,
+                    _type_name(kind),
+                )
+            self._str(b"Z", "zoneinfo.ZoneInfo")
+            self._str(b"Z", tz.key)
+            return
+        module = kind.__module__.split(".")[0]
+        if module == "pytz" and isinstance(getattr(tz, "zone", None), str):
+            self._str(b"Z", "pytz")  # every localized pytz instance of one zone is that zone
+            self._str(b"Z", tz.zone)
+            return
+        if module == "dateutil" and kind.__name__ in ("tzutc", "tzoffset"):
+            self._str(b"Z", _type_name(kind))
+            self._offset(tz.utcoffset(None))
+            self._str(b"Z", str(tz.tzname(None)))
+            return
+        raise UnhashableInput(
+            f"{path} has a time zone of type {_type_name(kind)}, which effopt cannot identify deterministically "
+            "(use zoneinfo.ZoneInfo, datetime.timezone or a pytz zone)",
+            path,
+            _type_name(kind),
+        )
 
     def _sequence(self, tag: bytes, value: Any, path: str) -> None:
         self._enter(value, path)
@@ -336,31 +440,39 @@ class _Encoder:
             self._pandas_index(value.columns, f"{path}.columns")
             self._pandas_index(value.index, f"{path}.index")
             for i in range(value.shape[1]):
-                column = value.iloc[:, i]
-                self._str(b"w", str(column.dtype))
-                self._ndarray(column.to_numpy(), f"{path}.iloc[:, {i}]")
+                self._pandas_array(value.iloc[:, i].array, f"{path}.iloc[:, {i}]")
+            self._attrs(value, path)
         elif isinstance(value, pd.Series):
             self._str(b"W", "pandas.Series")
             self.feed(value.name, f"{path}.name")
             self._pandas_index(value.index, f"{path}.index")
-            self._str(b"w", str(value.dtype))
-            self._ndarray(value.to_numpy(), f"{path}.values")
+            self._pandas_array(value.array, f"{path}.values")
+            self._attrs(value, path)
         elif isinstance(value, pd.Index):
             self._pandas_index(value, path)
+        elif isinstance(value, pd.api.extensions.ExtensionArray):
+            self._str(b"W", _type_name(type(value)))
+            self._pandas_array(value, path)
+        elif isinstance(value, pd.api.extensions.ExtensionDtype):
+            self._pandas_dtype(value, path)
         elif value is pd.NaT:
             self._tag(b"!")
         elif value is pd.NA:
             self._tag(b"?")
         elif isinstance(value, pd.Timestamp):
             self._str(b"W", "pandas.Timestamp")
-            self._str(b"w", value.isoformat())
-            self._str(b"w", str(value.tz))
+            self._str(b"w", value.unit)
+            self._str(b"w", value.tz_localize(None).isoformat())
+            self._tz(value.tzinfo, path)
+            self._offset(value.utcoffset())
         elif isinstance(value, pd.Timedelta):
             self._str(b"W", "pandas.Timedelta")
+            self._str(b"w", value.unit)
             self._int(b"w", value.value)
         elif isinstance(value, pd.Period):
             self._str(b"W", "pandas.Period")
-            self._str(b"w", f"{value}@{value.freqstr}")
+            self._str(b"w", value.freqstr)
+            self._int(b"w", value.ordinal)
         elif isinstance(value, pd.Interval):
             self._str(b"W", "pandas.Interval")
             self.feed((value.left, value.right, value.closed), path)
@@ -368,11 +480,99 @@ class _Encoder:
             return False
         return True
 
+    def _attrs(self, value: Any, path: str) -> None:
+        attrs = value.attrs
+        if attrs:
+            self._mapping(b"X", attrs, f"{path}.attrs")
+        else:
+            self._tag(b"x")
+
+    def _pandas_dtype(self, dtype: Any, path: str) -> None:
+        """Everything that tells two dtypes apart (``str(dtype)`` does not: ``category`` hides the categories)."""
+        if isinstance(dtype, np.dtype):
+            self._str(b"a", str(dtype.descr) if dtype.fields else dtype.str)
+            return
+        pd = sys.modules["pandas"]
+        kind = type(dtype)
+        self._str(b"X", _type_name(kind))
+        if isinstance(dtype, pd.CategoricalDtype):
+            self.feed(dtype.ordered, f"{path}.ordered")
+            if dtype.categories is None:
+                self._tag(b"N")
+            else:  # in their order: it is the order of the codes, and of comparisons when ordered
+                self._pandas_index(dtype.categories, f"{path}.categories")
+        elif isinstance(dtype, pd.DatetimeTZDtype):
+            self._str(b"X", dtype.unit)
+            self._tz(dtype.tz, f"{path}.tz")
+        elif isinstance(dtype, pd.PeriodDtype):
+            self._str(b"X", dtype.freq.freqstr)
+        elif isinstance(dtype, pd.IntervalDtype):
+            self._str(b"X", str(dtype.closed))
+            if dtype.subtype is None:
+                self._tag(b"N")
+            else:
+                self._pandas_dtype(dtype.subtype, f"{path}.subtype")
+        elif isinstance(dtype, pd.SparseDtype):
+            self._pandas_dtype(dtype.subtype, f"{path}.subtype")
+            self.feed(dtype.fill_value, f"{path}.fill_value")
+        elif isinstance(dtype, pd.StringDtype):
+            self._str(b"X", dtype.storage)
+            self.feed(dtype.na_value, f"{path}.na_value")
+        elif kind in _masked_dtypes(pd):
+            self._str(b"X", dtype.name)
+        elif kind is getattr(pd, "ArrowDtype", None):
+            self._str(b"X", str(dtype.pyarrow_dtype))
+        elif kind.__name__ == "NumpyEADtype" and kind.__module__.startswith("pandas."):
+            self._pandas_dtype(dtype.numpy_dtype, path)
+        else:
+            raise UnhashableInput(
+                f"{path} has the pandas extension dtype {_type_name(kind)} ({dtype}), which effopt cannot hash "
+                "deterministically (convert the column to a numpy or built-in pandas dtype)",
+                path,
+                _type_name(kind),
+            )
+
+    def _pandas_array(self, arr: Any, path: str) -> None:
+        """The dtype and values of a pandas array (a column, a Series' values, an Index's values)."""
+        pd = sys.modules["pandas"]
+        dtype = arr.dtype
+        self._pandas_dtype(dtype, f"{path}.dtype")
+        if isinstance(dtype, np.dtype):
+            self._ndarray(np.asarray(arr), path)
+        elif isinstance(arr, pd.Categorical):
+            self._ndarray(arr.codes, f"{path}.codes")
+        elif hasattr(arr, "asi8"):  # datetimes with a zone, periods: int64 ordinals (NaT included)
+            self._ndarray(arr.asi8, path)
+        elif isinstance(dtype, pd.IntervalDtype):
+            self._pandas_index(arr.left, f"{path}.left")
+            self._pandas_index(arr.right, f"{path}.right")
+            self._ndarray(np.asarray(arr.isna()), f"{path}.isna")
+        elif isinstance(dtype, pd.SparseDtype):
+            self._ndarray(np.asarray(arr.to_dense()), path)
+        elif type(dtype) in _masked_dtypes(pd):
+            mask = np.asarray(arr.isna(), dtype=bool)
+            numpy_dtype = dtype.numpy_dtype
+            self._ndarray(arr.to_numpy(dtype=numpy_dtype, na_value=numpy_dtype.type(0)), path)
+            self._ndarray(mask, f"{path}.isna")
+        else:  # strings, Arrow types: element by element
+            self._ndarray(arr.to_numpy(dtype=object), path)
+
     def _pandas_index(self, index: Any, path: str) -> None:
+        pd = sys.modules["pandas"]
         self._str(b"I", _type_name(type(index)))
         self.feed(list(index.names), f"{path}.names")
-        self._str(b"I", str(index.dtype))
-        self._ndarray(index.to_numpy(), path)
+        if isinstance(index, pd.MultiIndex):
+            self._count(b"I", index.nlevels)
+            for level in range(index.nlevels):
+                self._pandas_index(index.get_level_values(level), f"{path}.levels[{level}]")
+            return
+        if isinstance(index, pd.RangeIndex):
+            for part in (index.start, index.stop, index.step):
+                self._int(b"r", part)
+            return
+        freq = getattr(index, "freq", None)  # DatetimeIndex, TimedeltaIndex, PeriodIndex
+        self.feed(None if freq is None else freq.freqstr, f"{path}.freq")
+        self._pandas_array(index.array, path)
 
     @staticmethod
     def _unhashable(value: Any, path: str) -> UnhashableInput:
@@ -386,6 +586,14 @@ class _Encoder:
         )
 
 
+@functools.cache
+def _masked_dtypes(pd: Any) -> tuple[type, ...]:
+    """pandas' nullable numeric and boolean dtypes (their name says everything about them)."""
+    names = ("Int8Dtype", "Int16Dtype", "Int32Dtype", "Int64Dtype", "UInt8Dtype", "UInt16Dtype", "UInt32Dtype",
+             "UInt64Dtype", "Float32Dtype", "Float64Dtype", "BooleanDtype")
+    return tuple(getattr(pd, n) for n in names if hasattr(pd, n))
+
+
 def _is_pydantic_model(value: Any) -> bool:
     pydantic = sys.modules.get("pydantic")
     return pydantic is not None and isinstance(value, pydantic.BaseModel)
@@ -397,8 +605,21 @@ def canonical_digest(value: Any, path: str = "value") -> bytes:
     ``path`` names the value in error messages (``UnhashableInput``).
     """
     enc = _Encoder()
-    enc.feed(value, path)
+    try:
+        enc.feed(value, path)
+    except RecursionError:
+        raise too_deep(path, value) from None
     return enc.digest()
+
+
+def too_deep(path: str, value: Any) -> UnhashableInput:
+    """The error for a value whose nesting exhausted the interpreter's stack before MAX_DEPTH was reached."""
+    return UnhashableInput(
+        f"{path} is nested too deeply to hash (the interpreter's recursion limit was reached); flatten it, "
+        "or give its type a __effopt_hash__() method",
+        path,
+        _type_name(type(value)),
+    )
 
 
 def _code_parts(code: types.CodeType) -> tuple[Any, ...]:

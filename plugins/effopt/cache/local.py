@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import secrets
 import sqlite3
@@ -41,10 +42,13 @@ from effopt.cache.base import (
     CacheBackend,
     CacheKey,
     StatsDelta,
+    parse_stat,
     zero_stats,
 )
 
 __all__ = ["LocalBackend"]
+
+log = logging.getLogger("effopt.cache")
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS entries (
@@ -63,7 +67,11 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS stats (namespace TEXT NOT NULL, function TEXT NOT NULL, "
     + ", ".join(f"{f} {'REAL' if f in FLOAT_STATS else 'INTEGER'} NOT NULL DEFAULT 0" for f in STAT_FIELDS)
     + ", PRIMARY KEY (namespace, function))",
+    # Statistics batches already added (a retried flush is not counted twice), kept BATCH_TTL_S.
+    "CREATE TABLE IF NOT EXISTS stat_batches (id TEXT PRIMARY KEY, added REAL NOT NULL) WITHOUT ROWID",
 )
+#: How long a statistics batch id is remembered.
+BATCH_TTL_S = 86400
 
 _ADD_STATS = (
     f"INSERT INTO stats (namespace, function, {', '.join(STAT_FIELDS)}) "
@@ -326,26 +334,93 @@ class LocalBackend(CacheBackend):
         return None
 
     # -- statistics -----------------------------------------------------------
-    def add_stats(self, delta: StatsDelta) -> None:
+    def add_stats(self, delta: StatsDelta, batch: str | None = None) -> list[str]:
         rows = [(ns, fn, *(d.get(f, 0) for f in STAT_FIELDS)) for (ns, fn), d in delta.items()]
         if not rows:
-            return
+            return []
+        repairs: list[str] = []
         with self._guard("statistics update"), self._write() as db:
+            if batch is not None:
+                now = time.time()
+                if db.execute("INSERT OR IGNORE INTO stat_batches (id, added) VALUES (?, ?)", (batch, now)).rowcount == 0:
+                    return []  # added before: its reply was lost
+                db.execute("DELETE FROM stat_batches WHERE added < ?", (now - BATCH_TTL_S,))
+            for ns, fn, *_ in rows:
+                repairs += self._check_row(db, ns, fn)
             db.executemany(_ADD_STATS, rows)
+        for line in repairs:
+            log.warning("effopt cache: %s", line)
+        return repairs
 
-    def read_stats(self, namespace: str | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    @staticmethod
+    def _check_row(db: sqlite3.Connection, ns: str, fn: str) -> list[str]:
+        """Reset the fields of one statistics row that are not non-negative numbers (inside a write)."""
+        row = db.execute(f"SELECT {', '.join(STAT_FIELDS)} FROM stats WHERE namespace = ? AND function = ?",
+                         (ns, fn)).fetchone()
+        if row is None:
+            return []
+        found = []
+        for field, value in zip(STAT_FIELDS, row, strict=True):
+            if parse_stat(field, value) is None:
+                db.execute(f"UPDATE stats SET {field} = 0 WHERE namespace = ? AND function = ?", (ns, fn))
+                found.append(f"statistics field {field!r} of {ns}:{fn} held {value!r:.60}, not a counter: reset to 0")
+        return found
+
+    def read_stats(
+        self, namespace: str | None = None, problems: list[str] | None = None
+    ) -> dict[str, dict[str, dict[str, float]]]:
         query = f"SELECT namespace, function, {', '.join(STAT_FIELDS)} FROM stats"
         params: tuple[str, ...] = ()
         if namespace is not None:
             query += " WHERE namespace = ?"
             params = (namespace,)
         out: dict[str, dict[str, dict[str, float]]] = {}
+        bad: list[tuple[str, str]] = []
         with self._guard("statistics read"):
             for ns, fn, *values in self._db().execute(query + " ORDER BY namespace, function", params):
                 stats = zero_stats()
-                stats.update(zip(STAT_FIELDS, values, strict=True))
-                out.setdefault(ns, {})[fn] = stats
+                for field, value in zip(STAT_FIELDS, values, strict=True):
+                    parsed = parse_stat(field, value)
+                    if parsed is None:
+                        if (ns, fn) not in bad:
+                            bad.append((ns, fn))
+                    else:
+                        stats[field] = float(parsed) if field in FLOAT_STATS else int(parsed)
+                out.setdefault(str(ns), {})[str(fn)] = stats
+            found: list[str] = []
+            if bad:
+                with self._write() as db:
+                    for ns, fn in bad:
+                        found += self._check_row(db, ns, fn)
+        for line in found:
+            log.warning("effopt cache: %s", line)
+        if problems is not None:
+            problems.extend(found)
         return out
+
+    def ping(self) -> None:
+        with self._guard("ping"):
+            self._db().execute("SELECT 1").fetchone()
+
+    def peek(self, key: CacheKey) -> tuple[bool, bool]:
+        with self._guard("peek"):
+            row = self._db().execute("SELECT expires FROM entries WHERE key = ?", (str(key),)).fetchone()
+            stored = row is not None and (row[0] is None or row[0] > time.time())
+            path = self._locks / f"{_key_hash(key)}.lock"
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return stored, False
+            try:
+                # A shared lock for an instant: it fails while a holder has the exclusive one.
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    return stored, True
+                raise
+            finally:
+                os.close(fd)
+        return stored, False
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

@@ -8,32 +8,44 @@ covers everything since the counters began.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from effopt.cache.base import STAT_FIELDS
+from effopt.cache.hashing import AIRFLOW_MODULE_PREFIX
 
 Counters = Mapping[str, Mapping[str, Mapping[str, float]]]  # {namespace: {function: {field: value}}}
-
-#: The module-name prefix Airflow gives DAG files it imports (``unusual_prefix_<sha1 of the path>_``).
-_AIRFLOW_MODULE_PREFIX = re.compile(r"(^|\.)unusual_prefix_[0-9a-f]{40}_")
-
 
 def display_name(function: str) -> str:
     """A cached function's name as a person reads it.
 
-    ``unusual_prefix_<sha1>_effopt_cache_example.effopt_cache_example.<locals>.build_features`` (a task
-    defined inside a DAG function of a DAG file) becomes ``effopt_cache_example.build_features``: Airflow's
-    module prefix, ``<locals>`` and a segment that repeats the one before it are dropped.
+    A task's name ``<dag_id>/<task_id>/<qualname>`` (see
+    :func:`effopt.cache.hashing.task_function_name`) becomes ``<dag_id>.<task_id>``
+    when the function's own name is the task id, as ``@task`` makes it
+    (``effopt_cache_example/build_features/effopt_cache_example.<locals>.build_features`` becomes
+    ``effopt_cache_example.build_features``), else ``<dag_id>.<task_id> (<function>)``.
+
+    An older ``module.qualname`` name under Airflow's module prefix
+    (``unusual_prefix_<sha1>_effopt_cache_example.effopt_cache_example.<locals>.build_features``)
+    becomes ``effopt_cache_example.build_features``: the prefix, ``<locals>`` and a segment that repeats
+    the one before it are dropped.
     """
-    text = _AIRFLOW_MODULE_PREFIX.sub(r"\1", function)
+    parts = function.split("/")
+    if len(parts) == 3 and all(parts):
+        dag_id, task_id, qualname = parts
+        own = _readable(qualname).split(".")[-1]
+        base = f"{dag_id}.{task_id}"
+        return base if own == task_id.split(".")[-1] else f"{base} ({own})"
+    return _readable(AIRFLOW_MODULE_PREFIX.sub(r"\1", function)) or function
+
+
+def _readable(dotted: str) -> str:
     parts: list[str] = []
-    for part in text.split("."):
+    for part in dotted.split("."):
         if part == "<locals>" or (parts and part == parts[-1]):
             continue
         parts.append(part)
-    return ".".join(parts) or function
+    return ".".join(parts)
 
 
 def difference(now: Counters, before: Counters | None) -> dict[str, dict[str, dict[str, float]]]:

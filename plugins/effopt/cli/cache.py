@@ -94,13 +94,16 @@ def _stats(args: argparse.Namespace) -> int:
     backend = _open(args)
     if backend is None:
         return 2
+    problems: list[str] = []
     try:
-        stats = backend.read_stats(args.namespace)
+        stats = backend.read_stats(args.namespace, problems)
     except BackendError as exc:
         print(f"effopt cache: {exc}", file=sys.stderr)
         return 1
     finally:
         backend.close()
+    for problem in problems:
+        print(f"warning: repaired corrupted cache statistics: {problem}", file=sys.stderr)
     if args.json:
         print(dumps(stats, indent=2, sort_keys=True))
         return 0

@@ -18,6 +18,17 @@ for them), go downstream as a small cache reference instead of a huge XCom; a do
 
 Trigger a run with ``{"effopt_cache_refresh": true}`` in its conf to recompute
 and overwrite every cached task of that run.
+
+Entries and statistics of a task are filed under ``<dag_id>/<task_id>/<qualname
+of the function>`` (:func:`effopt.cache.hashing.task_function_name`), never
+under the DAG file's module name, which Airflow derives from the file's path.
+
+A task whose inputs another worker is computing right now defers to
+:class:`effopt.triggers.cache.CacheEntryTrigger` (state ``deferred``, no worker
+slot held) and resumes with the value once it is stored.  That needs the
+operator to have the resume method: ``CachedPythonOperator`` and
+``@cached_task`` above ``@task`` have it; ``@cached_task`` below ``@task``
+waits in the worker.
 """
 
 from __future__ import annotations
@@ -25,8 +36,11 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
+
+from airflow.providers.standard.decorators.python import _PythonDecoratedOperator
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +51,64 @@ CONTEXT_OBJECTS = frozenset(
 )
 REFRESH_CONF_KEY = "effopt_cache_refresh"
 DEFAULT_REFERENCE_MIN_BYTES = 1 << 20
+#: The operator method a deferred cached task resumes in.
+RESUME_METHOD = "effopt_resume_cached"
+_RESUME_STATE = "_effopt_resume"
+
+
+def task_name(func: Callable[..., Any], context: Mapping[str, Any] | None) -> str | None:
+    """``<dag_id>/<task_id>/<qualname>`` when ``context`` names the task, else ``None`` (``module.qualname``)."""
+    if not context:
+        return None
+    from effopt.cache.hashing import task_function_name
+
+    ti, task = context.get("ti"), context.get("task")
+    dag_id = getattr(ti, "dag_id", None) or getattr(context.get("dag"), "dag_id", None)
+    task_id = getattr(ti, "task_id", None) or getattr(task, "task_id", None)
+    if not isinstance(dag_id, str) or not isinstance(task_id, str):
+        return None
+    return task_function_name(dag_id, task_id, func)
+
+
+class CachedResumeMixin:
+    """The resume method of operators whose cached call defers while another worker computes its entry."""
+
+    def effopt_resume_cached(self, context: Any, event: Mapping[str, Any] | None = None,
+                             deadline: float | None = None) -> Any:
+        from effopt.cache import SingleFlightTimeout
+
+        status = (event or {}).get("status")
+        if status == "timeout":
+            raise SingleFlightTimeout(
+                "effopt cache: waited [effopt] cache_lock_timeout_s in the triggerer for another worker computing "
+                "this task's inputs without a result; raise cache_lock_timeout_s if the computation takes longer"
+            )
+        if status == "unavailable":
+            log.warning("effopt cache: the triggerer cannot watch the cache (%s); waiting in the worker instead",
+                        (event or {}).get("reason"))
+        log.info("effopt cache: resumed after waiting in the triggerer (%s)", status)
+        setattr(self, _RESUME_STATE, {"status": status, "deadline": deadline})
+        return self.execute(context)  # type: ignore[attr-defined]
+
+
+def _defer(task: Any, cache: Any, held: Any, namespace: str, resume: Mapping[str, Any] | None) -> None:
+    """Defer ``task`` to a trigger watching the entry and the lock of ``held.key`` (raises TaskDeferred)."""
+    from effopt.cache import SingleFlightTimeout
+    from effopt.hooks.cache import CacheHook
+    from effopt.triggers.cache import CacheEntryTrigger
+
+    now = time.time()
+    deadline = (resume or {}).get("deadline") or now + cache.lock_timeout_s
+    if now >= deadline:
+        raise SingleFlightTimeout(
+            f"effopt cache: waited {cache.lock_timeout_s:g} s for another worker computing {held.function} "
+            f"(key {held.key}) without a result; raise [effopt] cache_lock_timeout_s if the computation takes longer"
+        )
+    trigger = CacheEntryTrigger(key=str(held.key), backend=CacheHook(namespace).backend_reference(cache.backend),
+                                deadline=deadline)
+    log.info("effopt cache: another worker is computing %s (key %s); deferring until it is stored, "
+             "without holding a worker slot", held.function, held.key)
+    task.defer(trigger=trigger, method_name=RESUME_METHOD, kwargs={"deadline": deadline})
 
 
 def resolve_references(cache: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[list, dict]:
@@ -70,14 +142,24 @@ def run_cached(
         log.warning("effopt cache unavailable, computing without it: %s", exc)
         return func(*args, **kwargs)
 
+    from effopt.cache import LockHeld
+
     args, kwargs = resolve_references(cache, args, kwargs)
     params = inspect.signature(func).parameters
     skip = set(ignore) | (CONTEXT_OBJECTS & set(params))
-    spec = cache.function_spec(func, ttl=ttl, version=version, ignore=skip, tags=tags)
+    spec = cache.function_spec(func, ttl=ttl, version=version, ignore=skip, tags=tags, name=task_name(func, context))
     conf = (getattr(context.get("dag_run"), "conf", None) or {}) if context else {}
     refresh = bool(conf.get(REFRESH_CONF_KEY, False))
 
-    result = cache.call(spec, args, kwargs, refresh=refresh)
+    task = context.get("task") if context else None
+    resume = getattr(task, _RESUME_STATE, None)
+    can_defer = (callable(getattr(task, RESUME_METHOD, None)) and callable(getattr(task, "defer", None))
+                 and (resume or {}).get("status") != "unavailable")
+    try:
+        result = cache.call(spec, args, kwargs, refresh=refresh, wait=not can_defer)
+    except LockHeld as held:
+        _defer(task, cache, held, namespace, resume)
+        raise  # not reached: defer() raises TaskDeferred
     cache.flush_stats()
     if result.error:
         log.warning("effopt cache bypassed (%s): computed in %.2f s, key %s", result.error, result.compute_s, result.key)
@@ -148,10 +230,25 @@ def cached_task(
     def decorate(obj: Any) -> Any:
         function = getattr(obj, "function", None)
         if function is not None and callable(getattr(obj, "override", None)):
-            # A @task-decorated function: rebuild it around the caching runner.
+            # A @task-decorated function: rebuild it around the caching runner, on an operator that can
+            # defer while another worker computes the same inputs.
             import attr
 
-            return attr.evolve(obj, function=wrap_function(function))
+            changes: dict[str, Any] = {"function": wrap_function(function)}
+            operator_class = _deferrable_operator_class(getattr(obj, "operator_class", None))
+            if operator_class is not None:
+                changes["operator_class"] = operator_class
+            return attr.evolve(obj, **changes)
         return wrap_function(obj)
 
     return decorate(python_callable) if python_callable is not None else decorate
+
+
+
+class CachedDecoratedOperator(CachedResumeMixin, _PythonDecoratedOperator):
+    """``@task``'s operator, able to defer while another worker computes the same cached inputs."""
+
+
+def _deferrable_operator_class(operator_class: Any) -> type | None:
+    """The deferrable counterpart of ``@task``'s operator class, ``None`` for other task flavours."""
+    return CachedDecoratedOperator if operator_class is _PythonDecoratedOperator else None

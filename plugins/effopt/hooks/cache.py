@@ -106,13 +106,26 @@ class CacheHook(BaseHook):
         return "redis"
 
     def get_backend(self) -> CacheBackend:
+        return self.get_backend_of_kind(self.backend_kind())
+
+    def get_backend_of_kind(self, kind: str) -> CacheBackend:
         from effopt.cache import LocalBackend, RedisBackend
 
-        if self.backend_kind() == "redis":
+        if kind == "redis":
             url = redis_url_from_connection(self.get_connection(self.redis_conn_id))
             return RedisBackend(url, timeout_s=self.settings.cache_timeout_s)
         return LocalBackend(self.settings.cache_dir, max_bytes=self.settings.cache_max_bytes,
                             timeout_s=self.settings.cache_timeout_s)
+
+    def backend_reference(self, backend: CacheBackend) -> dict[str, Any]:
+        """How a trigger rebuilds ``backend`` in the triggerer: JSON, no credentials (a connection id or a path)."""
+        from effopt.cache import LocalBackend, RedisBackend
+
+        if isinstance(backend, RedisBackend):
+            return {"kind": "redis", "conn_id": self.redis_conn_id, "prefix": backend.prefix}
+        if isinstance(backend, LocalBackend):
+            return {"kind": "local", "path": str(backend.path)}
+        raise TypeError(f"no trigger reference for a {type(backend).__name__}")
 
     def get_cache(self) -> ComputationCache:
         from dataclasses import replace

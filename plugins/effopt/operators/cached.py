@@ -7,11 +7,14 @@ from typing import Any
 
 from airflow.providers.standard.operators.python import PythonOperator
 
-from effopt.decorators.cached import DEFAULT_REFERENCE_MIN_BYTES, run_cached
+from effopt.decorators.cached import DEFAULT_REFERENCE_MIN_BYTES, CachedResumeMixin, run_cached
 
 
-class CachedPythonOperator(PythonOperator):
+class CachedPythonOperator(CachedResumeMixin, PythonOperator):
     """Run ``python_callable`` through the cache (see :func:`effopt.decorators.cached_task`).
+
+    While another worker computes the same inputs, the task defers (no worker slot held) and resumes
+    with the stored value.
 
     :param cache_ttl: seconds an entry lives (default: until invalidated or evicted)
     :param cache_version: the callable's version in its keys (default: a hash of its code)

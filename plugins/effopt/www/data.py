@@ -78,8 +78,13 @@ def cache_summary() -> dict[str, Any]:
     from effopt.hooks.cache import CacheHook
 
     backend = CacheHook().get_backend()
-    summary = summarize(backend.read_stats(None))
-    summary["backend"] = backend.describe()
+    problems: list[str] = []
+    try:
+        summary = summarize(backend.read_stats(None, problems))
+        summary["backend"] = backend.describe()
+    finally:
+        backend.close()
+    summary["problems"] = problems  # corrupted statistics found (and reset) while reading
     return summary
 
 

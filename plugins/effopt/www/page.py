@@ -230,6 +230,8 @@ def cache_section(cache: dict[str, Any] | None, error: str | None) -> str:
     head = (f"<p>{html.escape(cache['backend'])}: {tot['calls']} calls, hit rate {rate}, "
             f"{html.escape(format_duration(tot['saved_s']))} of computation saved, {tot['rejected']} rejected "
             f"entries, {tot['errors']} backend errors.</p>")
+    for problem in cache.get("problems", [])[:5]:
+        head += muted(f"Repaired corrupted cache statistics: {problem}")
     if not cache["functions"]:
         return head + muted("No cached call yet (see effopt_cache_example).")
     most = max((f["saved_s"] for f in cache["functions"]), default=0.0)
