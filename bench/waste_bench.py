@@ -294,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         total = secs + render_s
         return [f"analysis_and_rendering_s: {total:.2f} ({total / TARGET_S:.2f} ratio vs the {TARGET_S:g} s target)",
                 f"analysis share: {secs:.2f} s ({secs / total:.0%}), rendering share (HTML, charts, CSV): "
-                f"{render_s:.2f} s ({render_s / total:.0%})", f"workloads: {n} x {DAYS} days x {STEP / 60:g}-minute samples (CPU and "
+                f"{render_s:.2f} s ({render_s / total:.0%})",
+                f"workloads: {n} x {DAYS} days x {STEP / 60:g}-minute samples (CPU and "
                 f"memory), findings: {found}", f"analysis_ms_per_workload: {1000 * secs / n:.2f}"]
 
     def sec_quality() -> list[str]:

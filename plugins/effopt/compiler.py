@@ -445,7 +445,8 @@ def dags_from_specs(
             dag_id = DAG_ID_PREFIX + compiled.name
             if compiled.name in owners:
                 raise ValueError(
-                    f"graph name {compiled.name!r} is already used by {owners[compiled.name].name}; names must be unique"
+                    f"graph name {compiled.name!r} is already used by {owners[compiled.name].name}; names must be "
+                    "unique"
                 )
             owners[compiled.name] = spec
             dags.append(dag_for_plan(compiled, spec, storage_base=storage_base))

@@ -254,7 +254,8 @@ class WasteReport:
             return {"now": a, "previous": b, "change": change, "change_pct": pct}
 
         keys_now = {"|".join(f.key) for f in self.findings}
-        keys_before = {"|".join((f["kind"], f["workload"], f["container"], f["resource"])) for f in previous["findings"]}
+        keys_before = {"|".join((f["kind"], f["workload"], f["container"], f["resource"]))
+                       for f in previous["findings"]}
         return {
             "cost": delta(now["cost"], before.get("cost")),
             "waste": delta(now["waste"], before.get("waste")),
