@@ -165,7 +165,8 @@ def render(report, seeds, nodes, load_before, load_after, wall, args) -> str:
             pf = PUBLISHED_FRAG.get(trace, {}).get(name)
             f50, f90 = s.stat(50, frag=True)[0], s.stat(90, frag=True)[0]
             fr = [f"{f50:.1f}" + (f" [{pf[0]:.1f}]" if pf else ""), f"{f90:.1f}" + (f" [{pf[1]:.1f}]" if pf else "")]
-            lines.append(f"| {trace} | {name} | " + " | ".join(cells + fr) + f" | {s.failed_pods:.0f} | {s.seconds:.1f} |")
+            lines.append(f"| {trace} | {name} | " + " | ".join(cells + fr)
+                         + f" | {s.failed_pods:.0f} | {s.seconds:.1f} |")
     t = report.get("default")
     if t:
         worst = max(max(r.seconds for r in t["results"][n].runs) for n in POLICIES)
@@ -230,7 +231,8 @@ unallocated on the default trace) and changes the gain:
    CPU), 0.8 pp in slivers some pod could use, 0.2 pp whole GPUs, 0.1 pp tiny slivers, <0.1 pp stranded by
    memory. FGD sees CPU only one task ahead. effopt adds the change of `max(0, R − c/κ)` (R free thousandths
    of GPU, c free milli-CPU, κ the CPU per thousandth of GPU of the GPU pods seen so far): 4.19% on seeds
-   42-51 (FGD 4.79, −12.6%), CPU-stranded GPU down to 0.3 pp; gpushare40 5.52, multigpu20 3.67. Weighting that term 0.5x or 2x changed nothing
+   42-51 (FGD 4.79, −12.6%), CPU-stranded GPU down to 0.3 pp; gpushare40 5.52, multigpu20 3.67. Weighting \
+that term 0.5x or 2x changed nothing
    (4.21 / 4.18 on seeds 42-47), so it is added unweighted: both terms are thousandths of a GPU.
 2. **Sliver prices.** The remaining gap above the packing LP's bound was mostly GPU-level combinatorics
    (pairs of 470s leave 60, a 160 put into the 350 a 650 leaves kills a 650+320 pairing ...). effopt solves

@@ -190,7 +190,8 @@ def bench_optimisation(n: int, dup: float, seed: int) -> dict[str, Any]:
     n_dup = sum(r.kind == "dup" for r in records)
     report(
         "random DAG",
-        f"{n} nodes, {n_dup} exact duplicates ({n_dup / n:.0%}), {sum(r.kind == 'trap' for r in records)} near duplicates, {len(requested)} requested outputs",
+        f"{n} nodes, {n_dup} exact duplicates ({n_dup / n:.0%}), {sum(r.kind == 'trap' for r in records)} near "
+        f"duplicates, {len(requested)} requested outputs",
     )
 
     def effopt_graph() -> ComputationGraph:
@@ -282,7 +283,8 @@ def bench_optimisation(n: int, dup: float, seed: int) -> dict[str, Any]:
     report(
         "plan",
         f"effopt {len(merged_graph)} -> {len(culled_graph)} nodes after cull, {len(the_plan.stages)} stages, "
-        f"makespan {the_plan.makespan_s:.1f} s, critical path {the_plan.critical_path_s:.1f} s, parallelism {the_plan.parallelism:.1f}; "
+        f"makespan {the_plan.makespan_s:.1f} s, critical path {the_plan.critical_path_s:.1f} s, "
+        f"parallelism {the_plan.parallelism:.1f}; "
         f"seed {seed_opt.graph.number_of_nodes()} nodes, {len(seed_stages)} stages, makespan {seed_makespan:.1f} s",
     )
     return {"ours_s": ours, "seed_s": seed_time, "ratio": seed_time / ours, "lean_ratio": lean_time / ours}
@@ -342,7 +344,8 @@ def hand_written(compiled: Any) -> str:
         "from airflow.sdk import DAG, TaskGroup",
         "from bench_graph_fns import combine",
         "",
-        'with DAG("hand_written_2000", schedule=None, tags=["bench"], default_args={"owner": "effopt", "retries": 1}, params={"x": 1.0}, doc_md="hand-written") as dag:',
+        'with DAG("hand_written_2000", schedule=None, tags=["bench"], default_args={"owner": "effopt", "retries": 1}, '
+        'params={"x": 1.0}, doc_md="hand-written") as dag:',
     ]
     width = len(str(len(compiled.plan.stages)))
     for i, stage in enumerate(compiled.plan.stages, start=1):
@@ -405,7 +408,8 @@ def bench_parse(n: int, repeat: int, seed: int) -> dict[str, Any]:
         edges = len(results["hand"][0]["edges"])
         report(
             "DAG",
-            f"{n} tasks, {edges} edges, {len(compiled.plan.stages)} task groups; same tasks, groups and edges in both files: {same}",
+            f"{n} tasks, {edges} edges, {len(compiled.plan.stages)} task groups; same tasks, groups and edges in both "
+            f"files: {same}",
         )
 
         def warm(name: str, key: str) -> float:
@@ -463,7 +467,8 @@ def main() -> int:
         args.results.write_text(
             f"# effopt.graph benchmark results\n\nMeasured {started} on {platform.node()} "
             f"({os.cpu_count()} CPUs, Python {platform.python_version()}, shared machine) with\n"
-            f"`.venv/bin/python bench/graph_bench.py --nodes {args.nodes} --dag-nodes {args.dag_nodes} --repeat {args.repeat} --seed {args.seed}`:\n\n{body}\n"
+            f"`.venv/bin/python bench/graph_bench.py --nodes {args.nodes} --dag-nodes {args.dag_nodes} "
+            f"--repeat {args.repeat} --seed {args.seed}`:\n\n{body}\n"
         )
     return 0
 

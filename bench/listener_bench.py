@@ -82,7 +82,8 @@ def main() -> None:
     med = {k: statistics.median(r[k] for r in results) for k in results[0]}
     ms = 1000.0
     print(f"task wall, no listener: {med['bare'] * ms:.2f} ms (1.00x baseline)")
-    print(f"task wall, with listener (cold process): {med['with'] * ms:.2f} ms ({med['with'] / med['bare']:.3f}x vs baseline)")
+    print(f"task wall, with listener (cold process): {med['with'] * ms:.2f} ms "
+          f"({med['with'] / med['bare']:.3f}x vs baseline)")
     print(f"listener overhead per task (cold process): {med['hooks'] * ms:.2f} ms on the task's path "
           f"({med['hooks'] / med['bare']:.3f}x of a 50 ms task)")
     print(f"listener overhead per task (warm process): {med['warm_hooks'] * ms:.2f} ms "

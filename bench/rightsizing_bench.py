@@ -332,21 +332,28 @@ overruns effopt/VPA; the whole-fleet prior scores 67.4% 20/20 / 41.2% 15/15):
 
 | variant | memory | GPU memory | note |
 |---|---|---|---|
-| prior localized by the level's size, Silverman bandwidth, no shrinkage | 85.7% 24/20 | 48.6% 14/15 | small memory containers overrun at 6 h |
+| prior localized by the level's size, Silverman bandwidth, no shrinkage | 85.7% 24/20 | 48.6% 14/15 \
+| small memory containers overrun at 6 h |
 | same, shrunk toward the whole fleet with 20 ratios | 82.1% 22/20 | 48.1% 13/15 | |
-| same, localized by the largest usage seen (the default) | 81.9% 23/20 | 49.9% 13/15 | in-sample 84.2% 22/20 / 51.0% 15/15 |
-| localized by the level, shrunk, plus the split-conformal finite-sample correction of the local quantile | 73.7% 21/20 | 43.3% 13/15 | more conservative everywhere |
+| same, localized by the largest usage seen (the default) | 81.9% 23/20 | 49.9% 13/15 \
+| in-sample 84.2% 22/20 / 51.0% 15/15 |
+| localized by the level, shrunk, plus the split-conformal finite-sample correction of the local quantile \
+| 73.7% 21/20 | 43.3% 13/15 | more conservative everywhere |
 | localized by the level, shrunk, with a 15% floor on the prior | 73.1% 21/20 | 46.2% 13/15 | |
 | prior by size quartiles (Mondrian cells) | 71.2% 20/20 | 38.6% 14/15 | 3 or 6 cells: 68.7-78.0%, 28.2-41.6% |
-| prior by level inflation (level / decayed median) quartiles | 77.5% 26/20 | 36.1% 12/15 | own margin in the same cell: 35 and 23 overruns |
-| cap at the largest usage seen x the fleet's calibrated rise over it (98% / 99%) | 74.2% 22/20 / 71.2% 20/20 | 44.0% 15/15 / 42.2% 15/15 | |
+| prior by level inflation (level / decayed median) quartiles | 77.5% 26/20 | 36.1% 12/15 \
+| own margin in the same cell: 35 and 23 overruns |
+| cap at the largest usage seen x the fleet's calibrated rise over it (98% / 99%) | 74.2% 22/20 / 71.2% 20/20 \
+| 44.0% 15/15 / 42.2% 15/15 | |
 | the same cap with the container's own rises blended in | 70.4% 27/20 | 43.9% 14/15 | |
-| burn-in 2 / 3 / 4 intervals (whole-fleet prior) | 68.1% 20/20 / 64.3% 21/20 / 52.2% 21/20 | 48.9% 17/15 / 54.4% 20/15 / 50.7% 18/15 | |
+| burn-in 2 / 3 / 4 intervals (whole-fleet prior) | 68.1% 20/20 / 64.3% 21/20 / 52.2% 21/20 \
+| 48.9% 17/15 / 54.4% 20/15 / 50.7% 18/15 | |
 
 Rule families simulated on the hourly grid first (a replica of the backtest on hourly peaks, leave-out): a fixed
 fleet margin on levels of half-life 1.5-24 h (best: 44.6% on GPU memory at VPA's overruns, half-life 2 h); the
 fastest level (half-life 1.5-24 h) that never overran the container in its own replay (9-62% on GPU memory
-at 13-31 overruns, at most 34% within VPA's 15); a prior matched to the history length (ratios of levels resting on the same number of
+at 13-31 overruns, at most 34% within VPA's 15); a prior matched to the history length (ratios of levels \
+resting on the same number of
 hours: lower slack, 4-5 more overruns); dropping or down-weighting the fleet's first-hour ratios (memory
 overruns 29-31); a record-probability margin (the next hour sets a record with probability 1/(n+1) for
 exchangeable hours, the margin the fleet's record jumps at 1 - alpha (n+1): memory 53 overruns); a

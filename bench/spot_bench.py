@@ -209,8 +209,9 @@ def section_checkpoints(groups, catalog, starts):
     table(["setting (k = 1 h)", "greedy", "uniform-progress", "effopt", "lost work h/job UP",
            "lost work h/job effopt", "misses greedy/UP/effopt"], rows)
     sel = [r for r in results if r.priced]
-    say(f"Mean effopt / uniform-progress with k = 1 h: "
-        f"{np.mean([r.summaries['effopt'].cost_vs_on_demand / r.summaries['uniform-progress'].cost_vs_on_demand for r in sel]):.3f}")
+    ratios = [r.summaries["effopt"].cost_vs_on_demand / r.summaries["uniform-progress"].cost_vs_on_demand
+              for r in sel]
+    say(f"Mean effopt / uniform-progress with k = 1 h: {np.mean(ratios):.3f}")
     say()
     return results
 

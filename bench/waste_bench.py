@@ -54,79 +54,128 @@ def _t(days: float = DAYS, step: float = STEP) -> np.ndarray:
     return T0 + np.arange(int(days * 86400 / step)) * step
 
 
-def gen_scenario(kind: str, i: int, rng: np.random.Generator) -> Scenario:
-    """One labelled scenario: (name, workload or daily cost series, expected kinds)."""
-    t = _t()
+def _over_provisioned_cpu(name: str, t: np.ndarray, hour: np.ndarray, rng: np.random.Generator) -> Scenario:
     n = t.size
+    req = rng.uniform(1.5, 4.0)
+    use = np.clip(rng.uniform(0.1, 0.4) * req + rng.normal(0, 0.03, n), 0, None)
+    return name, WorkloadUsage(name, "app", cpu=make_series(name, "app", "cpu", t, use, request=req)), \
+        frozenset({"over_provisioned"})
+
+
+def _over_provisioned_memory(name: str, t: np.ndarray, hour: np.ndarray, rng: np.random.Generator) -> Scenario:
+    n = t.size
+    req = rng.uniform(4, 8) * GIB
+    use = rng.uniform(0.5, 1.5) * GIB + rng.normal(0, 0.02 * GIB, n)
+    return name, WorkloadUsage(name, "app", memory=make_series(name, "app", "memory", t, use, request=req,
+                                                               limit=req)), frozenset({"over_provisioned"})
+
+
+def _well_sized(name: str, t: np.ndarray, hour: np.ndarray, rng: np.random.Generator) -> Scenario:
+    n = t.size
+    # Small enough that the KRR gap (request - p95) stays under its 0.25-core warning threshold.
+    req = rng.uniform(0.5, 1.2)
+    use = np.clip(req * (0.75 + 0.1 * np.sin(2 * np.pi * hour / 24)) + rng.normal(0, 0.02 * req, n), 0, None)
+    mem = rng.uniform(1, 3) * GIB
+    m = mem * 0.8 + rng.normal(0, 0.01 * mem, n)
+    return name, WorkloadUsage(name, "app", cpu=make_series(name, "app", "cpu", t, use, request=req),
+                               memory=make_series(name, "app", "memory", t, m, request=mem, limit=mem)), frozenset()
+
+
+def _idle(name: str, t: np.ndarray, hour: np.ndarray, rng: np.random.Generator) -> Scenario:
+    n = t.size
+    req = rng.uniform(0.3, 1.0)
+    start = rng.uniform(6, 10)
+    busy = (hour >= start) & (hour < start + rng.uniform(4, 8))
+    use = np.where(busy, req * rng.uniform(0.8, 0.95) + rng.normal(0, 0.02 * req, n), rng.uniform(0, 0.004, n))
+    return name, WorkloadUsage(name, "app", cpu=make_series(name, "app", "cpu", t, np.clip(use, 0, None),
+                                                            request=req)), frozenset({"idle"})
+
+
+def _leak(name: str, t: np.ndarray, hour: np.ndarray, rng: np.random.Generator) -> Scenario:
+    n = t.size
+    base, grow = rng.uniform(0.5, 2) * GIB, rng.uniform(0.5, 2) * GIB
+    use = base + grow * (t - t[0]) / (t[-1] - t[0]) + rng.normal(0, 0.03 * base, n)
+    lim = (base + grow) * 1.2
+    return name, WorkloadUsage(name, "app", memory=make_series(name, "app", "memory", t, use, request=lim,
+                                                               limit=lim)), frozenset({"memory_leak"})
+
+
+def _gc_sawtooth(name: str, t: np.ndarray, hour: np.ndarray, rng: np.random.Generator) -> Scenario:
+    n = t.size
+    base, amp, period = rng.uniform(0.5, 2) * GIB, rng.uniform(0.3, 1.0) * GIB, rng.uniform(1800, 24 * 3600)
+    phase = rng.uniform(0, period)
+    use = base + amp * (((t - t[0] + phase) % period) / period) + rng.normal(0, 0.01 * base, n)
+    lim = (base + amp) * 1.2
+    return name, WorkloadUsage(name, "app", memory=make_series(name, "app", "memory", t, use, request=lim,
+                                                               limit=lim)), frozenset()
+
+
+def _churn(name: str, t: np.ndarray, hour: np.ndarray, rng: np.random.Generator) -> Scenario:
+    period = rng.uniform(20, 90) * 60
+    lo = int(rng.integers(1, 4))
+    reps = np.where(((t - t[0]) // (period / 2)) % 2 == 0, lo, lo + int(rng.integers(1, 4)))
+    return name, WorkloadUsage(name, "app", replicas=ReplicaSeries(name, t, reps.astype(float)),
+                               replica_hourly_usd=rng.uniform(0.05, 0.5)), frozenset({"scaling_churn"})
+
+
+def _daily_scaling(name: str, t: np.ndarray, hour: np.ndarray, rng: np.random.Generator) -> Scenario:
+    start = rng.uniform(6, 9)
+    reps = np.where((hour >= start) & (hour < start + 10), 6, 2).astype(float)
+    return name, WorkloadUsage(name, "app", replicas=ReplicaSeries(name, t, reps),
+                               replica_hourly_usd=rng.uniform(0.05, 0.5)), frozenset()
+
+
+def _idle_gpu(name: str, t: np.ndarray, hour: np.ndarray, rng: np.random.Generator) -> Scenario:
+    n = t.size
+    util = np.where(rng.random(n) < 0.03, rng.uniform(20, 90, n), rng.uniform(0, 2, n))
+    mem = rng.uniform(10, 30) * GIB + rng.normal(0, 0.1 * GIB, n)
+    return name, WorkloadUsage(name, "gpu", gpu_util=make_series(name, "gpu", "gpu_util", t, util),
+                               gpu_memory=make_series(name, "gpu", "gpu_memory", t, mem),
+                               gpu_model="A100"), frozenset({"idle_gpu"})
+
+
+def _busy_gpu(name: str, t: np.ndarray, hour: np.ndarray, rng: np.random.Generator) -> Scenario:
+    util = np.clip(rng.uniform(40, 80) + rng.normal(0, 15, t.size), 0, 100)
+    return name, WorkloadUsage(name, "gpu", gpu_util=make_series(name, "gpu", "gpu_util", t, util),
+                               gpu_model="A100"), frozenset()
+
+
+def _daily_cost(name: str, rng: np.random.Generator, *, spike: bool) -> Scenario:
+    """35 days of cost with a weekly pattern; ``spike``: one day of the last three weeks 1.8 to 3 times higher."""
+    days = T0 + np.arange(35) * 86400.0
+    weekday = (np.arange(35) + 3) % 7  # T0 is a Thursday
+    usd = rng.uniform(50, 500) * np.where(weekday >= 5, 0.6, 1.0) * (1 + rng.normal(0, 0.04, 35))
+    if spike:
+        usd[int(rng.integers(14, 35))] *= rng.uniform(1.8, 3.0)
+    return name, (days, usd), frozenset({"cost_anomaly"} if spike else set())
+
+
+def _cost_spike(name: str, t: np.ndarray, hour: np.ndarray, rng: np.random.Generator) -> Scenario:
+    return _daily_cost(name, rng, spike=True)
+
+
+def _cost_normal(name: str, t: np.ndarray, hour: np.ndarray, rng: np.random.Generator) -> Scenario:
+    return _daily_cost(name, rng, spike=False)
+
+
+#: scenario kind -> its generator (name, sample times, hour of the day, rng) -> scenario.
+_GENERATORS = {
+    "over_provisioned_cpu": _over_provisioned_cpu, "over_provisioned_memory": _over_provisioned_memory,
+    "well_sized": _well_sized, "idle": _idle, "leak": _leak, "gc_sawtooth": _gc_sawtooth, "churn": _churn,
+    "daily_scaling": _daily_scaling, "idle_gpu": _idle_gpu, "busy_gpu": _busy_gpu, "cost_spike": _cost_spike,
+    "cost_normal": _cost_normal,
+}
+
+
+def gen_scenario(kind: str, i: int, rng: np.random.Generator) -> Scenario:
+    """One labelled scenario: (name, workload or daily cost series, expected kinds), made by the kind's
+    generator."""
+    t = _t()
     name = f"{kind}-{i:03d}"
     hour = (t - T0) / 3600.0 % 24
-    if kind == "over_provisioned_cpu":
-        req = rng.uniform(1.5, 4.0)
-        use = np.clip(rng.uniform(0.1, 0.4) * req + rng.normal(0, 0.03, n), 0, None)
-        return name, WorkloadUsage(name, "app", cpu=make_series(name, "app", "cpu", t, use, request=req)), \
-            frozenset({"over_provisioned"})
-    if kind == "over_provisioned_memory":
-        req = rng.uniform(4, 8) * GIB
-        use = rng.uniform(0.5, 1.5) * GIB + rng.normal(0, 0.02 * GIB, n)
-        return name, WorkloadUsage(name, "app", memory=make_series(name, "app", "memory", t, use, request=req,
-                                                                   limit=req)), frozenset({"over_provisioned"})
-    if kind == "well_sized":
-        # Small enough that the KRR gap (request - p95) stays under its 0.25-core warning threshold.
-        req = rng.uniform(0.5, 1.2)
-        use = np.clip(req * (0.75 + 0.1 * np.sin(2 * np.pi * hour / 24)) + rng.normal(0, 0.02 * req, n), 0, None)
-        mem = rng.uniform(1, 3) * GIB
-        m = mem * 0.8 + rng.normal(0, 0.01 * mem, n)
-        return name, WorkloadUsage(name, "app", cpu=make_series(name, "app", "cpu", t, use, request=req),
-                                   memory=make_series(name, "app", "memory", t, m, request=mem, limit=mem)), frozenset()
-    if kind == "idle":
-        req = rng.uniform(0.3, 1.0)
-        start = rng.uniform(6, 10)
-        busy = (hour >= start) & (hour < start + rng.uniform(4, 8))
-        use = np.where(busy, req * rng.uniform(0.8, 0.95) + rng.normal(0, 0.02 * req, n), rng.uniform(0, 0.004, n))
-        return name, WorkloadUsage(name, "app", cpu=make_series(name, "app", "cpu", t, np.clip(use, 0, None),
-                                                                request=req)), frozenset({"idle"})
-    if kind == "leak":
-        base, grow = rng.uniform(0.5, 2) * GIB, rng.uniform(0.5, 2) * GIB
-        use = base + grow * (t - t[0]) / (t[-1] - t[0]) + rng.normal(0, 0.03 * base, n)
-        lim = (base + grow) * 1.2
-        return name, WorkloadUsage(name, "app", memory=make_series(name, "app", "memory", t, use, request=lim,
-                                                                   limit=lim)), frozenset({"memory_leak"})
-    if kind == "gc_sawtooth":
-        base, amp, period = rng.uniform(0.5, 2) * GIB, rng.uniform(0.3, 1.0) * GIB, rng.uniform(1800, 24 * 3600)
-        phase = rng.uniform(0, period)
-        use = base + amp * (((t - t[0] + phase) % period) / period) + rng.normal(0, 0.01 * base, n)
-        lim = (base + amp) * 1.2
-        return name, WorkloadUsage(name, "app", memory=make_series(name, "app", "memory", t, use, request=lim,
-                                                                   limit=lim)), frozenset()
-    if kind == "churn":
-        period = rng.uniform(20, 90) * 60
-        lo = int(rng.integers(1, 4))
-        reps = np.where(((t - t[0]) // (period / 2)) % 2 == 0, lo, lo + int(rng.integers(1, 4)))
-        return name, WorkloadUsage(name, "app", replicas=ReplicaSeries(name, t, reps.astype(float)),
-                                   replica_hourly_usd=rng.uniform(0.05, 0.5)), frozenset({"scaling_churn"})
-    if kind == "daily_scaling":
-        start = rng.uniform(6, 9)
-        reps = np.where((hour >= start) & (hour < start + 10), 6, 2).astype(float)
-        return name, WorkloadUsage(name, "app", replicas=ReplicaSeries(name, t, reps),
-                                   replica_hourly_usd=rng.uniform(0.05, 0.5)), frozenset()
-    if kind == "idle_gpu":
-        util = np.where(rng.random(n) < 0.03, rng.uniform(20, 90, n), rng.uniform(0, 2, n))
-        mem = rng.uniform(10, 30) * GIB + rng.normal(0, 0.1 * GIB, n)
-        return name, WorkloadUsage(name, "gpu", gpu_util=make_series(name, "gpu", "gpu_util", t, util),
-                                   gpu_memory=make_series(name, "gpu", "gpu_memory", t, mem),
-                                   gpu_model="A100"), frozenset({"idle_gpu"})
-    if kind == "busy_gpu":
-        util = np.clip(rng.uniform(40, 80) + rng.normal(0, 15, n), 0, 100)
-        return name, WorkloadUsage(name, "gpu", gpu_util=make_series(name, "gpu", "gpu_util", t, util),
-                                   gpu_model="A100"), frozenset()
-    if kind in ("cost_spike", "cost_normal"):
-        days = T0 + np.arange(35) * 86400.0
-        weekday = (np.arange(35) + 3) % 7  # T0 is a Thursday
-        usd = rng.uniform(50, 500) * np.where(weekday >= 5, 0.6, 1.0) * (1 + rng.normal(0, 0.04, 35))
-        if kind == "cost_spike":
-            usd[int(rng.integers(14, 35))] *= rng.uniform(1.8, 3.0)
-        return name, (days, usd), frozenset({"cost_anomaly"} if kind == "cost_spike" else set())
-    raise ValueError(f"unknown scenario kind {kind!r}")
+    if kind not in _GENERATORS:
+        raise ValueError(f"unknown scenario kind {kind!r}")
+    return _GENERATORS[kind](name, t, hour, rng)
 
 
 SCENARIOS = ("over_provisioned_cpu", "over_provisioned_memory", "well_sized", "idle", "leak", "gc_sawtooth", "churn",
@@ -245,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         total = secs + render_s
         return [f"analysis_and_rendering_s: {total:.2f} ({total / TARGET_S:.2f} ratio vs the {TARGET_S:g} s target)",
                 f"analysis share: {secs:.2f} s ({secs / total:.0%}), rendering share (HTML, charts, CSV): "
-                f"{render_s:.2f} s ({render_s / total:.0%})", f"workloads: {n} x {DAYS} days x {STEP / 60:g}-minute samples (CPU and "
+                f"{render_s:.2f} s ({render_s / total:.0%})",
+                f"workloads: {n} x {DAYS} days x {STEP / 60:g}-minute samples (CPU and "
                 f"memory), findings: {found}", f"analysis_ms_per_workload: {1000 * secs / n:.2f}"]
 
     def sec_quality() -> list[str]:

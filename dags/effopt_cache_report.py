@@ -68,7 +68,8 @@ def effopt_cache_report():
             print(f"  repaired corrupted statistics: {problem}")
         for f in summary["functions"][:20]:
             rate = "n/a" if f["hit_rate"] is None else f"{f['hit_rate']:.1%}"
-            print(f"  {f['namespace']}/{f['function']}: {f['calls']} calls, hit rate {rate}, {f['saved_s']:.1f} s saved")
+            print(f"  {f['namespace']}/{f['function']}: {f['calls']} calls, hit rate {rate}, "
+                  f"{f['saved_s']:.1f} s saved")
         return summary
 
     summarize_cache()

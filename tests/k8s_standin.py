@@ -187,7 +187,8 @@ class K8sStandIn:
             if method != "PATCH":
                 return 405, _status(405, "MethodNotAllowed", method)
             if content_type != "application/strategic-merge-patch+json":
-                return 415, _status(415, "UnsupportedMediaType", f"stand-in serves strategic merge only, got {content_type}")
+                return 415, _status(415, "UnsupportedMediaType",
+                                    f"stand-in serves strategic merge only, got {content_type}")
             if self._conflicts > 0:
                 self._conflicts -= 1
                 obj["metadata"]["resourceVersion"] = self._next_version()  # a concurrent writer

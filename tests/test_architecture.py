@@ -64,7 +64,8 @@ def test_dependencies_between_domain_packages_go_one_way(one, other):
 def test_the_check_finds_an_airflow_import_in_a_domain_package(tmp_path, monkeypatch):
     fake = tmp_path / "effopt" / "gpu"
     fake.mkdir(parents=True)
-    (fake / "leak.py").write_text("def f():\n    from airflow.sdk import BaseHook\n    from effopt.hooks import cache\n")
+    (fake / "leak.py").write_text("def f():\n    from airflow.sdk import BaseHook\n"
+                                  "    from effopt.hooks import cache\n")
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path / "effopt")
     assert violations(fake) == ["effopt/gpu/leak.py:2 imports airflow.sdk", "effopt/gpu/leak.py:3 imports effopt.hooks"]
 

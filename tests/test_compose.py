@@ -40,7 +40,8 @@ def test_celery_postgres_redis_and_effopt_configuration(compose):
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql")
         assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
-        assert env["AIRFLOW__EFFOPT__STORE_URL"].startswith("postgresql") and env["AIRFLOW__EFFOPT__STORE_URL"].endswith("/effopt")
+        assert (env["AIRFLOW__EFFOPT__STORE_URL"].startswith("postgresql")
+                and env["AIRFLOW__EFFOPT__STORE_URL"].endswith("/effopt"))
         assert env["AIRFLOW__EFFOPT__CACHE_BACKEND"] == "redis"
         assert env["AIRFLOW_CONN_EFFOPT_REDIS"].startswith("redis://redis:")
         assert "prometheus:9090" in env["AIRFLOW_CONN_EFFOPT_PROMETHEUS"]
@@ -53,7 +54,8 @@ def test_effopt_settings_in_compose_pass_validation(compose):
     from effopt.config import Settings
 
     env = compose["services"]["airflow-scheduler"]["environment"]
-    section = {k.removeprefix("AIRFLOW__EFFOPT__").lower(): v for k, v in env.items() if k.startswith("AIRFLOW__EFFOPT__")}
+    section = {k.removeprefix("AIRFLOW__EFFOPT__").lower(): v for k, v in env.items()
+               if k.startswith("AIRFLOW__EFFOPT__")}
     settings = Settings.from_mapping(section, "/opt/airflow")
     assert settings.cache_backend == "redis"
 

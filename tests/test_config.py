@@ -33,7 +33,8 @@ def test_values_are_converted():
 
 def test_every_bad_key_is_named_with_its_accepted_values():
     with pytest.raises(ConfigError) as err:
-        Settings.from_mapping({"cache_backend": "memcached", "task_usage_listener": "sometimes", "cache_backed": "x"}, "/h")
+        Settings.from_mapping({"cache_backend": "memcached", "task_usage_listener": "sometimes", "cache_backed": "x"},
+                              "/h")
     text = str(err.value)
     assert "[effopt] cache_backend = 'memcached' is invalid; accepted values: auto, local, redis" in text
     assert "[effopt] task_usage_listener = 'sometimes' is invalid; accepted values: true or false" in text

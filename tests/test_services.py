@@ -35,7 +35,8 @@ def test_prometheus_serves_days_of_loaded_history(prometheus_factory):
     start = now - 3 * 86400
     lines = ["# TYPE container_memory_working_set_bytes gauge"]
     for i, ts in enumerate(range(start, now - 600, 300)):
-        lines.append(f'container_memory_working_set_bytes{{namespace="ml",pod="trainer-0",container="main"}} {1000 + i} {ts}')
+        lines.append('container_memory_working_set_bytes{namespace="ml",pod="trainer-0",container="main"} '
+                     f'{1000 + i} {ts}')
     prom = prometheus_factory("\n".join(lines))
     oldest = prom.query('container_memory_working_set_bytes{pod="trainer-0"}', at=start + 1)
     assert [float(r["value"][1]) for r in oldest] == [1000.0]

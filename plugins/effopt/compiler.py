@@ -131,57 +131,20 @@ def to_airflow(
         graph if isinstance(graph, CompiledPlan) else compile_graph(graph, capacity=capacity, optimized=optimized)
     )
     g = compiled.graph
-    unknown = sorted(set(overrides) - set(AirflowRenderOptions.keys()))
-    if unknown:
-        raise TypeError(f"to_airflow() got unknown option(s) {', '.join(unknown)}; known: "
-                        f"{', '.join(AirflowRenderOptions.keys())}")
-    opts = (options or AirflowRenderOptions.from_settings(g.settings.get("airflow"))).with_(**overrides)
+    opts = _render_options(g, options, overrides)
     store = value_store or ConfiguredValueStore(storage_base)
     # References of either kind stay readable whichever store writes now.
     readers = (ObjectStorageValueStore(storage_base), CacheValueStore(), *readers)
-
-    for name, param in graph_params(g).items():
-        if name not in dag.params:
-            dag.params[name] = param
+    _add_params(dag, g)
     tids = task_ids(g.nodes, opts.max_task_id_length)
     taken = set(tids.values()) | set(dag.task_ids)
     node_group = _groups(g, compiled, opts.group_by, dag, taken, opts.max_task_id_length)
     order = [nid for stage in compiled.plan.stages for nid in stage]
     bottom = remaining_cost(g)
-    tasks: dict[str, BaseOperator] = {}
-    for nid in order:
-        node = g.nodes[nid]
-        sources = {}
-        for data in dict.fromkeys(node.inputs.values()):
-            if data in g.input_names:
-                sources[data] = ("input", data)
-            else:
-                sources[data] = ("task", tids[g.producers[data]])
-        extra: dict[str, Any] = {}
-        if node.resources.gpu > 0:
-            extra = {"pool": opts.gpu_pool, "pool_slots": node.resources.gpu}
-        elif not node.parallel:
-            extra = {"pool": opts.serial_pool, "pool_slots": 1}
-        group = node_group.get(nid)
-        if group is not None:
-            extra["task_group"] = group
-        tasks[nid] = GraphNodeOperator(
-            task_id=tids[nid],
-            node=node,
-            sources=sources,
-            value_store=store,
-            readers=readers,
-            xcom_max_bytes=opts.xcom_max_bytes,
-            dag=dag,
-            priority_weight=min(int(math.ceil(bottom[nid] * 100)) + 1, 2**31 - 1),
-            weight_rule="absolute",
-            doc_md=_task_doc(node),
-            **extra,
-        )
-    for nid in order:
-        producers = g.dependencies(nid)
-        if producers:  # one call per task: each call hashes the DAG once per task involved
-            tasks[nid].set_upstream([tasks[p] for p in producers])
+    tasks: dict[str, BaseOperator] = {
+        nid: _node_task(g, nid, tids, node_group.get(nid), opts, dag, store, readers, bottom[nid]) for nid in order
+    }
+    _set_data_dependencies(g, order, tasks)
     result = CompiledGraph(dag, compiled, tasks, tids, {gid: grp for gid, grp in _unique_groups(node_group)})
     if opts.stage_barriers:
         result.barriers = _add_barriers(compiled, tasks, dag, taken)
@@ -189,6 +152,75 @@ def to_airflow(
     if pools:
         result.pools_task = _add_pools_task(pools, tasks, dag, taken)
     return result
+
+
+def _render_options(g: ComputationGraph, options: AirflowRenderOptions | None,
+                    overrides: Mapping[str, Any]) -> AirflowRenderOptions:
+    """``options`` (default: the spec's ``airflow`` section) with the caller's ``overrides``, all validated."""
+    unknown = sorted(set(overrides) - set(AirflowRenderOptions.keys()))
+    if unknown:
+        raise TypeError(f"to_airflow() got unknown option(s) {', '.join(unknown)}; known: "
+                        f"{', '.join(AirflowRenderOptions.keys())}")
+    return (options or AirflowRenderOptions.from_settings(g.settings.get("airflow"))).with_(**overrides)
+
+
+def _add_params(dag: DAG, g: ComputationGraph) -> None:
+    """The graph inputs as DAG params, unless the DAG already has a param of that name."""
+    for name, param in graph_params(g).items():
+        if name not in dag.params:
+            dag.params[name] = param
+
+
+def _sources(g: ComputationGraph, node: Node, tids: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """Where each input of ``node`` comes from: ``("input", name)`` (a DAG param) or ``("task", task id)``."""
+    sources = {}
+    for data in dict.fromkeys(node.inputs.values()):
+        if data in g.input_names:
+            sources[data] = ("input", data)
+        else:
+            sources[data] = ("task", tids[g.producers[data]])
+    return sources
+
+
+def _pool_and_group(node: Node, opts: AirflowRenderOptions, group: TaskGroup | None) -> dict[str, Any]:
+    """The task's pool (GPU nodes: the GPU pool, one slot per GPU; serial nodes: the one-slot pool) and
+    TaskGroup, as operator keyword arguments."""
+    extra: dict[str, Any] = {}
+    if node.resources.gpu > 0:
+        extra = {"pool": opts.gpu_pool, "pool_slots": node.resources.gpu}
+    elif not node.parallel:
+        extra = {"pool": opts.serial_pool, "pool_slots": 1}
+    if group is not None:
+        extra["task_group"] = group
+    return extra
+
+
+def _node_task(g: ComputationGraph, nid: str, tids: Mapping[str, str], group: TaskGroup | None,
+               opts: AirflowRenderOptions, dag: DAG, store: ValueStore, readers: Sequence[ValueStore],
+               remaining: float) -> GraphNodeOperator:
+    """The task of one (fused) node, weighted by its ``remaining`` path cost (the critical path first)."""
+    node = g.nodes[nid]
+    return GraphNodeOperator(
+        task_id=tids[nid],
+        node=node,
+        sources=_sources(g, node, tids),
+        value_store=store,
+        readers=readers,
+        xcom_max_bytes=opts.xcom_max_bytes,
+        dag=dag,
+        priority_weight=min(int(math.ceil(remaining * 100)) + 1, 2**31 - 1),
+        weight_rule="absolute",
+        doc_md=_task_doc(node),
+        **_pool_and_group(node, opts, group),
+    )
+
+
+def _set_data_dependencies(g: ComputationGraph, order: Sequence[str], tasks: Mapping[str, BaseOperator]) -> None:
+    """Each task downstream of the tasks producing its inputs (the data edges, nothing more)."""
+    for nid in order:
+        producers = g.dependencies(nid)
+        if producers:  # one call per task: each call hashes the DAG once per task involved
+            tasks[nid].set_upstream([tasks[p] for p in producers])
 
 
 def required_pools(compiled: CompiledPlan, *, serial_pool: str, gpu_pool: str) -> dict[str, dict[str, Any]]:
@@ -413,7 +445,8 @@ def dags_from_specs(
             dag_id = DAG_ID_PREFIX + compiled.name
             if compiled.name in owners:
                 raise ValueError(
-                    f"graph name {compiled.name!r} is already used by {owners[compiled.name].name}; names must be unique"
+                    f"graph name {compiled.name!r} is already used by {owners[compiled.name].name}; names must be "
+                    "unique"
                 )
             owners[compiled.name] = spec
             dags.append(dag_for_plan(compiled, spec, storage_base=storage_base))

@@ -264,55 +264,87 @@ OPTIONS: tuple[Option, ...] = (
 _BY_KEY = {o.key: o for o in OPTIONS}
 
 
-def _convert(option: Option, raw: str, airflow_home: str) -> Any:
-    value = raw.strip()
-    if option.kind == "bool":
-        low = value.lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-    elif option.kind == "choice":
-        if value.lower() in option.choices:
-            return value.lower()
-    elif option.kind in ("int", "float"):
-        conv: Callable[[str], Any] = int if option.kind == "int" else float
-        try:
-            number = conv(value)
-        except (ValueError, OverflowError):
-            pass
-        else:
-            if (math.isfinite(number) and (option.minimum is None or number >= option.minimum)
-                    and (option.maximum is None or number <= option.maximum)):
-                return number
-    elif option.kind == "schedule":
-        from croniter import croniter  # Airflow's own cron parser
+#: What a kind's converter returns for a value it does not accept.
+_INVALID: Any = object()
 
-        if croniter.is_valid(value):
-            return value
-    elif option.kind == "path":
-        if value:
-            return os.path.expanduser(value.replace("{AIRFLOW_HOME}", airflow_home))
-    elif option.kind == "secrets":
-        items = [item.strip() for item in value.split(",")]
-        items = [item for item in items if item]
-        short = [f"item {i + 1} has {len(item)}" for i, item in enumerate(items) if len(item) < SECRET_MIN_LENGTH]
-        if not short:
-            return tuple(items)
-        # Never echo a secret: name the item and its length only.
-        raise ConfigError(
-            f"[effopt] {option.key} is invalid: {', '.join(short)} character(s), each needs at least 16 "
-            f"(value not shown; set it in airflow.cfg or AIRFLOW__EFFOPT__{option.key.upper()})"
-        )
-    elif option.secret:
-        if not value or len(value) >= SECRET_MIN_LENGTH:
-            return value
-        raise ConfigError(
-            f"[effopt] {option.key} is invalid: it has {len(value)} character(s), it needs at least "
-            f"{SECRET_MIN_LENGTH} (value not shown; set it in airflow.cfg or AIRFLOW__EFFOPT__{option.key.upper()})"
-        )
-    else:
-        return value.replace("{AIRFLOW_HOME}", airflow_home)
+
+def _to_bool(option: Option, value: str, airflow_home: str) -> Any:
+    low = value.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    return _INVALID
+
+
+def _to_choice(option: Option, value: str, airflow_home: str) -> Any:
+    return value.lower() if value.lower() in option.choices else _INVALID
+
+
+def _to_number(option: Option, value: str, airflow_home: str) -> Any:
+    """An int or float option: finite and within its minimum and maximum."""
+    conv: Callable[[str], Any] = int if option.kind == "int" else float
+    try:
+        number = conv(value)
+    except (ValueError, OverflowError):
+        return _INVALID
+    if (math.isfinite(number) and (option.minimum is None or number >= option.minimum)
+            and (option.maximum is None or number <= option.maximum)):
+        return number
+    return _INVALID
+
+
+def _to_schedule(option: Option, value: str, airflow_home: str) -> Any:
+    from croniter import croniter  # Airflow's own cron parser
+
+    return value if croniter.is_valid(value) else _INVALID
+
+
+def _to_path(option: Option, value: str, airflow_home: str) -> Any:
+    return os.path.expanduser(value.replace("{AIRFLOW_HOME}", airflow_home)) if value else _INVALID
+
+
+def _to_secrets(option: Option, value: str, airflow_home: str) -> Any:
+    """A comma-separated list of secrets, each at least ``SECRET_MIN_LENGTH`` characters (never echoed)."""
+    items = [item.strip() for item in value.split(",")]
+    items = [item for item in items if item]
+    short = [f"item {i + 1} has {len(item)}" for i, item in enumerate(items) if len(item) < SECRET_MIN_LENGTH]
+    if not short:
+        return tuple(items)
+    # Never echo a secret: name the item and its length only.
+    raise ConfigError(
+        f"[effopt] {option.key} is invalid: {', '.join(short)} character(s), each needs at least 16 "
+        f"(value not shown; set it in airflow.cfg or AIRFLOW__EFFOPT__{option.key.upper()})"
+    )
+
+
+def _to_secret(option: Option, value: str, airflow_home: str) -> Any:
+    """A string option marked ``secret``: empty, or at least ``SECRET_MIN_LENGTH`` characters (never echoed)."""
+    if not value or len(value) >= SECRET_MIN_LENGTH:
+        return value
+    raise ConfigError(
+        f"[effopt] {option.key} is invalid: it has {len(value)} character(s), it needs at least "
+        f"{SECRET_MIN_LENGTH} (value not shown; set it in airflow.cfg or AIRFLOW__EFFOPT__{option.key.upper()})"
+    )
+
+
+def _to_text(option: Option, value: str, airflow_home: str) -> Any:
+    return value.replace("{AIRFLOW_HOME}", airflow_home)
+
+
+_CONVERTERS: dict[str, Callable[[Option, str, str], Any]] = {
+    "bool": _to_bool, "choice": _to_choice, "int": _to_number, "float": _to_number, "schedule": _to_schedule,
+    "path": _to_path, "secrets": _to_secrets,
+}
+
+
+def _convert(option: Option, raw: str, airflow_home: str) -> Any:
+    """``raw`` (stripped) converted by its kind's converter (a string kind: the secret or the text one); a
+    value the converter does not accept is a ConfigError naming the option and what it accepts."""
+    convert = _CONVERTERS.get(option.kind) or (_to_secret if option.secret else _to_text)
+    value = convert(option, raw.strip(), airflow_home)
+    if value is not _INVALID:
+        return value
     raise ConfigError(
         f"[effopt] {option.key} = {mask_url(raw)!r} is invalid; accepted values: {option.accepted()} "
         f"(set it in airflow.cfg or AIRFLOW__EFFOPT__{option.key.upper()})"

@@ -117,7 +117,8 @@ def _fit_cpu_memory(instances: list[_Instance], price_of: str) -> tuple[float, f
 
     rows = [i for i in instances if getattr(i, price_of) is not None]
     if len(rows) < 2:
-        raise PriceError(f"{price_of}: need at least 2 CPU-only instance types to fit vCPU and GiB rates, got {len(rows)}")
+        raise PriceError(f"{price_of}: need at least 2 CPU-only instance types to fit vCPU and GiB rates, "
+                         f"got {len(rows)}")
     x = np.array([[i.vcpus, i.memory_gib] for i in rows])
     y = np.array([getattr(i, price_of) for i in rows])
     if np.linalg.matrix_rank(x) < 2:
@@ -307,26 +308,33 @@ def parse_rate_table(data: Mapping[str, Any], path: str = "<memory>") -> RateTab
     hours = data.get("hours_per_month", HOURS_PER_MONTH)
     if not isinstance(hours, (int, float)) or hours <= 0:
         raise PriceError(f"rate table {path}: hours_per_month {hours!r} must be a positive number")
-    rates: dict[str, Rates] = {}
-    for model, raw in data["rates"].items():
-        where = f"rate table {path}: rates.{model}"
-        if not isinstance(raw, Mapping):
-            raise PriceError(f"{where} must be an object")
-        values = {}
-        for key in ("cpu_per_vcpu_hour", "memory_per_gib_hour"):
-            v = raw.get(key)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
-                raise PriceError(f"{where}.{key} = {v!r} must be a positive number")
-            values[key] = float(v)
-        gpu = raw.get("gpu_per_hour", {})
-        if not isinstance(gpu, Mapping):
-            raise PriceError(f"{where}.gpu_per_hour must be an object of GPU model -> USD per hour")
-        for name, v in gpu.items():
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
-                raise PriceError(f"{where}.gpu_per_hour.{name} = {v!r} must be a positive number")
-        rates[model] = Rates(values["cpu_per_vcpu_hour"], values["memory_per_gib_hour"],
-                             {str(k): float(v) for k, v in gpu.items()})
+    rates = {model: _parse_rates(f"rate table {path}: rates.{model}", raw) for model, raw in data["rates"].items()}
     return RateTable(path, dict(data["source"]), str(data["method"]), float(hours), rates)
+
+
+def _not_a_rate(v: Any) -> bool:
+    """Whether ``v`` is not a rate: not a number, a boolean, or <= 0."""
+    return not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0
+
+
+def _parse_rates(where: str, raw: Any) -> Rates:
+    """The rates of one pricing model: USD per vCPU-hour, per GiB-hour and per GPU-hour of each GPU model."""
+    if not isinstance(raw, Mapping):
+        raise PriceError(f"{where} must be an object")
+    values = {}
+    for key in ("cpu_per_vcpu_hour", "memory_per_gib_hour"):
+        v = raw.get(key)
+        if _not_a_rate(v):
+            raise PriceError(f"{where}.{key} = {v!r} must be a positive number")
+        values[key] = float(v)
+    gpu = raw.get("gpu_per_hour", {})
+    if not isinstance(gpu, Mapping):
+        raise PriceError(f"{where}.gpu_per_hour must be an object of GPU model -> USD per hour")
+    for name, v in gpu.items():
+        if _not_a_rate(v):
+            raise PriceError(f"{where}.gpu_per_hour.{name} = {v!r} must be a positive number")
+    return Rates(values["cpu_per_vcpu_hour"], values["memory_per_gib_hour"],
+                 {str(k): float(v) for k, v in gpu.items()})
 
 
 def bundled_rate_table_path() -> Path:

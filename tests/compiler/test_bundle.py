@@ -97,7 +97,8 @@ def test_a_cached_plan_imports_no_function_at_parse_time(specs_copy, monkeypatch
     for spec in specs_copy.iterdir():
         spec.unlink()
     (specs_copy / "lazy.yaml").write_text(
-        "inputs: {x: {default: 2}}\noutputs: [y]\nnodes:\n  double: {fn: graph_bundle_test_fns.double, inputs: [x], outputs: [y]}\n"
+        "inputs: {x: {default: 2}}\noutputs: [y]\nnodes:\n"
+        "  double: {fn: graph_bundle_test_fns.double, inputs: [x], outputs: [y]}\n"
     )
     first = parse(specs_copy, monkeypatch)
     assert set(first.dag_ids) == {"effopt_graph_lazy"} and first.import_errors == {}

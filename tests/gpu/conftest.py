@@ -11,11 +11,13 @@ from effopt.gpu import ClusterState, GpuRequest, Node
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "alibaba-gpu-2023"
 
 
-def gpu(cpu: int, num: int = 1, milli: int = 1000, mem: int = 0, models: tuple[str, ...] = (), name: str = "") -> GpuRequest:
+def gpu(cpu: int, num: int = 1, milli: int = 1000, mem: int = 0, models: tuple[str, ...] = (),
+        name: str = "") -> GpuRequest:
     return GpuRequest(cpu, mem, num, milli if num else 0, models, name)
 
 
-def state_with(nodes: list[Node], free: dict[int, list[int]] | None = None, cpu_free: dict[int, int] | None = None) -> ClusterState:
+def state_with(nodes: list[Node], free: dict[int, list[int]] | None = None,
+               cpu_free: dict[int, int] | None = None) -> ClusterState:
     """A state whose GPUs / CPU are set directly (then ``version`` bumped so caches see the change)."""
     st = ClusterState(nodes)
     for i, row in (free or {}).items():

@@ -42,7 +42,8 @@ def test_gpu_packing_scores():
              Node("used", 96000, 1 << 20, 8, "G2")]
     st = state_with(nodes, free={1: [400] + [1000] * 7, 2: [0] + [1000] * 7})
     idx = np.array([0, 1, 2])
-    # sharing 300: idle node 33-8=25; partly used GPU with 400 free: 100-(400*100/1000)/10 = 96; used node, whole GPU: 49
+    # sharing 300: idle node 33-8=25; partly used GPU with 400 free: 100-(400*100/1000)/10 = 96;
+    # used node, whole GPU: 49
     assert GpuPacking().score(st, gpu(1000, 1, 300), idx)[0].tolist() == [25, 96, 49]
     # 2 whole GPUs: idle 25; used nodes must take whole GPUs: max(50-2, 33) = 48
     assert GpuPacking().score(st, gpu(1000, 2), idx)[0].tolist() == [25, 48, 48]

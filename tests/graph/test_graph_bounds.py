@@ -52,7 +52,8 @@ def test_expanded_size_counts_shared_parts_each_time_without_walking_them_twice(
 def test_a_spec_over_the_size_limit_is_refused_before_it_is_read(tmp_path: Path):
     big = tmp_path / "big.yaml"
     big.write_text("name: big\n# " + "x" * 5000 + "\n")
-    with pytest.raises(GraphValidationError, match=r"is 5,\d{3} bytes, over the limit of 4,096 \(\[effopt\] graph_spec_max_bytes\)"):
+    with pytest.raises(GraphValidationError,
+                       match=r"is 5,\d{3} bytes, over the limit of 4,096 \(\[effopt\] graph_spec_max_bytes\)"):
         load_spec(big, max_bytes=4096)
     with pytest.raises(GraphValidationError, match="graph_spec_max_bytes"):
         compile_spec(big, max_bytes=4096)

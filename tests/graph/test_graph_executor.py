@@ -190,7 +190,8 @@ def test_the_graph_package_imports_no_airflow():
     import subprocess
     import sys
 
-    code = "import sys, effopt.graph, effopt.graph.examples, effopt.graph.dot, effopt.cli.graph; print(sorted(m for m in sys.modules if m.split('.')[0] == 'airflow'))"
+    code = ("import sys, effopt.graph, effopt.graph.examples, effopt.graph.dot, effopt.cli.graph; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'airflow'))")
     done = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

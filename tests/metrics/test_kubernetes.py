@@ -21,7 +21,8 @@ def test_lists_containers_of_deployments_and_statefulsets(standin, kube_hook):
                            containers={"pg": {"requests": {"cpu": "500m", "memory": "1Gi"},
                                               "limits": {"cpu": "1", "memory": "1Gi"}}}))
     standin.add(deployment("other", "elsewhere"))
-    found = {(c.workload.kind, c.workload_name, c.container): c for c in KubernetesSource(kube_hook.api_client, ["shop"]).containers()}
+    found = {(c.workload.kind, c.workload_name, c.container): c
+             for c in KubernetesSource(kube_hook.api_client, ["shop"]).containers()}
     assert set(found) == {("Deployment", "shop/web", "app"), ("Deployment", "shop/web", "sidecar"),
                           ("StatefulSet", "shop/db", "pg")}
     pg = found[("StatefulSet", "shop/db", "pg")]

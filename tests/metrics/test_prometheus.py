@@ -53,19 +53,25 @@ def history(base: int) -> tuple[str, dict[str, np.ndarray]]:
     lines.append("# TYPE container_cpu_usage_seconds counter")
     cpu = "container_cpu_usage_seconds_total"
     add(cpu, 'namespace="ml",pod="api-7d9c8b6f5d-x2x9k",container="server"', 0.5 * 60 * i)
-    add(cpu, 'namespace="ml",pod="api-7d9c8b6f5d-q8wzt",container="server"', 0.25 * 60 * np.where(i < 1000, i, i - 1000))
+    add(cpu, 'namespace="ml",pod="api-7d9c8b6f5d-q8wzt",container="server"',
+        0.25 * 60 * np.where(i < 1000, i, i - 1000))
     lines.append("# TYPE kube_pod_container_resource_requests gauge")
-    add("kube_pod_container_resource_requests", 'namespace="ml",pod="train-abcde",container="main",resource="memory",unit="byte"', 600 * MIB)
-    add("kube_pod_container_resource_requests", 'namespace="ml",pod="api-7d9c8b6f5d-x2x9k",container="server",resource="cpu",unit="core"', 0.25)
+    add("kube_pod_container_resource_requests",
+        'namespace="ml",pod="train-abcde",container="main",resource="memory",unit="byte"', 600 * MIB)
+    add("kube_pod_container_resource_requests",
+        'namespace="ml",pod="api-7d9c8b6f5d-x2x9k",container="server",resource="cpu",unit="core"', 0.25)
     lines.append("# TYPE kube_pod_container_resource_limits gauge")
-    add("kube_pod_container_resource_limits", 'namespace="ml",pod="train-abcde",container="main",resource="memory",unit="byte"', 700 * MIB)
+    add("kube_pod_container_resource_limits",
+        'namespace="ml",pod="train-abcde",container="main",resource="memory",unit="byte"', 700 * MIB)
     lines.append("# TYPE kube_pod_container_status_last_terminated_reason gauge")
-    add("kube_pod_container_status_last_terminated_reason", 'namespace="ml",pod="train-abcde",container="main",reason="OOMKilled"',
-        np.where(i < 30 * 60, 0.0, 1.0))
+    add("kube_pod_container_status_last_terminated_reason",
+        'namespace="ml",pod="train-abcde",container="main",reason="OOMKilled"', np.where(i < 30 * 60, 0.0, 1.0))
     lines.append("# TYPE DCGM_FI_DEV_FB_USED gauge")
-    add("DCGM_FI_DEV_FB_USED", 'exported_namespace="ml",exported_pod="llm-5c9f7b8d6c-abcde",exported_container="vllm",gpu="0"', 10240)
+    add("DCGM_FI_DEV_FB_USED",
+        'exported_namespace="ml",exported_pod="llm-5c9f7b8d6c-abcde",exported_container="vllm",gpu="0"', 10240)
     lines.append("# TYPE DCGM_FI_DEV_GPU_UTIL gauge")
-    add("DCGM_FI_DEV_GPU_UTIL", 'exported_namespace="ml",exported_pod="llm-5c9f7b8d6c-abcde",exported_container="vllm",gpu="0"', 37)
+    add("DCGM_FI_DEV_GPU_UTIL",
+        'exported_namespace="ml",exported_pod="llm-5c9f7b8d6c-abcde",exported_container="vllm",gpu="0"', 37)
     return "\n".join(lines), {"ts": ts.astype(float), "sine": sine, "step": step}
 
 
@@ -158,9 +164,12 @@ def test_step_and_workload_names():
 
 
 def test_dcgm_selector_uses_exported_labels():
-    assert exported_selector('namespace="ml", app=~"a,b",pod!="x"') == 'exported_namespace="ml",app=~"a,b",exported_pod!="x"'
+    assert (exported_selector('namespace="ml", app=~"a,b",pod!="x"')
+            == 'exported_namespace="ml",app=~"a,b",exported_pod!="x"')
     with pytest.raises(ValueError, match="cannot parse the label matchers 'namespace=ml'"):
         exported_selector("namespace=ml")
     src = PrometheusSource("http://prom:9090", start=0, end=3600, selector='namespace="ml"')
-    assert src.promql("gpu_memory") == 'DCGM_FI_DEV_FB_USED{namespace="ml"} or DCGM_FI_DEV_FB_USED{exported_namespace="ml"}'
-    assert src.promql("cpu") == 'rate(container_cpu_usage_seconds_total{container!="",container!="POD",namespace="ml"}[300s])'
+    assert (src.promql("gpu_memory")
+            == 'DCGM_FI_DEV_FB_USED{namespace="ml"} or DCGM_FI_DEV_FB_USED{exported_namespace="ml"}')
+    assert (src.promql("cpu")
+            == 'rate(container_cpu_usage_seconds_total{container!="",container!="POD",namespace="ml"}[300s])')

@@ -40,7 +40,8 @@ def test_transient_and_unknown_errors_propagate_for_airflow_to_retry(exc):
 
 
 def test_a_missing_connection_names_its_environment_variable():
-    with pytest.raises(AirflowFailException, match=r"connection 'my-prom.x' is not defined: set AIRFLOW_CONN_MY_PROM_X"):
+    with pytest.raises(AirflowFailException,
+                       match=r"connection 'my-prom.x' is not defined: set AIRFLOW_CONN_MY_PROM_X"):
         _Op(AirflowNotFoundException("The conn_id `my-prom.x` isn't defined")).execute({})
     assert connection_env("effopt_prometheus") == "AIRFLOW_CONN_EFFOPT_PROMETHEUS"
 

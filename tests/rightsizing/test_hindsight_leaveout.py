@@ -213,7 +213,7 @@ def test_a_young_container_gets_the_prior_of_containers_of_its_size():
     assert r_small.target / young_small.values.max() > r_large.target / young_large.values.max()
 
 
-# -- honest output ------------------------------------------------------------------------------------------------------
+# -- honest output ---------------------------------------------------------------------------------------------
 def test_evidence_and_confidence_say_when_a_recommendation_rests_on_the_fleet():
     series = fleet(6, hours=30)
     rec = EffoptRecommender()

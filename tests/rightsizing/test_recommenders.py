@@ -161,8 +161,8 @@ def test_krr_simple():
 def test_effopt_constant_and_margin_prior():
     ts = minutes(2)
     r = EffoptRecommender().recommend(make_series("w", "c", "memory", ts, np.full(ts.size, GIB)))
-    # 48 hourly peaks, 46 replayed rises of exactly 1.0 after the start-up one: learned margin 0, blended with the 15% prior
-    # weighted 3 intervals: 0.45 / 49 = 0.009 -> floor of 2%
+    # 48 hourly peaks, 46 replayed rises of exactly 1.0 after the start-up one: learned margin 0, blended with
+    # the 15% prior weighted 3 intervals: 0.45 / 49 = 0.009 -> floor of 2%
     assert r.target == pytest.approx(GIB * 1.02)
     assert r.lower == pytest.approx(GIB)
     assert "learned 0.000 from 46 interval(s) after 1 start-up interval(s)" in " ".join(r.evidence.notes)

@@ -129,7 +129,7 @@ def test_cli_by_history_folds_and_settings(tmp_path, capsys):
     assert "needs at least 5000" in capsys.readouterr().out
 
 
-# -- the OOM re-plan ------------------------------------------------------------------------------------------------------
+# -- the OOM re-plan -------------------------------------------------------------------------------------------
 def test_oom_bump_is_vpas_rule():
     assert oom_bump(GIB) == pytest.approx(1.2 * GIB)  # x1.2 beats +100 MiB above 500 MiB
     assert oom_bump(200 * MIB) == pytest.approx(300 * MIB)  # +100 MiB beats x1.2 (240 MiB)

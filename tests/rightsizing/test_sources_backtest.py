@@ -82,7 +82,8 @@ def test_effopt_after_a_level_of_zero_has_a_finite_target():
 
 
 # -- trace source ---------------------------------------------------------------------
-def write_trace(path: Path, rows: list[tuple[float, str, str]], header: str = "timestamp_anon,container_ip,value") -> Path:
+def write_trace(path: Path, rows: list[tuple[float, str, str]],
+                header: str = "timestamp_anon,container_ip,value") -> Path:
     text = header + "\n" + "".join(f"{t},{c},{v}\n" for t, c, v in rows)
     if path.name.endswith(".gz"):
         with gzip.open(path, "wt") as fh:
@@ -101,7 +102,8 @@ def test_trace_source_reads_both_column_spellings(tmp_path):
     assert set(src.resources()) == {"memory", "gpu_memory"}
     mem = {s.container: s for s in src.series("memory")}
     assert list(mem["a"].timestamps) == [0, 60] and list(mem["a"].values) == [0.5, 0.25]
-    assert mem["a"].unit == "fraction" and mem["a"].limit == 1.0 and mem["a"].quality.nan == 1  # "x" is not a number: dropped, reported
+    # "x" is not a number: dropped, reported
+    assert mem["a"].unit == "fraction" and mem["a"].limit == 1.0 and mem["a"].quality.nan == 1
     (gpu,) = src.series("gpu_memory")
     assert gpu.unit == "bytes" and gpu.values[0] == 1e9
     with pytest.raises(FileNotFoundError, match="no cpu trace file"):

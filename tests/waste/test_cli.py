@@ -40,7 +40,8 @@ def test_cli_json_report(trace_dir: Path, capsys):
     assert main(["waste", "report", "--source", "trace", "--path", str(trace_dir), "--json",
                  "--memory-limit-gib", "8", "--gpu-model", "A10G"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert {"cost", "waste", "waste_pct", "by_kind"} <= set(data["totals"]) and set(data["totals"]["by_kind"]) == set(KINDS)
+    assert ({"cost", "waste", "waste_pct", "by_kind"} <= set(data["totals"])
+            and set(data["totals"]["by_kind"]) == set(KINDS))
     kinds = {(f["kind"], f["container"]) for f in data["findings"]}
     assert kinds == {("idle_gpu", "small"), ("over_provisioned", "small")}
     for f in data["findings"]:

@@ -155,7 +155,8 @@ def test_html_parses_with_inline_styles_and_content(analysed, charts):
     assert re.sub(r"/\*.*?\*/", "", block, flags=re.S).strip().startswith("@media only screen and (max-width: 480px)")
     classes = {attrs["class"] for _, attrs in p.tags if "class" in attrs}
     assert classes <= {"outer", "pad", "big", "cell"} and all(f".{c}" in block for c in classes)
-    assert all(attrs.get("style") for tag, attrs in p.tags if tag in {"body", "table", "td", "th", "img", "p", "h1", "h2"})
+    assert all(attrs.get("style") for tag, attrs in p.tags
+               if tag in {"body", "table", "td", "th", "img", "p", "h1", "h2"})
     text = " ".join(" ".join(p.text).split())
     for w in report.top_wasters():
         assert w["workload"] in text

@@ -127,7 +127,8 @@ def _validate(args: argparse.Namespace) -> int:
             print(str(exc), file=sys.stderr)
             continue
         print(
-            f"ok {spec}: graph {graph.name!r}, {len(graph)} nodes, inputs {', '.join(i.name for i in graph.inputs) or '-'}, outputs {', '.join(graph.outputs)}"
+            f"ok {spec}: graph {graph.name!r}, {len(graph)} nodes, inputs "
+            f"{', '.join(i.name for i in graph.inputs) or '-'}, outputs {', '.join(graph.outputs)}"
         )
     return 1 if failed else 0
 

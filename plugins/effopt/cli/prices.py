@@ -22,7 +22,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     build.set_defaults(func=_build)
     cat = sub.add_parser("build-catalog", help="build the spot price catalog (embedded in effopt.spot) from the "
                                                "EC2 catalog snapshots and the Spot Instance Advisor feed")
-    cat.add_argument("--source", required=True, help="directory holding the snapshot CSVs and spot_advisor_snapshot.json")
+    cat.add_argument("--source", required=True,
+                     help="directory holding the snapshot CSVs and spot_advisor_snapshot.json")
     cat.add_argument("--out", help="where to write it (default: the package's effopt/spot/data/catalog.json.gz)")
     cat.set_defaults(func=_build_catalog)
     show = sub.add_parser("show", help="print a rate table ([effopt] rate_table unless --table)")

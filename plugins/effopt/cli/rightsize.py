@@ -50,7 +50,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     bt.add_argument("--recommenders", default=",".join(names),
                     help=f"comma-separated, of {', '.join(names)} (default all)")
     bt.add_argument("--step", type=duration, default=3600.0, help="decision interval (default 1h)")
-    bt.add_argument("--warmup", type=duration, default=6 * 3600.0, help="history before the first decision (default 6h)")
+    bt.add_argument("--warmup", type=duration, default=6 * 3600.0,
+                    help="history before the first decision (default 6h)")
     bt.add_argument("--folds", type=int, default=1,
                     help="leave containers out of their own fleet prior: calibrate each of N groups of containers "
                          "on the others (default 1: in-sample)")

@@ -108,18 +108,21 @@ def _catalog(path: str | None, snapshot: str | None = None) -> Any:
         raise _fail(str(exc)) from None
 
 
-def _simulate(args: argparse.Namespace) -> int:
-    from effopt.spot.errors import SpotError
+def _policy_names(text: str) -> list[str]:
+    """The ``--policies`` list, every name a known policy."""
     from effopt.spot.policies import POLICIES
-    from effopt.spot.simulate import simulate as run
-    from effopt.spot.simulate import standard_settings
-    from effopt.spot.traces import load_traces
 
-    names = [n.strip() for n in args.policies.split(",") if n.strip()]
+    names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in POLICIES]
     if not names or unknown:
         raise _fail(f"--policies: unknown policy {', '.join(unknown) or '(none given)'} (known: "
                     f"{', '.join(POLICIES)})")
+    return names
+
+
+def _job_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The job's hours (work, deadlines, changeovers, checkpoint) and the on-demand failure rate, checked
+    together, and ``--starts`` / ``--nodes``; keyword arguments of ``standard_settings``."""
     (work,) = _floats("--work-hours", args.work_hours, positive=True)[:1]
     deadlines = _floats("--deadlines", args.deadlines, positive=True)
     changeovers = _floats("--changeovers", args.changeovers, minimum=0)
@@ -136,32 +139,34 @@ def _simulate(args: argparse.Namespace) -> int:
         raise _fail(f"--starts: {args.starts} must be >= 1")
     if args.nodes < 1:
         raise _fail(f"--nodes: {args.nodes} must be >= 1")
+    return {"work_h": work, "deadlines_h": deadlines, "changeovers_h": changeovers, "checkpoint_h": checkpoint,
+            "od_failure": od_failure}
+
+
+def _price_options(args: argparse.Namespace) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(``--prices``, ``--zone-map``): each a JSON object, or None when not given."""
     prices = _json_file("--prices", args.prices)
     if prices is not None and not isinstance(prices, dict):
         raise _fail(f"--prices {args.prices}: expected a JSON object")
     zone_map = _json_file("--zone-map", args.zone_map)
     if zone_map is not None and not isinstance(zone_map, dict):
         raise _fail(f"--zone-map {args.zone_map}: expected a JSON object of zone name -> AZ ID")
-    catalog = _catalog(args.catalog)
-    try:
-        groups = load_traces(args.traces)
-        zones = [z.strip() for z in args.zones.split(",") if z.strip()] if args.zones else None
-        if zones:
-            known = {z for g in groups for z in g.zones}
-            missing = [z for z in zones if z not in known]
-            if missing:
-                raise _fail(f"--zones: {', '.join(missing)} not in {args.traces} (has {', '.join(sorted(known))})")
-        cells = standard_settings(groups, work_h=work, deadlines_h=deadlines, changeovers_h=changeovers,
-                                  checkpoint_h=checkpoint, od_failure=od_failure, zones=zones,
-                                  single=args.layout != "multi", multi=args.layout != "single")
-        if not cells:
-            raise _fail(f"no setting to run: {args.traces} has no zone set for --layout {args.layout}")
-        policies = {n: POLICIES[n] for n in names}
-        bar = ProgressBar("spot simulate", enabled=None)
-        result = run(groups, policies, catalog, settings=cells, n_starts=args.starts, seed=args.seed,
-                     nodes=args.nodes, overrides=prices, zone_map=zone_map, progress=bar)
-    except SpotError as exc:
-        raise _fail(str(exc)) from None
+    return prices, zone_map
+
+
+def _zones_in_traces(args: argparse.Namespace, groups: Any) -> list[str] | None:
+    """The ``--zones`` to simulate (None: all), every one of them in the traces."""
+    zones = [z.strip() for z in args.zones.split(",") if z.strip()] if args.zones else None
+    if zones:
+        known = {z for g in groups for z in g.zones}
+        missing = [z for z in zones if z not in known]
+        if missing:
+            raise _fail(f"--zones: {', '.join(missing)} not in {args.traces} (has {', '.join(sorted(known))})")
+    return zones
+
+
+def _print_simulation(args: argparse.Namespace, result: Any, names: list[str]) -> int:
+    """The result as JSON or a table, and the plot when ``--plot`` names a file."""
     if args.plot:
         write_plot(result, names, args.plot)
     if args.json:
@@ -171,6 +176,34 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.plot:
         print(f"\nwrote {args.plot}")
     return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    """``spot simulate``: check the options, load the catalog and the traces, run the policies, print the result."""
+    from effopt.spot.errors import SpotError
+    from effopt.spot.policies import POLICIES
+    from effopt.spot.simulate import simulate as run
+    from effopt.spot.simulate import standard_settings
+    from effopt.spot.traces import load_traces
+
+    names = _policy_names(args.policies)
+    job = _job_options(args)
+    prices, zone_map = _price_options(args)
+    catalog = _catalog(args.catalog)
+    try:
+        groups = load_traces(args.traces)
+        zones = _zones_in_traces(args, groups)
+        cells = standard_settings(groups, **job, zones=zones, single=args.layout != "multi",
+                                  multi=args.layout != "single")
+        if not cells:
+            raise _fail(f"no setting to run: {args.traces} has no zone set for --layout {args.layout}")
+        policies = {n: POLICIES[n] for n in names}
+        bar = ProgressBar("spot simulate", enabled=None)
+        result = run(groups, policies, catalog, settings=cells, n_starts=args.starts, seed=args.seed,
+                     nodes=args.nodes, overrides=prices, zone_map=zone_map, progress=bar)
+    except SpotError as exc:
+        raise _fail(str(exc)) from None
+    return _print_simulation(args, result, names)
 
 
 def _ratio(a: float | None, b: float | None) -> float | str:

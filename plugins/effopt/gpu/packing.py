@@ -33,7 +33,8 @@ from effopt.gpu.model import MILLI
 _EPS = 1e-9
 
 
-def simplex_max(c: np.ndarray, a: np.ndarray, b: np.ndarray, max_iter: int = 20_000) -> tuple[float, np.ndarray, np.ndarray]:
+def simplex_max(c: np.ndarray, a: np.ndarray, b: np.ndarray,
+                max_iter: int = 20_000) -> tuple[float, np.ndarray, np.ndarray]:
     """``max c·x`` subject to ``a x ≤ b``, ``x ≥ 0`` with ``b ≥ 0``: a dense tableau simplex (Bland's rule,
     so it cannot cycle). Returns (value, x, duals of the rows)."""
     m, n = a.shape
@@ -109,39 +110,71 @@ def _knapsack(sizes: np.ndarray, profits: np.ndarray, capacity: int, unit: int) 
     return best, last
 
 
+def _sharing_sizes(share_counts: Mapping[int, float]) -> np.ndarray:
+    """The sharing sizes that have requests, sorted; each must be in 1..999 thousandths."""
+    sizes = np.array(sorted(s for s, n in share_counts.items() if n > 0), dtype=np.int64)
+    if (sizes <= 0).any() or (sizes >= MILLI).any():
+        raise ValueError("sharing sizes must be in 1..999 thousandths")
+    return sizes
+
+
+def _start_configs(sizes: np.ndarray, index: Mapping[int, int],
+                   columns: list[tuple[int, ...]] | None) -> list[tuple[int, ...]]:
+    """One configuration per size (one item alone on a GPU), then the warm-start ``columns`` that still fit."""
+    configs: list[tuple[int, ...]] = [(int(s),) for s in sizes]
+    for cfg in columns or ():
+        if cfg and all(s in index for s in cfg) and sum(cfg) <= MILLI and cfg not in configs:
+            configs.append(cfg)
+    return configs
+
+
+def _config_matrix(configs: list[tuple[int, ...]], index: Mapping[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(constraint matrix: a row for the GPUs, one per size and one for whole-GPU items; the volume of each
+    configuration), with the whole-GPU configuration as the last column."""
+    k = len(index)
+    a = np.zeros((k + 2, len(configs) + 1))
+    vol = np.zeros(len(configs) + 1)
+    for j, cfg in enumerate(configs):
+        a[0, j] = 1.0
+        for s in cfg:
+            a[1 + index[s], j] += 1.0
+        vol[j] = sum(cfg)
+    a[0, -1] = a[k + 1, -1] = 1.0  # the whole-GPU configuration
+    vol[-1] = MILLI
+    return a, vol
+
+
+def _knapsack_items(sizes: np.ndarray, last: np.ndarray, top: int, unit: int) -> tuple[int, ...]:
+    """The sizes of the knapsack's best filling of ``top`` units, read back from its ``last`` choices."""
+    cfg, h = [], top
+    while h > 0:
+        if last[h] < 0:
+            h -= 1
+            continue
+        cfg.append(int(sizes[last[h]]))
+        h -= int(sizes[last[h]]) // unit
+    return tuple(sorted(cfg))
+
+
 def solve_packing_lp(share_counts: Mapping[int, float], whole: float, bins: int,
                      columns: list[tuple[int, ...]] | None = None) -> tuple[PackingLP, list[tuple[int, ...]]]:
     """Solve the configuration LP for ``share_counts`` (sharing size in thousandths -> number of requests),
     ``whole`` whole-GPU items and ``bins`` GPUs. ``columns``: configurations from an earlier solve to start
-    from (warm start). Returns the solution and the configurations used, for the next warm start."""
-    sizes = np.array(sorted(s for s, n in share_counts.items() if n > 0), dtype=np.int64)
-    if (sizes <= 0).any() or (sizes >= MILLI).any():
-        raise ValueError("sharing sizes must be in 1..999 thousandths")
+    from (warm start). Returns the solution and the configurations used, for the next warm start.
+
+    Column generation: solve the LP over the configurations known so far, price a new configuration with a
+    knapsack over the duals, add it while it improves the LP; then the per-size prices and the gap curve.
+    """
+    sizes = _sharing_sizes(share_counts)
     k = sizes.size
     unit = MILLI
     for s in sizes:
         unit = gcd(unit, int(s))
     index = {int(s): i for i, s in enumerate(sizes)}
-    configs: list[tuple[int, ...]] = [(int(s),) for s in sizes]
-    for cfg in columns or ():
-        if cfg and all(s in index for s in cfg) and sum(cfg) <= MILLI and cfg not in configs:
-            configs.append(cfg)
+    configs = _start_configs(sizes, index, columns)
     b = np.concatenate([[float(bins)], [float(share_counts[int(s)]) for s in sizes], [float(whole)]])
-
-    def matrix() -> tuple[np.ndarray, np.ndarray]:
-        a = np.zeros((k + 2, len(configs) + 1))
-        vol = np.zeros(len(configs) + 1)
-        for j, cfg in enumerate(configs):
-            a[0, j] = 1.0
-            for s in cfg:
-                a[1 + index[s], j] += 1.0
-            vol[j] = sum(cfg)
-        a[0, -1] = a[k + 1, -1] = 1.0  # the whole-GPU configuration
-        vol[-1] = MILLI
-        return a, vol
-
     for _ in range(1000):
-        a, vol = matrix()
+        a, vol = _config_matrix(configs, index)
         value, _, duals = simplex_max(vol, a, b)
         bin_price, prices = duals[0], duals[1:k + 1]
         if not k:
@@ -150,14 +183,7 @@ def solve_packing_lp(share_counts: Mapping[int, float], whole: float, bins: int,
         top = int(np.argmax(best))
         if best[top] - bin_price <= 1e-6:
             break
-        cfg, h = [], top
-        while h > 0:
-            if last[h] < 0:
-                h -= 1
-                continue
-            cfg.append(int(sizes[last[h]]))
-            h -= int(sizes[last[h]]) // unit
-        new = tuple(sorted(cfg))
+        new = _knapsack_items(sizes, last, top, unit)
         if new in configs:
             break
         configs.append(new)

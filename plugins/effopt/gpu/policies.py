@@ -331,7 +331,8 @@ class EffoptPolicy(_FragmentScored):
         if workload is None or not workload.gpu.any():
             return None
         g = workload.gpu
-        return float((workload.p[g] * workload.cpu[g]).sum() / (workload.p[g] * workload.num[g] * workload.milli[g]).sum())
+        return float((workload.p[g] * workload.cpu[g]).sum()
+                     / (workload.p[g] * workload.num[g] * workload.milli[g]).sum())
 
     def observe(self, request: GpuRequest) -> None:
         """Count an arrival; refresh M, κ and the packing prices when arrivals grew enough since the last."""
@@ -366,8 +367,8 @@ class EffoptPolicy(_FragmentScored):
             if self._share and self._gpu_milli:
                 scale = state.gpu_capacity_milli / self._gpu_milli
                 share = {s: n * scale for s, n in self._share.items()}
-                self.lp, self._lp_columns = solve_packing_lp(share, self._whole * scale, state.gpu_capacity_milli // MILLI,
-                                                             self._lp_columns)
+                self.lp, self._lp_columns = solve_packing_lp(share, self._whole * scale,
+                                                             state.gpu_capacity_milli // MILLI, self._lp_columns)
         return self.lp
 
     def stranded(self, cpu_free: np.ndarray, gpu_free: np.ndarray) -> np.ndarray:

@@ -213,12 +213,9 @@ def dotted_path(fn: Any) -> str | None:
         return None
 
 
-@lru_cache(maxsize=4096)
-def resolve_callable(path: str) -> Callable[..., Any]:
-    """Import the callable at ``path`` (``pkg.mod.func``, ``pkg.mod:func`` or ``pkg.mod.Class.method``).
-
-    Raises ValueError saying what could not be found.
-    """
+def _import_candidates(path: str) -> list[tuple[str, list[str]]]:
+    """The (module, attribute path) splits of ``path`` to try, the longest module first; ValueError when
+    ``path`` is not a dotted path or names a ``__main__`` module."""
     if not isinstance(path, str) or not path.strip():
         raise ValueError(f"{show(path)} is not a dotted path")
     if ":" in path:
@@ -232,39 +229,60 @@ def resolve_callable(path: str) -> Callable[..., Any]:
     if "__main__" in path.replace(":", ".").split("."):
         # A package's __main__ runs a program when imported (python -m pkg): never a node's function.
         raise ValueError(f"{show(path)} names a __main__ module, which runs a program when imported")
+    return candidates
+
+
+def _import_module(module_name: str) -> tuple[Any, str]:
+    """(the imported module, "") or (None, why there is no such module); ValueError when importing it (or a
+    parent package) raises or exits."""
+    try:
+        found = importlib.util.find_spec(module_name)  # imports the parent packages, not the module
+    except (ImportError, ValueError):
+        found = None
+    except Exception as exc:  # noqa: BLE001 - a parent package's import code failed: reported, not raised
+        raise ValueError(f"importing {show(module_name)} failed: {type(exc).__name__}: {exc}") from exc
+    except SystemExit as exc:
+        raise ValueError(f"importing {show(module_name)} called sys.exit({exc.code!r})") from None
+    if found is None:
+        return None, f"no module named {show(module_name)}"
+    try:
+        return importlib.import_module(module_name), ""
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            return None, f"no module named {show(exc.name)}"
+        raise ValueError(f"importing {show(module_name)} failed: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - any error raised by user code at import is reported, not raised
+        raise ValueError(f"importing {show(module_name)} failed: {type(exc).__name__}: {exc}") from exc
+    except SystemExit as exc:  # a module that exits when imported (a script) is a problem, not an exit
+        raise ValueError(f"importing {show(module_name)} called sys.exit({exc.code!r})") from None
+
+
+def _callable_attribute(module: Any, module_name: str, attrs: list[str], path: str) -> Callable[..., Any]:
+    """The attribute ``attrs`` of ``module``; ValueError naming a missing attribute or a non-callable."""
+    obj: Any = module
+    for i, attr in enumerate(attrs):
+        if not hasattr(obj, attr):
+            owner = ".".join([module_name, *attrs[:i]])
+            raise ValueError(f"{show(owner)} has no attribute {show(attr)}")
+        obj = getattr(obj, attr)
+    if not callable(obj):
+        raise ValueError(f"{show(path)} is a {type(obj).__name__}, not a callable")
+    return obj
+
+
+@lru_cache(maxsize=4096)
+def resolve_callable(path: str) -> Callable[..., Any]:
+    """Import the callable at ``path`` (``pkg.mod.func``, ``pkg.mod:func`` or ``pkg.mod.Class.method``).
+
+    The candidate splits into module and attributes are tried longest module first; the first module that
+    exists is imported and the attributes are looked up in it.  Raises ValueError saying what could not be
+    found.
+    """
     last_error = ""
-    for module_name, attrs in candidates:
-        try:
-            found = importlib.util.find_spec(module_name)  # imports the parent packages, not the module
-        except (ImportError, ValueError):
-            found = None
-        except Exception as exc:  # noqa: BLE001 - a parent package's import code failed: reported, not raised
-            raise ValueError(f"importing {show(module_name)} failed: {type(exc).__name__}: {exc}") from exc
-        except SystemExit as exc:
-            raise ValueError(f"importing {show(module_name)} called sys.exit({exc.code!r})") from None
-        if found is None:
-            last_error = f"no module named {show(module_name)}"
-            continue
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-                last_error = f"no module named {show(exc.name)}"
-                continue
-            raise ValueError(f"importing {show(module_name)} failed: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001 - any error raised by user code at import is reported, not raised
-            raise ValueError(f"importing {show(module_name)} failed: {type(exc).__name__}: {exc}") from exc
-        except SystemExit as exc:  # a module that exits when imported (a script) is a problem, not an exit
-            raise ValueError(f"importing {show(module_name)} called sys.exit({exc.code!r})") from None
-        obj: Any = module
-        for i, attr in enumerate(attrs):
-            if not hasattr(obj, attr):
-                owner = ".".join([module_name, *attrs[:i]])
-                raise ValueError(f"{show(owner)} has no attribute {show(attr)}")
-            obj = getattr(obj, attr)
-        if not callable(obj):
-            raise ValueError(f"{show(path)} is a {type(obj).__name__}, not a callable")
-        return obj
+    for module_name, attrs in _import_candidates(path):
+        module, last_error = _import_module(module_name)
+        if module is not None:
+            return _callable_attribute(module, module_name, attrs, path)
     raise ValueError(f"cannot import {show(path)}: {last_error}")
 
 

@@ -213,25 +213,42 @@ def fuse(graph: ComputationGraph, max_cost: float) -> tuple[ComputationGraph, Op
     outputs, ``u`` is the only node ``v`` reads from, both are cheap and
     parallel, and they share resources and group.  The fused node exposes the
     last node's outputs and any requested intermediate output.
+
+    Steps: find the chains, make one fused node per chain, put each fused node
+    where its chain's first node was.
     """
     requested = set(graph.requested.values())
+    chains = _linear_chains(graph, max_cost)
+    if not chains:
+        return graph, OptimizationReport(len(graph), len(graph))
+    fused = [_fused_node(graph, chain, requested) for chain in chains]
+    fusions = [Fusion(tuple(chain), node.id, f"linear chain of cheap nodes (each cost <= {max_cost:g} s)")
+               for chain, node in zip(chains, fused, strict=True)]
+    result = graph.replace(nodes=_nodes_with_fused(graph, chains, fused))
+    return result, OptimizationReport(len(graph), len(result), fused=fusions)
+
+
+def _cheap(n: Node, max_cost: float) -> bool:
+    return n.cost <= max_cost and n.parallel
+
+
+def _chain_successor(graph: ComputationGraph, u: Node, max_cost: float) -> Node | None:
+    """The node ``v`` that ``u -> v`` joins into a chain with, or None (see :func:`fuse`)."""
+    dependents = graph.dependents(u.id)
+    if len(dependents) != 1 or not _cheap(u, max_cost):
+        return None
+    v = graph.nodes[dependents[0]]
+    if not _cheap(v, max_cost) or graph.dependencies(v.id) != [u.id]:
+        return None
+    if u.resources != v.resources or u.group != v.group:
+        return None
+    return v
+
+
+def _linear_chains(graph: ComputationGraph, max_cost: float) -> list[list[str]]:
+    """The maximal chains of joined nodes (two nodes or more), in topological order of their first node."""
     order = graph.topological_order()
-
-    def cheap(n: Node) -> bool:
-        return n.cost <= max_cost and n.parallel
-
-    def joins(u: Node) -> Node | None:
-        dependents = graph.dependents(u.id)
-        if len(dependents) != 1 or not cheap(u):
-            return None
-        v = graph.nodes[dependents[0]]
-        if not cheap(v) or graph.dependencies(v.id) != [u.id]:
-            return None
-        if u.resources != v.resources or u.group != v.group:
-            return None
-        return v
-
-    nxt = {nid: v.id for nid in order if (v := joins(graph.nodes[nid])) is not None}
+    nxt = {nid: v.id for nid in order if (v := _chain_successor(graph, graph.nodes[nid], max_cost)) is not None}
     has_prev = set(nxt.values())
     chains = []
     for nid in order:
@@ -240,26 +257,24 @@ def fuse(graph: ComputationGraph, max_cost: float) -> tuple[ComputationGraph, Op
             while chain[-1] in nxt:
                 chain.append(nxt[chain[-1]])
             chains.append(chain)
-    if not chains:
-        return graph, OptimizationReport(len(graph), len(graph))
+    return chains
+
+
+def _nodes_with_fused(graph: ComputationGraph, chains: list[list[str]], fused: list[Node]) -> dict[str, Node]:
+    """The graph's nodes in their order, each chain replaced by its fused node at the place of its first node."""
     replaced: dict[str, Node] = {}
-    first_of: dict[str, str] = {}
-    fusions = []
-    for chain in chains:
-        node = _fused_node(graph, chain, requested)
-        first_of[chain[0]] = node.id
+    firsts: set[str] = set()
+    for chain, node in zip(chains, fused, strict=True):
+        firsts.add(chain[0])
         for nid in chain:
             replaced[nid] = node
-        fusions.append(Fusion(tuple(chain), node.id, f"linear chain of cheap nodes (each cost <= {max_cost:g} s)"))
     nodes: dict[str, Node] = {}
     for nid, node in graph.nodes.items():
         if nid not in replaced:
             nodes[nid] = node
-        elif nid in first_of:
-            fused = replaced[nid]
-            nodes[fused.id] = fused
-    result = graph.replace(nodes=nodes)
-    return result, OptimizationReport(len(graph), len(result), fused=fusions)
+        elif nid in firsts:
+            nodes[replaced[nid].id] = replaced[nid]
+    return nodes
 
 
 def _fused_node(graph: ComputationGraph, chain: list[str], requested: set[str]) -> Node:

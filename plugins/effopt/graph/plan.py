@@ -3,9 +3,10 @@
 Stages are built by the shared list-scheduling rule (:mod:`effopt.graph.schedule`):
 each stage takes the ready nodes with the longest remaining path first, as long
 as they fit the capacity (GPUs, CPU cores, memory, workers); a
-``parallel=False`` node always gets a stage of its own.  The makespan estimate assumes a barrier between stages (the sum of each
-stage's longest node), so it is what ``stage_barriers=True`` would take and an
-upper bound for the data-driven schedule; ``critical_path_s`` is the lower bound.
+``parallel=False`` node always gets a stage of its own.  The makespan estimate
+assumes a barrier between stages (the sum of each stage's longest node), so it
+is what ``stage_barriers=True`` would take and an upper bound for the
+data-driven schedule; ``critical_path_s`` is the lower bound.
 """
 
 from __future__ import annotations

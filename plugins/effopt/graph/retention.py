@@ -144,57 +144,96 @@ def prune_runs(
     for dag_dir, runs in _run_dirs(base, dag_prefix, report):
         before = len(report.removed)
         for run_dir in runs:
-            report.runs_seen += 1
-            files: list[Any] = []
-            dirs: list[Any] = []
-            try:
-                _walk(run_dir, files, dirs)
-                stats = [(f, _stat(f)) for f in files]
-                # An empty run directory (its first value about to be written) is as old as the directory.
-                times = [_mtime(st) for _, st in stats] if stats else [_mtime(run_dir.stat())]
-            except OSError as exc:  # removed or changed while we looked: leave it to the next prune
-                report.errors.append(f"{run_dir}: could not list it: {type(exc).__name__}: {exc}")
-                report.runs_kept += 1
-                continue
-            if any(t is None for t in times):
-                report.errors.append(f"{run_dir}: the store reports no modification time; kept")
-                report.runs_kept += 1
-                continue
-            newest = max(times)  # type: ignore[type-var]
-            if newest >= older_than:
-                report.runs_kept += 1
-                continue
-            removed_files = removed_bytes = 0
-            failed = False
-            for f, st in stats:
-                try:
-                    if not dry_run:
-                        f.unlink()
-                except OSError as exc:
-                    failed = True
-                    report.errors.append(f"{f}: could not remove it: {type(exc).__name__}: {exc}")
-                else:
-                    removed_files += 1
-                    removed_bytes += int(st.st_size)
-            if not dry_run and directories and not failed:
-                for d in dirs:  # deepest first
-                    try:
-                        d.rmdir()
-                    except OSError as exc:
-                        failed = True
-                        report.errors.append(f"{d}: could not remove it: {type(exc).__name__}: {exc}")
-                        break
-            report.files_removed += removed_files
-            report.bytes_removed += removed_bytes
-            if not failed:
-                report.removed.append(PrunedRun(str(run_dir), removed_files, removed_bytes,
-                                                newest if stats else None))
+            _prune_run(run_dir, older_than, dry_run, directories, report)
         if not dry_run and directories:
-            try:
-                if not any(True for _ in dag_dir.iterdir()):
-                    dag_dir.rmdir()
-            except OSError:
-                pass  # a run was just added, or it is already gone
+            _remove_if_empty(dag_dir)
         if progress is not None:
             progress(f"{dag_dir}: {len(report.removed) - before} run(s) {'to remove' if dry_run else 'removed'}")
     return report
+
+
+@dataclass(frozen=True)
+class _RunFiles:
+    """What one run directory holds: its files with their stats, its directories (deepest first), and the
+    newest modification time (of its files; of the directory itself when it holds none)."""
+
+    stats: list[tuple[Any, Any]]
+    dirs: list[Any]
+    newest: float
+
+
+def _read_run(run_dir: Any, report: RetentionReport) -> _RunFiles | None:
+    """The run's files and times; None, with the reason in ``report.errors``, when the run cannot be listed
+    or the store does not report a modification time (the run is then kept)."""
+    files: list[Any] = []
+    dirs: list[Any] = []
+    try:
+        _walk(run_dir, files, dirs)
+        stats = [(f, _stat(f)) for f in files]
+        # An empty run directory (its first value about to be written) is as old as the directory.
+        times = [_mtime(st) for _, st in stats] if stats else [_mtime(run_dir.stat())]
+    except OSError as exc:  # removed or changed while we looked: leave it to the next prune
+        report.errors.append(f"{run_dir}: could not list it: {type(exc).__name__}: {exc}")
+        return None
+    if any(t is None for t in times):
+        report.errors.append(f"{run_dir}: the store reports no modification time; kept")
+        return None
+    return _RunFiles(stats, dirs, max(times))  # type: ignore[type-var]
+
+
+def _remove_files(stats: list[tuple[Any, Any]], dry_run: bool, report: RetentionReport) -> tuple[int, int, bool]:
+    """Unlink the files (not in a dry run): (files removed, their bytes, whether one could not be removed)."""
+    removed_files = removed_bytes = 0
+    failed = False
+    for f, st in stats:
+        try:
+            if not dry_run:
+                f.unlink()
+        except OSError as exc:
+            failed = True
+            report.errors.append(f"{f}: could not remove it: {type(exc).__name__}: {exc}")
+        else:
+            removed_files += 1
+            removed_bytes += int(st.st_size)
+    return removed_files, removed_bytes, failed
+
+
+def _remove_dirs(dirs: list[Any], report: RetentionReport) -> bool:
+    """Remove the (emptied) directories, deepest first; False, with the error reported, at the first failure."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError as exc:
+            report.errors.append(f"{d}: could not remove it: {type(exc).__name__}: {exc}")
+            return False
+    return True
+
+
+def _prune_run(run_dir: Any, older_than: float, dry_run: bool, directories: bool, report: RetentionReport) -> None:
+    """Remove one run directory whole when all its files are older than ``older_than``; count it in ``report``.
+
+    Steps: read the run's files and times (an unreadable run is kept), keep it when its newest file is at
+    or after the cutoff, remove its files, then its directories, and list it as removed when nothing failed.
+    """
+    report.runs_seen += 1
+    run = _read_run(run_dir, report)
+    if run is None or run.newest >= older_than:
+        report.runs_kept += 1
+        return
+    removed_files, removed_bytes, failed = _remove_files(run.stats, dry_run, report)
+    if not dry_run and directories and not failed:
+        failed = not _remove_dirs(run.dirs, report)
+    report.files_removed += removed_files
+    report.bytes_removed += removed_bytes
+    if not failed:
+        report.removed.append(PrunedRun(str(run_dir), removed_files, removed_bytes,
+                                        run.newest if run.stats else None))
+
+
+def _remove_if_empty(dag_dir: Any) -> None:
+    """Remove a DAG directory left without runs."""
+    try:
+        if not any(True for _ in dag_dir.iterdir()):
+            dag_dir.rmdir()
+    except OSError:
+        pass  # a run was just added, or it is already gone

@@ -386,6 +386,7 @@ class _SpecReader:
         return {k: v for k, v in raw.items() if k in AIRFLOW_KEYS and k not in bad}
 
     def inputs(self, raw: Any) -> list[GraphInput]:
+        """The spec's graph inputs: a list of names, or a mapping name -> {default, type, description}."""
         if raw is None:
             return []
         if isinstance(raw, list):
@@ -396,39 +397,45 @@ class _SpecReader:
             return self.unique_inputs(out)
         if not isinstance(raw, Mapping):
             self.fail(
-                f"spec 'inputs' must be a list of names or a mapping name -> {{default, type, description}}, not {type(raw).__name__}"
+                "spec 'inputs' must be a list of names or a mapping name -> {default, type, description}, not "
+                f"{type(raw).__name__}"
             )
             return []
         out = []
         for key, value in raw.items():
-            if not self.name("graph input", key, DATA_NAME, MAX_NAME):
-                continue
-            where = f"graph input {show(key)}"
-            if value is None:
-                out.append(GraphInput(key))
-                continue
-            if not isinstance(value, Mapping):
-                self.fail(f"{where} must be null or a mapping of {', '.join(INPUT_KEYS)}, not {type(value).__name__}")
-                continue
-            self.keys(where, value, INPUT_KEYS)
-            default = value.get("default", MISSING)
-            kind = value.get("type")
-            if kind is not None and kind not in INPUT_TYPES:
-                self.fail(f"{where}: type {_clip(repr(kind), 40)} must be one of {', '.join(INPUT_TYPES)}")
-                kind = None
-            if default is not MISSING:
-                problem = _json_problem(default)
-                if problem:
-                    self.fail(f"{where}: default: {problem}")
-                    default = MISSING
-                elif kind and default is not None and not _fits_type(default, kind):
-                    self.fail(f"{where}: default {_clip(repr(default), 40)} is not of type {kind}")
-            description = value.get("description", "")
-            if not isinstance(description, str):
-                self.fail(f"{where}: description must be a string")
-                description = ""
-            out.append(GraphInput(key, default, kind, description))
+            if self.name("graph input", key, DATA_NAME, MAX_NAME):
+                item = self.input_entry(key, value)
+                if item is not None:
+                    out.append(item)
         return out
+
+    def input_entry(self, key: str, value: Any) -> GraphInput | None:
+        """One graph input of the mapping form (None: not a mapping); an invalid type, default or description
+        is reported and left out."""
+        where = f"graph input {show(key)}"
+        if value is None:
+            return GraphInput(key)
+        if not isinstance(value, Mapping):
+            self.fail(f"{where} must be null or a mapping of {', '.join(INPUT_KEYS)}, not {type(value).__name__}")
+            return None
+        self.keys(where, value, INPUT_KEYS)
+        default = value.get("default", MISSING)
+        kind = value.get("type")
+        if kind is not None and kind not in INPUT_TYPES:
+            self.fail(f"{where}: type {_clip(repr(kind), 40)} must be one of {', '.join(INPUT_TYPES)}")
+            kind = None
+        if default is not MISSING:
+            problem = _json_problem(default)
+            if problem:
+                self.fail(f"{where}: default: {problem}")
+                default = MISSING
+            elif kind and default is not None and not _fits_type(default, kind):
+                self.fail(f"{where}: default {_clip(repr(default), 40)} is not of type {kind}")
+        description = value.get("description", "")
+        if not isinstance(description, str):
+            self.fail(f"{where}: description must be a string")
+            description = ""
+        return GraphInput(key, default, kind, description)
 
     def unique_inputs(self, inputs: list[GraphInput]) -> list[GraphInput]:
         seen: set[str] = set()
@@ -468,6 +475,11 @@ class _SpecReader:
         return nodes, known
 
     def node(self, node_id: str, body: Any) -> tuple[Node | None, list[str]]:
+        """One node: (the node, None when its function or outputs are invalid; its outputs).
+
+        Every field is checked, each problem reported: the function, the outputs, the inputs, the params,
+        the cost, the flags, the version, the group, the description and the resources.
+        """
         ids = (node_id,)
         where = f"node {show(node_id)}"
         if not isinstance(body, Mapping):
@@ -475,44 +487,13 @@ class _SpecReader:
             return None, []
         self.keys(where, body, NODE_KEYS, ids)
         fn = body.get("fn")
-        fn_ok = isinstance(fn, str) and bool(fn.strip()) and len(fn) <= 1000
-        if not fn_ok:
-            self.fail(
-                f"{where}: 'fn' must be the dotted path of a callable (package.module.function), not {_clip(repr(fn), 60)}",
-                ids,
-            )
+        fn_ok = self.node_fn(where, fn, ids)
         outputs = self.outputs_list(f"{where} 'outputs'", body.get("outputs"), required=True, nodes=ids)
         inputs = self.node_inputs(where, body.get("inputs"), ids)
-        params = body.get("params")
-        if params is None:
-            params = {}
-        if not isinstance(params, Mapping):
-            self.fail(f"{where}: 'params' must be a mapping of argument -> value, not {type(params).__name__}", ids)
-            params = {}
-        valid_params = {}
-        for key, value in params.items():
-            if not isinstance(key, str) or not key.isidentifier():
-                self.fail(f"{where}: param name {show(key)} is not a valid argument name", ids)
-                continue
-            problem = _json_problem(value)
-            if problem:
-                self.problems.append(Problem("bad-param-type", f"{where}: param {show(key)}: {problem}", ids))
-            else:
-                valid_params[key] = value
-        cost = body.get("cost", 1.0)
-        if not (_number(cost) and cost >= 0):
-            self.fail(f"{where}: 'cost' must be a number >= 0 (estimated seconds), not {_clip(repr(cost), 40)}", ids)
-            cost = 1.0
-        flags = {}
-        for key in ("parallel", "pure"):
-            flags[key] = body.get(key, True)
-            if not isinstance(flags[key], bool):
-                self.fail(f"{where}: '{key}' must be true or false, not {_clip(repr(flags[key]), 40)}", ids)
-        version = body.get("version", "")
-        if isinstance(version, (int, float)) and not isinstance(version, bool):
-            version = str(version)
-        if not isinstance(version, str) or len(version) > 200:
-            self.fail(f"{where}: 'version' must be a short string", ids)
+        valid_params = self.node_params(where, body.get("params"), ids)
+        cost = self.node_cost(where, body.get("cost", 1.0), ids)
+        flags = self.node_flags(where, body, ids)
+        version = self.node_version(where, body.get("version", ""), ids)
         group = body.get("group")
         if group is not None:
             self.name(f"{where}: 'group'", group, NODE_ID, MAX_NAME, ids)
@@ -544,6 +525,60 @@ class _SpecReader:
             self.fail(f"{where}: {exc}", ids)
             return None, outputs
         return node, outputs
+
+    def node_fn(self, where: str, fn: Any, ids: tuple[str, ...]) -> bool:
+        """Whether ``fn`` can be the dotted path of a callable (whether it imports is checked later)."""
+        fn_ok = isinstance(fn, str) and bool(fn.strip()) and len(fn) <= 1000
+        if not fn_ok:
+            self.fail(
+                f"{where}: 'fn' must be the dotted path of a callable (package.module.function), not "
+                f"{_clip(repr(fn), 60)}",
+                ids,
+            )
+        return fn_ok
+
+    def node_params(self, where: str, params: Any, ids: tuple[str, ...]) -> dict[str, Any]:
+        """The node's params whose names are argument names and whose values are JSON values."""
+        if params is None:
+            params = {}
+        if not isinstance(params, Mapping):
+            self.fail(f"{where}: 'params' must be a mapping of argument -> value, not {type(params).__name__}", ids)
+            params = {}
+        valid_params = {}
+        for key, value in params.items():
+            if not isinstance(key, str) or not key.isidentifier():
+                self.fail(f"{where}: param name {show(key)} is not a valid argument name", ids)
+                continue
+            problem = _json_problem(value)
+            if problem:
+                self.problems.append(Problem("bad-param-type", f"{where}: param {show(key)}: {problem}", ids))
+            else:
+                valid_params[key] = value
+        return valid_params
+
+    def node_cost(self, where: str, cost: Any, ids: tuple[str, ...]) -> Any:
+        """The node's cost (estimated seconds, >= 0); 1.0 when invalid."""
+        if not (_number(cost) and cost >= 0):
+            self.fail(f"{where}: 'cost' must be a number >= 0 (estimated seconds), not {_clip(repr(cost), 40)}", ids)
+            cost = 1.0
+        return cost
+
+    def node_flags(self, where: str, body: Mapping[str, Any], ids: tuple[str, ...]) -> dict[str, Any]:
+        """The node's ``parallel`` and ``pure`` flags (default true), each reported when not a boolean."""
+        flags = {}
+        for key in ("parallel", "pure"):
+            flags[key] = body.get(key, True)
+            if not isinstance(flags[key], bool):
+                self.fail(f"{where}: '{key}' must be true or false, not {_clip(repr(flags[key]), 40)}", ids)
+        return flags
+
+    def node_version(self, where: str, version: Any, ids: tuple[str, ...]) -> Any:
+        """The node's version: a short string (a number is taken as its string)."""
+        if isinstance(version, (int, float)) and not isinstance(version, bool):
+            version = str(version)
+        if not isinstance(version, str) or len(version) > 200:
+            self.fail(f"{where}: 'version' must be a short string", ids)
+        return version
 
     def node_inputs(self, where: str, raw: Any, ids: tuple[str, ...]) -> dict[str, str]:
         if raw is None:

@@ -34,7 +34,25 @@ def validate(
 
 
 def check(graph: ComputationGraph, *, resolve: bool = True, known_data: frozenset[str] = frozenset()) -> list[Problem]:
-    """Every problem of ``graph``, without raising."""
+    """Every problem of ``graph``, without raising.
+
+    In this order: each node's fields and outputs, data produced twice, inputs without a producer, requested
+    outputs without a producer, cycles, and (``resolve``) each node's function and signature.
+    """
+    problems, producers = _check_nodes(graph)
+    problems += _check_unique_producers(graph, producers)
+    available = set(producers) | set(graph.input_names) | set(known_data)
+    problems += _check_inputs_produced(graph, available)
+    problems += _check_outputs_produced(graph, producers, known_data)
+    problems += _check_cycles(graph)
+    if resolve:
+        for node in graph.nodes.values():
+            problems += _check_function(node)
+    return problems
+
+
+def _check_nodes(graph: ComputationGraph) -> tuple[list[Problem], dict[str, list[str]]]:
+    """(the problems of each node's fields and outputs, data name -> the nodes producing it)."""
     problems: list[Problem] = []
     producers: dict[str, list[str]] = {}
     for node in graph.nodes.values():
@@ -47,6 +65,12 @@ def check(graph: ComputationGraph, *, resolve: bool = True, known_data: frozense
                 )
             seen.add(name)
             producers.setdefault(name, []).append(node.id)
+    return problems, producers
+
+
+def _check_unique_producers(graph: ComputationGraph, producers: Mapping[str, list[str]]) -> list[Problem]:
+    """Data produced by more than one node, or both a graph input and produced by a node."""
+    problems: list[Problem] = []
     for name, ids in producers.items():
         unique = list(dict.fromkeys(ids))
         if len(unique) > 1:
@@ -65,7 +89,12 @@ def check(graph: ComputationGraph, *, resolve: bool = True, known_data: frozense
                     (unique[0],),
                 )
             )
-    available = set(producers) | set(graph.input_names) | set(known_data)
+    return problems
+
+
+def _check_inputs_produced(graph: ComputationGraph, available: set[str]) -> list[Problem]:
+    """Node inputs that are neither a graph input nor an output of a node."""
+    problems: list[Problem] = []
     for node in graph.nodes.values():
         for arg, data in node.inputs.items():
             if data not in available:
@@ -77,6 +106,13 @@ def check(graph: ComputationGraph, *, resolve: bool = True, known_data: frozense
                         (node.id,),
                     )
                 )
+    return problems
+
+
+def _check_outputs_produced(graph: ComputationGraph, producers: Mapping[str, list[str]],
+                            known_data: frozenset[str]) -> list[Problem]:
+    """Requested outputs that no node produces."""
+    problems: list[Problem] = []
     for name in graph.outputs:
         data = graph.resolve(name)
         if data not in producers and data not in known_data:
@@ -86,10 +122,6 @@ def check(graph: ComputationGraph, *, resolve: bool = True, known_data: frozense
                     f"requested output {show(name)} is not produced by any node{_suggest(data, set(producers))}",
                 )
             )
-    problems += _check_cycles(graph)
-    if resolve:
-        for node in graph.nodes.values():
-            problems += _check_function(node)
     return problems
 
 

@@ -166,7 +166,8 @@ class ValueCodec:
         if store is None:
             known = ", ".join(sorted(self.readers))
             raise ValueError(
-                f"value reference of kind {kind!r} at {encoded.get('location')!r} but no such store is configured (stores: {known})"
+                f"value reference of kind {kind!r} at {encoded.get('location')!r} but no such store is configured "
+                f"(stores: {known})"
             )
         data = store.get(encoded["location"])
         fmt = encoded.get("format")

@@ -57,7 +57,8 @@ class PrometheusError(RuntimeError):
 
 
 def workload_of(pod: str) -> str:
-    """The workload a pod belongs to: ``api-7d9c8b6f5d-x2x9k`` -> ``api``, ``db-0`` -> ``db``, ``job-abcde`` -> ``job``."""
+    """The workload a pod belongs to: ``api-7d9c8b6f5d-x2x9k`` -> ``api``, ``db-0`` -> ``db``,
+    ``job-abcde`` -> ``job``."""
     for pattern in (_DEPLOYMENT_POD, _SUFFIXED_POD):
         m = pattern.match(pod)
         if m:
@@ -206,8 +207,8 @@ class PrometheusSource:
             if resets.get(key):
                 n = resets[key]
                 q = s.quality
-                s = replace(s, quality=replace(q, counter_resets=n,
-                                               issues=(*q.issues, f"{n} counter reset(s) in the window (rate() bridges them)")))
+                s = replace(s, quality=replace(q, counter_resets=n, issues=(
+                    *q.issues, f"{n} counter reset(s) in the window (rate() bridges them)")))
             out.append(s)
         return out
 

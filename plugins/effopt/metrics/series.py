@@ -12,7 +12,7 @@ the whole workload.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -146,31 +146,66 @@ def clean_series(
     if ts.shape != vs.shape:
         raise ValueError(f"{ts.size} timestamps but {vs.size} values")
     n_in = int(vs.size)
-    issues: list[str] = []
+    bad_ts, nan, negative, huge = _unusable(ts, vs, unit)
+    keep = ~(nan | negative | huge)
+    ts, vs, out_of_order = _sorted_by_time(ts[keep], vs[keep])
+    ts, vs, duplicates = _last_of_each_timestamp(ts, vs)
+    resets = 0
+    if counter:
+        vs, resets = _bridge_counter_resets(vs)
+    median_dt, gaps, largest = _gaps(ts)
+    history = float(ts[-1] - ts[0]) if ts.size > 1 else 0.0
+    too_short = ts.size < 2 or history < min_history_s
+    report = QualityReport(
+        samples_in=n_in, samples=int(ts.size), nan=int(nan.sum()), negative=int(negative.sum()),
+        huge=int(huge.sum()), duplicates=duplicates, out_of_order=out_of_order, counter_resets=resets, gaps=gaps,
+        largest_gap_s=largest, median_interval_s=median_dt, history_s=history, too_little_history=bool(too_short),
+    )
+    return ts, vs, replace(report, issues=_issues(report, int(bad_ts.sum()), unit, min_history_s))
+
+
+def _unusable(ts: np.ndarray, vs: np.ndarray, unit: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Masks of the samples to drop: (impossible timestamp; NaN/inf value or impossible timestamp; negative;
+    implausibly large)."""
     bad_ts = ~np.isfinite(ts) | (ts < TIMESTAMP_RANGE[0]) | (ts > TIMESTAMP_RANGE[1])
     nan = ~np.isfinite(vs) | bad_ts
-    n_nan = int(nan.sum())
     negative = ~nan & (vs < 0)
     huge = ~nan & (vs > HUGE.get(unit, np.inf))
-    keep = ~(nan | negative | huge)
-    ts, vs = ts[keep], vs[keep]
+    return bad_ts, nan, negative, huge
+
+
+def _sorted_by_time(ts: np.ndarray, vs: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """The samples sorted by time (stable), and how many were out of order."""
     out_of_order = int(np.count_nonzero(np.diff(ts) < 0)) if ts.size > 1 else 0
     if out_of_order:
         order = np.argsort(ts, kind="stable")
         ts, vs = ts[order], vs[order]
-    duplicates = 0
-    if ts.size > 1:
-        last_of_run = np.append(np.diff(ts) != 0, True)
-        duplicates = int(ts.size - last_of_run.sum())
-        ts, vs = ts[last_of_run], vs[last_of_run]
-    resets = 0
-    if counter and vs.size > 1:
-        drops = np.diff(vs) < 0
-        resets = int(drops.sum())
-        if resets:
-            # After a reset the counter restarts near zero: carry the level it had reached.
-            carry = np.concatenate([[0.0], np.cumsum(np.where(drops, vs[:-1], 0.0))])
-            vs = vs + carry
+    return ts, vs, out_of_order
+
+
+def _last_of_each_timestamp(ts: np.ndarray, vs: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """The last sample of each run of equal timestamps, and how many duplicates were dropped."""
+    if ts.size <= 1:
+        return ts, vs, 0
+    last_of_run = np.append(np.diff(ts) != 0, True)
+    return ts[last_of_run], vs[last_of_run], int(ts.size - last_of_run.sum())
+
+
+def _bridge_counter_resets(vs: np.ndarray) -> tuple[np.ndarray, int]:
+    """A counter's values with each reset (a decrease) bridged, and the number of resets."""
+    if vs.size <= 1:
+        return vs, 0
+    drops = np.diff(vs) < 0
+    resets = int(drops.sum())
+    if resets:
+        # After a reset the counter restarts near zero: carry the level it had reached.
+        carry = np.concatenate([[0.0], np.cumsum(np.where(drops, vs[:-1], 0.0))])
+        vs = vs + carry
+    return vs, resets
+
+
+def _gaps(ts: np.ndarray) -> tuple[float, int, float]:
+    """(median sample interval, intervals longer than ``GAP_FACTOR`` times it, the largest interval)."""
     median_dt = float(np.median(np.diff(ts))) if ts.size > 1 else 0.0
     gaps = 0
     largest = 0.0
@@ -178,37 +213,37 @@ def clean_series(
         d = np.diff(ts)
         largest = float(d.max())
         gaps = int(np.count_nonzero(d > GAP_FACTOR * median_dt)) if median_dt > 0 else 0
-    history = float(ts[-1] - ts[0]) if ts.size > 1 else 0.0
-    too_short = ts.size < 2 or history < min_history_s
-    if n_in == 0:
+    return median_dt, gaps, largest
+
+
+def _issues(q: QualityReport, n_bad_ts: int, unit: str, min_history_s: float) -> tuple[str, ...]:
+    """The report's findings as sentences, in a fixed order."""
+    issues: list[str] = []
+    if q.samples_in == 0:
         issues.append("no samples")
-    n_bad_ts = int(bad_ts.sum())
     if n_bad_ts:
         issues.append(f"{n_bad_ts} sample(s) with a missing or impossible timestamp dropped")
-    if n_nan - n_bad_ts > 0:
-        issues.append(f"{n_nan - n_bad_ts} NaN/inf sample(s) dropped")
-    if negative.any():
-        issues.append(f"{int(negative.sum())} negative sample(s) dropped")
-    if huge.any():
-        issues.append(f"{int(huge.sum())} implausibly large sample(s) (> {HUGE.get(unit, np.inf):g} {unit}) dropped")
-    if duplicates:
-        issues.append(f"{duplicates} duplicate timestamp(s), last value kept")
-    if out_of_order:
-        issues.append(f"{out_of_order} out-of-order sample(s) sorted")
-    if resets:
-        issues.append(f"{resets} counter reset(s) bridged")
-    if gaps:
-        issues.append(f"{gaps} gap(s) longer than {GAP_FACTOR:g}x the median interval; largest {largest:.0f} s")
-    if n_in and not ts.size:
+    if q.nan - n_bad_ts > 0:
+        issues.append(f"{q.nan - n_bad_ts} NaN/inf sample(s) dropped")
+    if q.negative:
+        issues.append(f"{q.negative} negative sample(s) dropped")
+    if q.huge:
+        issues.append(f"{q.huge} implausibly large sample(s) (> {HUGE.get(unit, np.inf):g} {unit}) dropped")
+    if q.duplicates:
+        issues.append(f"{q.duplicates} duplicate timestamp(s), last value kept")
+    if q.out_of_order:
+        issues.append(f"{q.out_of_order} out-of-order sample(s) sorted")
+    if q.counter_resets:
+        issues.append(f"{q.counter_resets} counter reset(s) bridged")
+    if q.gaps:
+        issues.append(f"{q.gaps} gap(s) longer than {GAP_FACTOR:g}x the median interval; largest "
+                      f"{q.largest_gap_s:.0f} s")
+    if q.samples_in and not q.samples:
         issues.append("no usable sample left")
-    elif too_short:
-        issues.append(f"too little history: {ts.size} sample(s) over {history:.0f} s (want >= {min_history_s:.0f} s)")
-    report = QualityReport(
-        samples_in=n_in, samples=int(ts.size), nan=n_nan, negative=int(negative.sum()), huge=int(huge.sum()),
-        duplicates=duplicates, out_of_order=out_of_order, counter_resets=resets, gaps=gaps, largest_gap_s=largest,
-        median_interval_s=median_dt, history_s=history, too_little_history=bool(too_short), issues=tuple(issues),
-    )
-    return ts, vs, report
+    elif q.too_little_history:
+        issues.append(f"too little history: {q.samples} sample(s) over {q.history_s:.0f} s (want >= "
+                      f"{min_history_s:.0f} s)")
+    return tuple(issues)
 
 
 def make_series(

@@ -94,7 +94,8 @@ class RightSizingRecommendOperator(BaseOperator):
         for item in result.plan.items:
             self.log.info("%s", item.to_dict())
         out = {**result.to_dict(), "source": source_name}
-        store.save_rightsizing_plan(time.time(), self.dag_id, context.get("run_id", ""), source_name, self.recommender, out)
+        store.save_rightsizing_plan(time.time(), self.dag_id, context.get("run_id", ""), source_name, self.recommender,
+                                    out)
         return out
 
     def _cluster_kinds(self, namespaces: list[str]) -> dict[str, str]:

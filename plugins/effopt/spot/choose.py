@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from effopt.spot.catalog import InstanceSpec, PriceCatalog, PriceQuote
+from effopt.spot.catalog import AdvisorBand, InstanceSpec, PriceCatalog, PriceQuote
 from effopt.spot.errors import SpotError
 from effopt.spot.risk import Hazard, advisor_hazard
 
@@ -183,9 +183,40 @@ def choose(job: JobSpec, catalog: PriceCatalog, *, observed: Mapping[str, Hazard
     """Rank every offering that meets ``job`` and pick the capacity type and launch pools.
 
     ``observed`` maps an AZ ID (or ``region/az_id``) to an observed hazard that
-    replaces the advisor's for that zone.
+    replaces the advisor's for that zone.  Steps: price every offering, rank
+    them, choose spot or on-demand, then the spot launch pools.
     """
-    observed = observed or {}
+    offers, rejected = _offerings(job, catalog, observed or {})
+    if not offers:
+        raise _nothing_fits(job, rejected)
+    ranked = sorted(offers, key=lambda o: (not o.eligible, o.cost_per_useful_hour if o.cost_per_useful_hour
+                                           is not None else math.inf, o.key))
+    eligible = [o for o in ranked if o.eligible]
+    if not eligible:
+        raise SpotError("no offering with a price meets the job: " + "; ".join(
+            f"{o.key}: {', '.join(o.reasons)}" for o in ranked[:3]))
+    best_od = next((o for o in eligible if o.capacity == ON_DEMAND), None)
+    spots = [o for o in eligible if o.capacity == SPOT]
+    use_spot, reasons = _spot_or_on_demand(spots, best_od, ranked)
+    if use_spot:
+        pools = _launch_pools(spots, job)
+        reasons.append(f"{len(pools)} spot pool(s) within {job.pool_tolerance:.0%} of the best expected cost, "
+                       "deepest (lowest interruption hazard) first, then cheapest: "
+                       + ", ".join(o.key for o in pools))
+        if best_od is not None:
+            reasons.append(f"fallback on-demand {best_od.key} when spot cannot finish by the deadline")
+        primary, capacity = pools[0], SPOT
+    else:
+        primary, capacity, pools = best_od, ON_DEMAND, [best_od]
+    stale = tuple(sorted({f"{o.key}: {o.price.note}" for o in ranked if o.price.stale}))
+    return Placement(capacity, primary, tuple(pools), best_od if use_spot else None, tuple(ranked), tuple(reasons),
+                     job, catalog.source, stale)
+
+
+def _offerings(job: JobSpec, catalog: PriceCatalog, observed: Mapping[str, Hazard]
+               ) -> tuple[list[Offering], dict[str, str]]:
+    """(every offering of the instance types that fit the job, in its allowed regions and capacity types;
+    instance type -> what it lacks, for the types that do not fit)."""
     if job.instance_types:
         types = [catalog.instance(t).instance_type for t in job.instance_types]  # raises on an unknown type
     else:
@@ -201,97 +232,99 @@ def choose(job: JobSpec, catalog: PriceCatalog, *, observed: Mapping[str, Hazard
         regions = [r for r in catalog.regions(t) if not job.regions or r in job.regions]
         for region in regions:
             if ON_DEMAND in job.capacity_types:
-                q = catalog.on_demand(t, region)
-                n, rt, cost = _expected(q.usd_per_hour, 0.0, job)
-                reasons = [f"on-demand ${q.usd_per_hour:.4f}/h, one launch: {rt:.2f} h" if q.usd_per_hour is not None
-                           else f"no price: {q.note}"]
-                offers.append(Offering(t, region, None, ON_DEMAND, spec, q, None, 0.0, rt, cost,
-                                       None if cost is None else cost / job.hours, q.usd_per_hour is not None,
-                                       tuple(reasons)))
+                offers.append(_on_demand_offering(job, catalog, t, spec, region))
             if SPOT in job.capacity_types:
                 band = catalog.advisor(t, region)
-                for az in catalog.zones(t, region):
-                    q = catalog.spot(t, region, az)
-                    hz = observed.get(f"{region}/{az}") or observed.get(az) or (
-                        advisor_hazard(band) if band is not None else None)
-                    reasons = []
-                    if q.usd_per_hour is None:
-                        reasons.append(f"no price: {q.note}")
-                    elif q.stale:
-                        reasons.append(f"price {q.note or 'stale'}")
-                    if hz is None:
-                        reasons.append("no interruption data (no advisor band, none observed)")
-                        offers.append(Offering(t, region, az, SPOT, spec, q, None, None, None, None, None, False,
-                                               tuple(reasons)))
-                        continue
-                    n, rt, cost = _expected(q.usd_per_hour, hz.per_hour, job)
-                    if rt is None:
-                        reasons.append(f"hazard {hz.per_hour:.4f}/h x (d + k/2) >= 1: restarts never let it finish")
-                    else:
-                        reasons.append(f"hazard {hz.per_hour:.5f}/h ({hz.source}): {n:.3f} expected restarts, "
-                                       f"runtime {rt:.2f} h")
-                    slack = job.slack_hours
-                    fits_slack = slack is None or slack >= job.changeover_hours + job.checkpoint_hours
-                    if not fits_slack:
-                        reasons.append(f"slack {slack:.2f} h < one restart (d + k = "
-                                       f"{job.changeover_hours + job.checkpoint_hours:.2f} h)")
-                    offers.append(Offering(t, region, az, SPOT, spec, q, hz, n, rt, cost,
-                                           None if cost is None else cost / job.hours,
-                                           cost is not None and fits_slack, tuple(reasons)))
-    if not offers:
-        need = f"{job.vcpus:g} vCPUs, {job.memory_gib:g} GiB, {job.gpus} GPU(s)" + (
-            f" of {', '.join(job.gpu_models)}" if job.gpu_models else "")
-        example = "; ".join(f"{t}: {why}" for t, why in list(rejected.items())[:3])
-        raise SpotError(f"no instance type in the catalog meets {need}"
-                        + (f" in {', '.join(job.regions)}" if job.regions else "") + (f" ({example})" if example
-                                                                                       else ""))
-    ranked = sorted(offers, key=lambda o: (not o.eligible, o.cost_per_useful_hour if o.cost_per_useful_hour
-                                           is not None else math.inf, o.key))
-    eligible = [o for o in ranked if o.eligible]
-    if not eligible:
-        raise SpotError("no offering with a price meets the job: " + "; ".join(
-            f"{o.key}: {', '.join(o.reasons)}" for o in ranked[:3]))
-    best_od = next((o for o in eligible if o.capacity == ON_DEMAND), None)
-    spots = [o for o in eligible if o.capacity == SPOT]
-    reasons: list[str] = []
-    use_spot = False
-    if spots:
-        best = spots[0]
-        if best_od is None:
-            use_spot = True
-            reasons.append("no on-demand offering allowed or priced: spot")
-        elif best.cost_per_useful_hour < best_od.cost_per_useful_hour:
-            use_spot = True
-            reasons.append(f"spot {best.key} costs ${best.cost_per_useful_hour:.4f} per useful hour with "
-                           f"{best.expected_restarts:.3f} expected restarts, below on-demand {best_od.key} at "
-                           f"${best_od.cost_per_useful_hour:.4f}")
-        else:
-            reasons.append(f"best spot {best.key} at ${best.cost_per_useful_hour:.4f} per useful hour (restarts "
-                           f"included) is not below on-demand {best_od.key} at ${best_od.cost_per_useful_hour:.4f}")
+                offers += [_spot_offering(job, catalog, t, spec, region, az, band, observed)
+                           for az in catalog.zones(t, region)]
+    return offers, rejected
+
+
+def _on_demand_offering(job: JobSpec, catalog: PriceCatalog, t: str, spec: InstanceSpec, region: str) -> Offering:
+    """The on-demand offering of instance type ``t`` in one region: one launch, no restarts."""
+    q = catalog.on_demand(t, region)
+    _, rt, cost = _expected(q.usd_per_hour, 0.0, job)
+    reasons = [f"on-demand ${q.usd_per_hour:.4f}/h, one launch: {rt:.2f} h" if q.usd_per_hour is not None
+               else f"no price: {q.note}"]
+    return Offering(t, region, None, ON_DEMAND, spec, q, None, 0.0, rt, cost,
+                    None if cost is None else cost / job.hours, q.usd_per_hour is not None, tuple(reasons))
+
+
+def _spot_offering(job: JobSpec, catalog: PriceCatalog, t: str, spec: InstanceSpec, region: str, az: str,
+                   band: AdvisorBand | None, observed: Mapping[str, Hazard]) -> Offering:
+    """The spot offering of instance type ``t`` in one AZ ID: its hazard (observed for the zone, else from
+    the advisor ``band``), expected restarts, runtime and cost; eligible when priced, finishing, and the
+    deadline's slack absorbs one restart."""
+    q = catalog.spot(t, region, az)
+    hz = observed.get(f"{region}/{az}") or observed.get(az) or (advisor_hazard(band) if band is not None else None)
+    reasons = []
+    if q.usd_per_hour is None:
+        reasons.append(f"no price: {q.note}")
+    elif q.stale:
+        reasons.append(f"price {q.note or 'stale'}")
+    if hz is None:
+        reasons.append("no interruption data (no advisor band, none observed)")
+        return Offering(t, region, az, SPOT, spec, q, None, None, None, None, None, False, tuple(reasons))
+    n, rt, cost = _expected(q.usd_per_hour, hz.per_hour, job)
+    if rt is None:
+        reasons.append(f"hazard {hz.per_hour:.4f}/h x (d + k/2) >= 1: restarts never let it finish")
     else:
+        reasons.append(f"hazard {hz.per_hour:.5f}/h ({hz.source}): {n:.3f} expected restarts, "
+                       f"runtime {rt:.2f} h")
+    slack = job.slack_hours
+    fits_slack = slack is None or slack >= job.changeover_hours + job.checkpoint_hours
+    if not fits_slack:
+        reasons.append(f"slack {slack:.2f} h < one restart (d + k = "
+                       f"{job.changeover_hours + job.checkpoint_hours:.2f} h)")
+    return Offering(t, region, az, SPOT, spec, q, hz, n, rt, cost, None if cost is None else cost / job.hours,
+                    cost is not None and fits_slack, tuple(reasons))
+
+
+def _nothing_fits(job: JobSpec, rejected: Mapping[str, str]) -> SpotError:
+    """The error when no instance type meets the job: its needs, and what the first types lack."""
+    need = f"{job.vcpus:g} vCPUs, {job.memory_gib:g} GiB, {job.gpus} GPU(s)" + (
+        f" of {', '.join(job.gpu_models)}" if job.gpu_models else "")
+    example = "; ".join(f"{t}: {why}" for t, why in list(rejected.items())[:3])
+    return SpotError(f"no instance type in the catalog meets {need}"
+                     + (f" in {', '.join(job.regions)}" if job.regions else "")
+                     + (f" ({example})" if example else ""))
+
+
+def _spot_or_on_demand(spots: list[Offering], best_od: Offering | None, ranked: list[Offering]
+                       ) -> tuple[bool, list[str]]:
+    """(whether spot is used: its best offering costs less per useful hour than the best on-demand one, or
+    there is no on-demand one; the reasons)."""
+    reasons: list[str] = []
+    if not spots:
         skipped = [o for o in ranked if o.capacity == SPOT and not o.eligible]
         if skipped:
             reasons.append(f"no eligible spot offering ({skipped[0].key}: {'; '.join(skipped[0].reasons)})")
-    if use_spot:
-        limit = spots[0].cost_per_useful_hour * (1 + job.pool_tolerance)
-        pools: list[Offering] = []
-        seen: set[tuple[str, str | None]] = set()
-        for o in spots:
-            if o.cost_per_useful_hour > limit or len(pools) >= job.max_pools:
-                break
-            if (o.instance_type, o.az_id) not in seen:
-                seen.add((o.instance_type, o.az_id))
-                pools.append(o)
-        pools.sort(key=lambda o: (o.hazard.per_hour, o.price.usd_per_hour, o.key))
-        reasons.append(f"{len(pools)} spot pool(s) within {job.pool_tolerance:.0%} of the best expected cost, "
-                       "deepest (lowest interruption hazard) first, then cheapest: "
-                       + ", ".join(o.key for o in pools))
-        if best_od is not None:
-            reasons.append(f"fallback on-demand {best_od.key} when spot cannot finish by the deadline")
-        primary, capacity = pools[0], SPOT
-    else:
-        primary, capacity, pools = best_od, ON_DEMAND, [best_od]
-    stale = tuple(sorted({f"{o.key}: {o.price.note}" for o in ranked if o.price.stale}))
-    return Placement(capacity, primary, tuple(pools), best_od if use_spot else None, tuple(ranked), tuple(reasons),
-                     job, catalog.source, stale)
+        return False, reasons
+    best = spots[0]
+    if best_od is None:
+        reasons.append("no on-demand offering allowed or priced: spot")
+        return True, reasons
+    if best.cost_per_useful_hour < best_od.cost_per_useful_hour:
+        reasons.append(f"spot {best.key} costs ${best.cost_per_useful_hour:.4f} per useful hour with "
+                       f"{best.expected_restarts:.3f} expected restarts, below on-demand {best_od.key} at "
+                       f"${best_od.cost_per_useful_hour:.4f}")
+        return True, reasons
+    reasons.append(f"best spot {best.key} at ${best.cost_per_useful_hour:.4f} per useful hour (restarts "
+                   f"included) is not below on-demand {best_od.key} at ${best_od.cost_per_useful_hour:.4f}")
+    return False, reasons
 
+
+def _launch_pools(spots: list[Offering], job: JobSpec) -> list[Offering]:
+    """The spot pools within ``pool_tolerance`` of the best (at most ``max_pools``, distinct instance type and
+    AZ ID), deepest (lowest hazard) first, then cheapest."""
+    limit = spots[0].cost_per_useful_hour * (1 + job.pool_tolerance)
+    pools: list[Offering] = []
+    seen: set[tuple[str, str | None]] = set()
+    for o in spots:
+        if o.cost_per_useful_hour > limit or len(pools) >= job.max_pools:
+            break
+        if (o.instance_type, o.az_id) not in seen:
+            seen.add((o.instance_type, o.az_id))
+            pools.append(o)
+    pools.sort(key=lambda o: (o.hazard.per_hour, o.price.usd_per_hour, o.key))
+    return pools

@@ -86,7 +86,11 @@ def _seed(*parts: object) -> int:
 def simulate_job(policy: Policy, job: Job, available: np.ndarray, start: int, tick_h: float, *,
                  market: Market | None = None, od_failure: float = 0.0, seed: int = 0, cyclic: bool = False,
                  trace: Callable[[int, Observation, Action], None] | None = None) -> JobResult:
-    """Replay one job from tick ``start`` of ``available`` (zones x ticks, bool); see the module docstring."""
+    """Replay one job from tick ``start`` of ``available`` (zones x ticks, bool); see the module docstring.
+
+    Each tick: preempt a spot instance whose zone has no spot, let the policy decide, switch to what it
+    decided (a changeover, or a failed on-demand launch), then run the instance for the tick.
+    """
     avail = np.asarray(available, dtype=bool)
     if avail.ndim == 1:
         avail = avail[None, :]
@@ -98,37 +102,28 @@ def simulate_job(policy: Policy, job: Job, available: np.ndarray, start: int, ti
     market = market or Market(None, (None,) * zones)
     policy.reset(job, zones, tick_h, market, history=avail[:, :start], od_failure=od_failure)
     rng = random.Random(seed)  # ok: seeded on-demand launch failures of the documented replay
-    window = int(math.ceil((job.deadline_h + job.work_h) / tick_h)) + 2
-    if cyclic and start + window > ticks:
-        reps = int(math.ceil((start + window) / ticks))
-        avail = np.tile(avail, (1, reps))
-        ticks = avail.shape[1]
-    cols = avail[:, start:].T.tolist()  # per tick from the start, a list of per-zone bools
+    cols, ticks = _columns_from(avail, start, job, tick_h, cyclic)
     n_cols = len(cols)
     none_avail = [False] * zones
     c, dl, d, k = job.work_h, job.deadline_h, job.changeover_h, job.checkpoint_h
     g = tick_h
     obs = Observation(g)
     res = JobResult(policy.name, start, False, math.inf, False, None)
-    kind, zone, overhead = WAIT, None, 0.0
-    done = committed = 0.0
+    run = _Running()
     spot_cost_h = [0.0] * zones
     i = 0
     max_ticks = int(math.ceil((dl + c + (d + k) * 4) / g)) + ticks  # a hard stop far past any sane finish
-    while done < c - _EPS:
+    while run.done < c - _EPS:
         if i > max_ticks:
             raise SpotError(f"policy {policy.name} did not finish the job within {max_ticks} ticks")
         t = i * g
         a = cols[i] if i < n_cols else none_avail
         obs.preempted = False
-        if kind == SPOT and not a[zone]:
-            res.preemptions += 1
-            res.lost_work_h += done - committed
-            done = committed
-            kind, zone, overhead = WAIT, None, 0.0
+        if run.kind == SPOT and not a[run.zone]:
+            _preempt(run, res)
             obs.preempted = True
-        obs.t, obs.done, obs.committed, obs.kind, obs.zone = t, done, committed, kind, zone
-        obs.overhead_left, obs.available = overhead, a
+        obs.t, obs.done, obs.committed, obs.kind, obs.zone = t, run.done, run.committed, run.kind, run.zone
+        obs.overhead_left, obs.available = run.overhead, a
         if t >= dl - _EPS:
             act = Action(ON_DEMAND)  # late: finish on on-demand (the miss is recorded below)
         else:
@@ -137,48 +132,106 @@ def simulate_job(policy: Policy, job: Job, available: np.ndarray, start: int, ti
             trace(i, obs, act)
         obs.launch_failed = False
         if act.kind == SPOT:
-            if act.zone is None or not 0 <= act.zone < zones or not a[act.zone]:
-                raise SpotError(f"policy {policy.name} asked for spot in zone {act.zone} at tick {i}, "
-                                "where the trace has none")
-        if act.kind != kind or (act.kind == SPOT and act.zone != zone):
-            if kind != WAIT:
-                committed = done  # a voluntary stop checkpoints first
-            kind, zone, overhead = WAIT, None, 0.0
-            if act.kind == ON_DEMAND and od_failure > 0 and rng.random() < od_failure:  # ok: seeded launch failure
-                res.failed_launches += 1
-                obs.launch_failed = True
-            elif act.kind != WAIT:
-                kind, zone, overhead = act.kind, act.zone, d
-                res.changeovers += 1
-        if kind != WAIT:
-            over = min(overhead, g)
-            work = g - over
-            if work > c - done:
-                paid = over + (c - done)
-                work = c - done
-            else:
-                paid = g
-            overhead -= over
-            done += work
-            committed = done if k <= 0 else max(committed, math.floor(done / k + _EPS) * k)
-            if done >= c - _EPS:
-                committed = done
-            res.overhead_h += over
-            if kind == SPOT:
-                res.spot_h += paid
-                spot_cost_h[zone] += paid
-            else:
-                res.on_demand_h += paid
-            if done >= c - _EPS:
-                res.finished = True
-                res.finish_h = t + paid
+            _check_spot_zone(policy.name, act, a, zones, i)
+        if act.kind != run.kind or (act.kind == SPOT and act.zone != run.zone):
+            obs.launch_failed = _switch(run, act, d, od_failure, rng, res)
+        if run.kind != WAIT:
+            _run_tick(run, t, g, c, k, res, spot_cost_h)
         i += 1
     res.missed = res.finish_h > dl + _EPS
-    if market.on_demand is not None and all(market.spot[z] is not None or spot_cost_h[z] == 0
-                                            for z in range(zones)):
-        res.cost = res.on_demand_h * market.on_demand + sum(
-            h * market.spot[z] for z, h in enumerate(spot_cost_h) if h)
+    res.cost = _job_cost(market, res, spot_cost_h)
     return res
+
+
+@dataclass(slots=True)
+class _Running:
+    """What runs during a replay (wait, spot or on-demand; the spot zone; changeover hours still due) and the
+    job's progress (``done``; ``committed``: up to the last checkpoint)."""
+
+    kind: str = WAIT
+    zone: int | None = None
+    overhead: float = 0.0
+    done: float = 0.0
+    committed: float = 0.0
+
+
+def _columns_from(avail: np.ndarray, start: int, job: Job, tick_h: float, cyclic: bool
+                  ) -> tuple[list[list[bool]], int]:
+    """(per tick from ``start``, the per-zone availability; the trace's ticks), the trace repeated enough
+    times to cover the job's window when ``cyclic``."""
+    ticks = avail.shape[1]
+    window = int(math.ceil((job.deadline_h + job.work_h) / tick_h)) + 2
+    if cyclic and start + window > ticks:
+        reps = int(math.ceil((start + window) / ticks))
+        avail = np.tile(avail, (1, reps))
+        ticks = avail.shape[1]
+    return avail[:, start:].T.tolist(), ticks
+
+
+def _preempt(run: _Running, res: JobResult) -> None:
+    """Preempt the spot instance (its zone has no spot now): the work since the last checkpoint is lost."""
+    res.preemptions += 1
+    res.lost_work_h += run.done - run.committed
+    run.done = run.committed
+    run.kind, run.zone, run.overhead = WAIT, None, 0.0
+
+
+def _check_spot_zone(policy: str, act: Action, a: Sequence[bool], zones: int, i: int) -> None:
+    """A spot action must name a zone that has spot at tick ``i``."""
+    if act.zone is None or not 0 <= act.zone < zones or not a[act.zone]:
+        raise SpotError(f"policy {policy} asked for spot in zone {act.zone} at tick {i}, where the trace has none")
+
+
+def _switch(run: _Running, act: Action, d: float, od_failure: float, rng: random.Random, res: JobResult) -> bool:
+    """Switch to what ``act`` asks for (it differs from what runs): a voluntary stop checkpoints first, a
+    launch is a changeover of ``d`` hours; an on-demand launch fails with probability ``od_failure``.
+    Returns whether the launch failed."""
+    if run.kind != WAIT:
+        run.committed = run.done  # a voluntary stop checkpoints first
+    run.kind, run.zone, run.overhead = WAIT, None, 0.0
+    if act.kind == ON_DEMAND and od_failure > 0 and rng.random() < od_failure:  # ok: seeded launch failure
+        res.failed_launches += 1
+        return True
+    if act.kind != WAIT:
+        run.kind, run.zone, run.overhead = act.kind, act.zone, d
+        res.changeovers += 1
+    return False
+
+
+def _run_tick(run: _Running, t: float, g: float, c: float, k: float, res: JobResult,
+              spot_cost_h: list[float]) -> None:
+    """Run the instance for one tick: pay it (only until the work is done), pay the changeover still due
+    first, progress with the rest, checkpoint every ``k`` hours of progress (``k = 0``: continuously)."""
+    done = run.done
+    over = min(run.overhead, g)
+    work = g - over
+    if work > c - done:
+        paid = over + (c - done)
+        work = c - done
+    else:
+        paid = g
+    run.overhead -= over
+    done += work
+    run.done = done
+    finished = done >= c - _EPS
+    run.committed = done if k <= 0 or finished else max(run.committed, math.floor(done / k + _EPS) * k)
+    res.overhead_h += over
+    if run.kind == SPOT:
+        res.spot_h += paid
+        spot_cost_h[run.zone] += paid
+    else:
+        res.on_demand_h += paid
+    if finished:
+        res.finished = True
+        res.finish_h = t + paid
+
+
+def _job_cost(market: Market, res: JobResult, spot_cost_h: list[float]) -> float | None:
+    """USD paid: on-demand and spot hours at the market's prices; None when a price used is unknown."""
+    if market.on_demand is not None and all(market.spot[z] is not None or spot_cost_h[z] == 0
+                                            for z in range(len(spot_cost_h))):
+        return res.on_demand_h * market.on_demand + sum(h * market.spot[z] for z, h in enumerate(spot_cost_h) if h)
+    return None
 
 
 # -- settings ----------------------------------------------------------------------------------------------

@@ -195,7 +195,8 @@ def idle_gpu(util: UsageSeries, rates: RateTable, *, memory: UsageSeries | None 
                           f"{_fit_text(fit)} for the {format_bytes(rec.target)} it needs, or scale to zero")
     severity: Severity = "critical" if share >= critical_share else "warning"
     evidence = {"idle_share": _r(share, 4), "mean_duty_pct": _r(mean_duty, 3),
-                "p95_duty_pct": _r(float(np.percentile(duty, 95)), 3), "idle_gpu_hours": _r(share * hours * gpu_count, 3),
+                "p95_duty_pct": _r(float(np.percentile(duty, 95)), 3),
+                "idle_gpu_hours": _r(share * hours * gpu_count, 3),
                 "history_h": _r(hours, 2), "gpu_count": gpu_count, "gpu_model": gpu_model,
                 "memory_held_while_idle_bytes": _r(held, 0),
                 "memory_held_while_idle": bool(held is not None and held >= held_bytes)}

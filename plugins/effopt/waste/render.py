@@ -210,7 +210,8 @@ def _usage_chart(report: WasteReport, series: Mapping[tuple[str, str, str], Seri
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="upper right")
-    note = f" (≤{MAX_POINTS} points each; band = min–max)" if any(series[p[:3]][0].size > MAX_POINTS for p in picks) else ""
+    note = (f" (≤{MAX_POINTS} points each; band = min–max)" if any(series[p[:3]][0].size > MAX_POINTS for p in picks)
+            else "")
     fig.suptitle(f"Usage against request: top {len(picks)} wasters{note}", fontsize=10)
     fig.autofmt_xdate()
     fig.tight_layout()
@@ -225,7 +226,8 @@ def _idle_gpu_findings(report: WasteReport) -> list[Finding]:
 
 def _gpu_heatmap(report: WasteReport, series: Mapping[tuple[str, str, str], SeriesData]) -> bytes | None:
     found = [(f, series[(f.workload, f.container, "gpu_util")]) for f in _idle_gpu_findings(report)
-             if (f.workload, f.container, "gpu_util") in series and series[(f.workload, f.container, "gpu_util")][0].size]
+             if (f.workload, f.container, "gpu_util") in series
+             and series[(f.workload, f.container, "gpu_util")][0].size]
     if not found:
         return None
     rows = found[:MAX_HEATMAP_ROWS]
@@ -329,7 +331,8 @@ def _trend_context(report: WasteReport, previous: Mapping[str, Any] | None) -> d
     tr = report.trend(previous)
     if tr is None:
         return None
-    rows = [("Monthly cost", _usd(tr["cost"]["previous"]), _usd(tr["cost"]["now"]), _signed(tr["cost"]["change"], "USD")),
+    rows = [("Monthly cost", _usd(tr["cost"]["previous"]), _usd(tr["cost"]["now"]),
+             _signed(tr["cost"]["change"], "USD")),
             ("Monthly waste", _usd(tr["waste"]["previous"]), _usd(tr["waste"]["now"]),
              _signed(tr["waste"]["change"], "USD")),
             ("Waste share", _pct(tr["waste_pct"]["previous"]), _pct(tr["waste_pct"]["now"]),

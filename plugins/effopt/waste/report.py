@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from effopt.metrics.series import UsageSeries
-from effopt.prices import RateTable
+from effopt.prices import PRICING_MODELS, RateTable
+from effopt.rightsizing.base import recommender_names
+from effopt.rightsizing.settings import RecommenderSettings, SettingError, setting
 from effopt.units import HOURS_PER_MONTH, format_duration
 from effopt.waste import detectors
 from effopt.waste.cost import ResourceCost, resource_cost
@@ -49,14 +52,33 @@ class WorkloadUsage:
 
 
 @dataclass(frozen=True)
-class WasteSettings:
-    """Choices shared by all workloads of a report."""
+class WasteSettings(RecommenderSettings):
+    """Choices shared by all workloads of a report.
 
-    recommender: str = "krr"
-    pricing: str = "on_demand"
-    top: int = 10
-    cache_period_s: float | None = None
-    cache_worker_cores: float | None = None
+    Every field declares its bounds and a description (as the recommenders'
+    settings do: :func:`effopt.rightsizing.settings.describe` lists them,
+    :func:`~effopt.rightsizing.settings.parse_settings` reads them from
+    strings); an invalid value raises :class:`SettingError` naming the field.
+    The detectors' own thresholds are keyword arguments of
+    :mod:`effopt.waste.detectors`, not settings of a report.
+    """
+
+    recommender: str = setting("krr", "right-sizing recommender of the recommended values (a name in the "
+                                      "recommender registry)")
+    pricing: str = setting("on_demand", "pricing model the costs and findings are priced at (on_demand or spot)")
+    top: int = setting(10, "number of top wasters the report lists", ge=0)
+    cache_period_s: float | None = setting(None, "seconds the cache summary covers, to price the cache findings "
+                                                 "(none: they are left unpriced)", gt=0, lt=math.inf)
+    cache_worker_cores: float | None = setting(None, "cores of the worker running the cached functions, to price "
+                                                     "the cache findings (none: they are left unpriced)",
+                                               gt=0, lt=math.inf)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name, allowed in (("recommender", recommender_names()), ("pricing", PRICING_MODELS)):
+            if getattr(self, name) not in allowed:
+                raise SettingError(f"{type(self).__name__}.{name}: must be one of {', '.join(allowed)}, "
+                                   f"got {getattr(self, name)!r}")
 
 
 def group_series(series: Iterable[UsageSeries], *, gpu_model: str | None = None, gpu_count: float = 1.0
@@ -232,7 +254,8 @@ class WasteReport:
             return {"now": a, "previous": b, "change": change, "change_pct": pct}
 
         keys_now = {"|".join(f.key) for f in self.findings}
-        keys_before = {"|".join((f["kind"], f["workload"], f["container"], f["resource"])) for f in previous["findings"]}
+        keys_before = {"|".join((f["kind"], f["workload"], f["container"], f["resource"]))
+                       for f in previous["findings"]}
         return {
             "cost": delta(now["cost"], before.get("cost")),
             "waste": delta(now["waste"], before.get("waste")),

@@ -103,7 +103,8 @@ def summary_cards(tasks: list[dict[str, Any]], cache: dict[str, Any] | None, pla
                   waste: dict[str, Any] | None) -> str:
     cards = []
     tries = sum(t["tries"] for t in tasks)
-    cards.append(card("Tasks measured", f"{len(tasks)}", f"{tries} {'try' if tries == 1 else 'tries'} in the last 30 days"))
+    cards.append(card("Tasks measured", f"{len(tasks)}",
+                      f"{tries} {'try' if tries == 1 else 'tries'} in the last 30 days"))
     if waste is not None:
         t = waste["totals"]
         cards.append(card("Monthly waste", usd(t.get("waste")),
@@ -206,7 +207,8 @@ def tasks_section(tasks: list[dict[str, Any]]) -> str:
         hist = t["history"]
         failed = [h["state"] != "success" for h in hist]
         rss = sparkline([h["peak_rss_bytes"] for h in hist], marks=failed, color="#7d3c98",
-                        title=f"peak RSS of the last {len(hist)} tries, {format_bytes(min(h['peak_rss_bytes'] for h in hist))}"
+                        title=f"peak RSS of the last {len(hist)} tries, "
+                              f"{format_bytes(min(h['peak_rss_bytes'] for h in hist))}"
                               f" to {format_bytes(max(h['peak_rss_bytes'] for h in hist))} (red: not successful)")
         cpu = sparkline([h["cpu_s"] for h in hist], marks=failed,
                         title=f"CPU seconds of the last {len(hist)} tries (red: not successful)")

@@ -116,7 +116,8 @@ def test_conflict_is_retried_with_the_new_resource_version(cluster, kube_hook, s
     assert len(set(versions)) == 3  # each retry re-read the workload
     gets = [r.path for r in cluster.requests if r.method == "GET" and r.path == PATH_WEB]
     assert len(gets) == 1 + 1 + 2  # plan, apply check, one re-read per conflict
-    assert container_resources(cluster.get("apps/v1", "deployments", "shop", "web"), "app")["requests"]["cpu"] == "1500m"
+    assert container_resources(cluster.get("apps/v1", "deployments", "shop", "web"),
+                               "app")["requests"]["cpu"] == "1500m"
     assert len(store.rightsizing_audit()) == 1
 
 
