@@ -51,7 +51,8 @@ with DAG(
         wait_s="{{ params.wait_minutes * 60 }}",
         soft_fail=True,
     )
-    replan = OomReplanOperator(task_id="replan", kills=wait.output, prometheus_conn_id="{{ params.prometheus_conn_id }}",
+    replan = OomReplanOperator(task_id="replan", kills=wait.output,
+                               prometheus_conn_id="{{ params.prometheus_conn_id }}",
                                kubernetes_conn_id="{{ params.kubernetes_conn_id }}")
     RightSizingApplyOperator(
         task_id="apply",

@@ -88,7 +88,8 @@ class AirflowClient:
                 if exc.status != 404:
                     raise
             if time.monotonic() > deadline:
-                raise TimeoutError(f"DAG {dag_id} not parsed within {timeout:.0f}s; import errors: {self.import_errors()}")
+                raise TimeoutError(f"DAG {dag_id} not parsed within {timeout:.0f}s; "
+                                   f"import errors: {self.import_errors()}")
             time.sleep(1)
 
     def unpause(self, dag_id: str) -> dict:

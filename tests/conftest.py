@@ -173,5 +173,6 @@ def pytest_sessionfinish(session, exitstatus):
             red=True,
         )
         for rep in skipped:
-            reporter.write_line(f"  {rep.nodeid}: {rep.longrepr[-1] if isinstance(rep.longrepr, tuple) else rep.longrepr}")
+            why = rep.longrepr[-1] if isinstance(rep.longrepr, tuple) else rep.longrepr
+            reporter.write_line(f"  {rep.nodeid}: {why}")
         session.exitstatus = 1

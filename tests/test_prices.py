@@ -80,7 +80,8 @@ def test_derivation_needs_different_memory_ratios(tmp_path):
 def test_bundled_table_is_reproducible_from_the_snapshot(tmp_path, capsys):
     out = tmp_path / "rate_table.json"
     assert cli_main(["prices", "build", "--source", str(SHARED_PRICES), "--out", str(out)]) == 0
-    assert json.loads(out.read_text()) == json.loads((REPO / "plugins" / "effopt" / "data" / "rate_table.json").read_text())
+    bundled = REPO / "plugins" / "effopt" / "data" / "rate_table.json"
+    assert json.loads(out.read_text()) == json.loads(bundled.read_text())
     table = load_rate_table(out)
     od = table.rates["on_demand"]
     # the fit reprices a real instance type closely: m5.large (2 vCPU, 8 GiB) is 0.096 USD/h on demand in us-east-1

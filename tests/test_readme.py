@@ -32,7 +32,7 @@ def commands(block: str) -> list[tuple[str, list[str]]]:
         cmd = lines[i][2:]
         while cmd.endswith("\\"):
             i += 1
-            cmd = cmd[:-1] + "\n" + lines[i]
+            cmd = cmd[:-1] + " " + lines[i].strip()
         i += 1
         expected = []
         while i < len(lines) and not lines[i].startswith("$ "):

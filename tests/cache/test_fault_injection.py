@@ -91,7 +91,7 @@ class Faults(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stop_event.wait(self.rng.uniform(0.2, 0.8)):  # ok: the documented protocol
-                action = self.rng.choice(["stop", "freeze", "restart", "corrupt", "corrupt", "corrupt"])  # ok: the documented fault-injection protocol
+                action = self.rng.choice(["stop", "freeze", "restart", "corrupt", "corrupt", "corrupt"])  # ok: seeded
                 getattr(self, action)()
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
@@ -138,7 +138,7 @@ class Faults(threading.Thread):
             elif kind == "index":
                 r.sadd(f"{PREFIX}:s", b"\xff\xfe", b"no-colon", b"ns:with space")
             elif kind == "lock":
-                key = self.rng.choice(entries).decode().replace(f"{PREFIX}:e:", f"{PREFIX}:l:", 1)  # ok: the documented fault-injection protocol
+                key = self.rng.choice(entries).decode().replace(f"{PREFIX}:e:", f"{PREFIX}:l:", 1)  # ok: seeded
                 r.set(key, "left without a lease")
             else:
                 r.config_set("maxmemory-policy", "noeviction")

@@ -96,9 +96,11 @@ def test_corrupted_statistics_field_does_not_switch_caching_off_or_double_counts
     assert sum(r_.hit for r_ in results[:30]) == 29  # caching went on for the other function
     assert all(r_.hit for r_ in results[30:])
     stats = cache.stats()
-    assert (stats[other.__effopt_cache_spec__.name]["hits"], stats[other.__effopt_cache_spec__.name]["misses"]) == (29, 1)
+    other_stats = stats[other.__effopt_cache_spec__.name]
+    assert (other_stats["hits"], other_stats["misses"]) == (29, 1)
     # The bad field was reset to 0 (its old value is unknowable) and then counted the 30 hits exactly once.
-    assert (stats[damaged.__effopt_cache_spec__.name]["hits"], stats[damaged.__effopt_cache_spec__.name]["misses"]) == (30, 1)
+    damaged_stats = stats[damaged.__effopt_cache_spec__.name]
+    assert (damaged_stats["hits"], damaged_stats["misses"]) == (30, 1)
     assert any("'hits'" in rec.getMessage() and "b'abc'" in rec.getMessage() and "reset to 0" in rec.getMessage()
                for rec in caplog.records)
     assert not any("calls compute without the cache" in rec.getMessage() for rec in caplog.records)

@@ -249,7 +249,8 @@ def test_code_version_follows_the_body_not_its_formatting():
 
 
 def test_code_version_sees_defaults_closures_and_nested_functions():
-    assert code_version(_compile("def f(x, k=1):\n    return x\n")) != code_version(_compile("def f(x, k=2):\n    return x\n"))
+    one, two = _compile("def f(x, k=1):\n    return x\n"), _compile("def f(x, k=2):\n    return x\n")
+    assert code_version(one) != code_version(two)
     make = "def make(n):\n    def f(x):\n        return x * n\n    return f\n"
     maker = _compile(make, "make")
     assert code_version(maker(2)) == code_version(maker(2))
@@ -282,12 +283,14 @@ def test_unhashable_default_asks_for_version_or_ignore():
 
 
 def test_keys_are_identical_across_interpreters_with_different_hash_seeds(tmp_path, monkeypatch):
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'plugins'}{os.pathsep}{REPO}", "EFFOPT_TEST_CACHE_DIR": str(tmp_path / "c")}
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'plugins'}{os.pathsep}{REPO}",
+           "EFFOPT_TEST_CACHE_DIR": str(tmp_path / "c")}
     reports = []
     for seed in ("1", "2"):
         out = subprocess.run(
             # Imported, not run as __main__, so names match this process's.
-            [sys.executable, "-c", "import json; from tests.cache.workers import key_report; print(json.dumps(key_report()))"],
+            [sys.executable, "-c",
+             "import json; from tests.cache.workers import key_report; print(json.dumps(key_report()))"],
             env={**env, "PYTHONHASHSEED": seed},
             cwd=REPO,
             capture_output=True,

@@ -385,57 +385,73 @@ def same(a, b) -> bool:
     raise AssertionError(f"same() does not know {type(a)}")
 
 
+def _series_mutations(value):
+    yield value.rename("other" if value.name != "other" else "again")
+    if len(value):
+        yield value.set_axis(pd.Index([f"i{i}" for i in range(len(value))], dtype=object))
+    if isinstance(value.dtype, pd.CategoricalDtype):
+        yield value.cat.add_categories(["z"])
+        yield value.cat.as_ordered() if not value.cat.ordered else value.cat.as_unordered()
+    if isinstance(value.dtype, pd.DatetimeTZDtype):
+        other = ZoneInfo("Africa/Lagos") if str(value.dt.tz) != "Africa/Lagos" else ZoneInfo("Europe/Paris")
+        yield value.dt.tz_convert(other)  # the same instants in another zone
+        yield value.dt.as_unit("ns" if value.dt.unit != "ns" else "s")
+    if value.dtype == "int64":
+        yield value.astype("float64")
+        yield value.astype("Int64")
+
+
+def _categorical_mutations(value):
+    cats = list(value.categories)
+    yield pd.Categorical(value, categories=cats + ["z"], ordered=value.ordered)
+    yield value.set_ordered(not value.ordered)
+    if len(cats) > 1:
+        yield value.reorder_categories(cats[::-1])
+
+
+def _frame_mutations(value):
+    if value.shape[1] > 1:
+        yield value[list(value.columns[::-1])]
+    yield value.rename(columns={value.columns[0]: "renamed"})
+    yield value.rename_axis("rows")
+
+
+def _datetime_mutations(value):
+    for zone in ZONES:
+        if not same_zone(zone, value.tzinfo):
+            yield value.replace(tzinfo=zone)
+    yield value + dt.timedelta(microseconds=1)
+
+
+def _array_mutations(value):
+    if value.size:
+        changed = value.copy()
+        changed.flat[0] = changed.flat[0] + (1 if value.dtype != bool else ~changed.flat[0])
+        yield changed
+    yield value.reshape(-1) if value.ndim > 1 else value.reshape(1, -1)
+    yield value.astype("int16" if value.dtype != "int16" else "int32")
+
+
+def _dict_mutations(value):
+    yield {**value, "zz": 0}
+    if value:
+        k = next(iter(value))
+        yield {**value, k: [value[k]]}
+
+
+_MUTATIONS = ((pd.Categorical, _categorical_mutations), (pd.Series, _series_mutations),
+              (pd.DataFrame, _frame_mutations), (dt.datetime, _datetime_mutations),
+              (np.ndarray, _array_mutations), (list, lambda v: iter((tuple(v), [*v, None]))),
+              (tuple, lambda v: iter((list(v),))), (dict, _dict_mutations))
+
+
 def _mutations(value, draw):
     """Copies of ``value`` that differ in one thing that distinguishes two values of its kind."""
-    if isinstance(value, pd.Categorical):
-        cats = list(value.categories)
-        yield pd.Categorical(value, categories=cats + ["z"], ordered=value.ordered)
-        yield value.set_ordered(not value.ordered)
-        if len(cats) > 1:
-            yield value.reorder_categories(cats[::-1])
-    elif isinstance(value, pd.Series):
-        yield value.rename("other" if value.name != "other" else "again")
-        if len(value):
-            yield value.set_axis(pd.Index([f"i{i}" for i in range(len(value))], dtype=object))
-        if isinstance(value.dtype, pd.CategoricalDtype):
-            yield value.cat.add_categories(["z"])
-            yield value.cat.as_ordered() if not value.cat.ordered else value.cat.as_unordered()
-        if isinstance(value.dtype, pd.DatetimeTZDtype):
-            other = ZoneInfo("Africa/Lagos") if str(value.dt.tz) != "Africa/Lagos" else ZoneInfo("Europe/Paris")
-            yield value.dt.tz_convert(other)  # the same instants in another zone
-            yield value.dt.as_unit("ns" if value.dt.unit != "ns" else "s")
-        if value.dtype == "int64":
-            yield value.astype("float64")
-            yield value.astype("Int64")
-    elif isinstance(value, pd.DataFrame):
-        if value.shape[1] > 1:
-            yield value[list(value.columns[::-1])]
-        yield value.rename(columns={value.columns[0]: "renamed"})
-        yield value.rename_axis("rows")
-    elif isinstance(value, dt.datetime):
-        for zone in ZONES:
-            if not same_zone(zone, value.tzinfo):
-                yield value.replace(tzinfo=zone)
-        yield value + dt.timedelta(microseconds=1)
-    elif isinstance(value, np.ndarray):
-        if value.size:
-            changed = value.copy()
-            changed.flat[0] = changed.flat[0] + (1 if value.dtype != bool else ~changed.flat[0])
-            yield changed
-        yield value.reshape(-1) if value.ndim > 1 else value.reshape(1, -1)
-        yield value.astype("int16" if value.dtype != "int16" else "int32")
-    elif isinstance(value, list):
-        yield tuple(value)
-        yield [*value, None]
-    elif isinstance(value, tuple):
-        yield list(value)
-    elif isinstance(value, dict):
-        yield {**value, "zz": 0}
-        if value:
-            k = next(iter(value))
-            yield {**value, k: [value[k]]}
-    else:
-        yield [value]
+    for kind, mutate in _MUTATIONS:
+        if isinstance(value, kind):
+            yield from mutate(value)
+            return
+    yield [value]
 
 
 @st.composite

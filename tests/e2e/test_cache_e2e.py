@@ -84,7 +84,8 @@ def test_cache_report_summarizes_hits_and_time_saved(airflow, redis_server, tmp_
     summary = client.xcom("effopt_cache_report", report_run, "summarize_cache")
     (fn,) = [f for f in summary["functions"] if f["function"].endswith("build_features")]
     assert fn["hits"] >= 1 and fn["misses"] >= 1 and fn["saved_s"] > 0
-    assert summary["totals"]["hit_rate"] == pytest.approx(summary["totals"]["hits"] / summary["totals"]["calls"], abs=1e-4)
+    totals = summary["totals"]
+    assert totals["hit_rate"] == pytest.approx(totals["hits"] / totals["calls"], abs=1e-4)
     assert "redis://" in summary["backend"]  # the session's Airflow uses the effopt_redis connection
 
     # The next report covers only what happened since this one, and survives corrupted statistics.

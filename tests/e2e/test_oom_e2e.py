@@ -78,7 +78,8 @@ class _ScrapingPrometheus(PrometheusServer):
 
         config = self.dir / "prometheus.yml"
         config.write_text("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n"
-                          f"  - job_name: kube-state-metrics\n    static_configs:\n      - targets: ['{self.target}']\n")
+                          "  - job_name: kube-state-metrics\n    static_configs:\n"
+                          f"      - targets: ['{self.target}']\n")
         self.proc = subprocess.Popen(
             [self.binary, f"--config.file={config}", f"--storage.tsdb.path={self.data}",
              f"--web.listen-address=127.0.0.1:{self.port}"],

@@ -123,7 +123,8 @@ def test_patch_mode_patches_the_deployment_once_and_audits_it(airflow, prometheu
         assert audit.after == sent["resources"], audit
 
         # The effopt page and its JSON show the change to a logged-in user.
-        (shown,) = [c for c in client.get("/effopt/api/rightsizing") if (c["namespace"], c["name"]) == ("ml", "trainer")]
+        (shown,) = [c for c in client.get("/effopt/api/rightsizing")
+                    if (c["namespace"], c["name"]) == ("ml", "trainer")]
         assert (shown["kind"], shown["mode"], shown["after"]) == ("Deployment", "patch", sent["resources"])
         page = client.request("GET", "/effopt/")
         assert "Deployment ml/trainer" in page and "requests.cpu 2 -&gt; 1" in page, page

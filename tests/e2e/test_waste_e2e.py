@@ -66,7 +66,8 @@ def test_weekly_report_is_emailed_once_with_charts_and_csv(airflow, smtp_server,
     for cid in images:
         assert f"cid:{cid}" in html
     rows = list(csv.DictReader(io.StringIO(csv_text)))
-    assert len(rows) == len(summary["findings"]) and {r["kind"] for r in rows} == {f["kind"] for f in summary["findings"]}
+    assert len(rows) == len(summary["findings"])
+    assert {r["kind"] for r in rows} == {f["kind"] for f in summary["findings"]}
     assert summary["totals"]["by_kind"]["idle_gpu"] > 0  # the trace's GPUs mostly sit idle
 
     # The XCom summary is the JSON report the library (and `python -m effopt waste report --json`) gives.

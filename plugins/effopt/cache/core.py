@@ -781,7 +781,8 @@ class ComputationCache:
         except RejectedEntry as exc:
             log.warning("effopt cache: rejected the entry of %s: %s; it is deleted and recomputed", key, exc.reason)
         except Exception as exc:  # noqa: BLE001 - an authentic entry whose value no longer loads (code changed)
-            log.warning("effopt cache: the entry of %s could not be loaded (%s: %s); recomputing", key, type(exc).__name__, exc)
+            log.warning("effopt cache: the entry of %s could not be loaded (%s: %s); recomputing", key,
+                        type(exc).__name__, exc)
         else:
             self._note_fallback(opened.signed_with)
             return Lookup(hit=True, value=opened.value, nbytes=opened.nbytes, compute_s=opened.compute_s)

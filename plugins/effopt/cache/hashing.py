@@ -188,7 +188,12 @@ class _Encoder:
             self._ndarray(value, path)
         elif isinstance(value, np.generic):
             self._numpy_scalar(value, path)
-        elif hasattr(t, "__effopt_hash__"):
+        else:
+            self._feed_structured(value, path, t)
+
+    def _feed_structured(self, value: Any, path: str, t: type) -> None:
+        """Containers and objects with fields, in the order their checks must run."""
+        if hasattr(t, "__effopt_hash__"):
             self._str(b"H", _type_name(t))
             self._enter(value, path)  # an __effopt_hash__ that returns another such object nests too
             try:
@@ -212,7 +217,12 @@ class _Encoder:
             self._pydantic(value, path)
         elif "pandas" in sys.modules and self._pandas(value, path):
             pass
-        elif isinstance(value, (_dt.datetime, _dt.time)):
+        else:
+            self._feed_value_types(value, path, t)
+
+    def _feed_value_types(self, value: Any, path: str, t: type) -> None:
+        """Times, numbers, byte buffers and other value types of the standard library."""
+        if isinstance(value, (_dt.datetime, _dt.time)):
             # Wall time, then the zone's identity and the UTC offset in force: a ZoneInfo zone and a fixed
             # offset that print alike stay apart, and so do the two sides of a DST fold.
             self._str(b"t", _type_name(t))
@@ -243,7 +253,12 @@ class _Encoder:
         elif isinstance(value, pathlib.PurePath):
             self._str(b"p", _type_name(t))
             self._str(b"p", str(value))
-        elif t is range:
+        else:
+            self._feed_rest(value, path, t)
+
+    def _feed_rest(self, value: Any, path: str, t: type) -> None:
+        """Ranges, slices, ordered and named containers, subclasses of builtins, callables; else unhashable."""
+        if t is range:
             for part in (value.start, value.stop, value.step):
                 self._int(b"r", part)
         elif t is slice:
@@ -380,7 +395,8 @@ class _Encoder:
 
     def _builtin_subclass(self, value: Any, path: str) -> None:
         t = type(value)
-        base = next(b for b in (bool, int, float, str, bytes, list, tuple, dict, set, frozenset) if isinstance(value, b))
+        base = next(b for b in (bool, int, float, str, bytes, list, tuple, dict, set, frozenset)
+                    if isinstance(value, b))
         self._str(b"V", _type_name(t))
         self.feed(base(value), path)
         state = getattr(value, "__dict__", None)

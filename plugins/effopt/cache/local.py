@@ -342,7 +342,8 @@ class LocalBackend(CacheBackend):
         with self._guard("statistics update"), self._write() as db:
             if batch is not None:
                 now = time.time()
-                if db.execute("INSERT OR IGNORE INTO stat_batches (id, added) VALUES (?, ?)", (batch, now)).rowcount == 0:
+                added = db.execute("INSERT OR IGNORE INTO stat_batches (id, added) VALUES (?, ?)", (batch, now))
+                if added.rowcount == 0:
                     return []  # added before: its reply was lost
                 db.execute("DELETE FROM stat_batches WHERE added < ?", (now - BATCH_TTL_S,))
             for ns, fn, *_ in rows:

@@ -223,7 +223,8 @@ def classify_error(exc: BaseException, message: str) -> BackendError:
             return BackendRefused(message, "readonly")
         if code == "WRONGTYPE":
             return BackendRefused(message, "wrongtype")
-        if code in _OUTAGE_REPLIES or isinstance(exc, (redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError)):
+        if code in _OUTAGE_REPLIES or isinstance(exc, (redis.exceptions.ClusterDownError,
+                                                       redis.exceptions.TryAgainError)):
             return BackendError(message)
         return BackendRefused(message, "error")
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, redis.exceptions.InvalidResponse, OSError)):
@@ -292,7 +293,8 @@ class RedisBackend(CacheBackend):
             self.client = url_or_client
             self._owns_client = False
         else:
-            raise TypeError(f"url_or_client must be a Redis URL or a redis.Redis client, got {type(url_or_client).__name__}")
+            raise TypeError("url_or_client must be a Redis URL or a redis.Redis client, got "
+                            f"{type(url_or_client).__name__}")
         self.prefix = prefix
         if not prefix or any(c in prefix for c in " \t\n*?[]\\"):
             raise ValueError(f"prefix must be a non-empty string without whitespace or glob characters, got {prefix!r}")

@@ -39,7 +39,8 @@ def _backend_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--path", help="directory of the local backend (default: [effopt] cache_dir)")
     parser.add_argument("--url", help="Redis URL of the redis backend, e.g. redis://host:6379/0")
-    parser.add_argument("--prefix", default="effopt:cache", help="key prefix of the redis backend (default %(default)s)")
+    parser.add_argument("--prefix", default="effopt:cache",
+                        help="key prefix of the redis backend (default %(default)s)")
 
 
 class _UsageError(Exception):
@@ -131,7 +132,8 @@ def _stats(args: argparse.Namespace) -> int:
         return 0
     print(
         render(
-            ("namespace", "function", "hits", "misses", "hit rate", "rejected", "errors", "compute s", "saved s", "bytes"),
+            ("namespace", "function", "hits", "misses", "hit rate", "rejected", "errors", "compute s", "saved s",
+             "bytes"),
             rows,
         )
     )

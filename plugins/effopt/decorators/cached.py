@@ -13,7 +13,8 @@ On a hit the body does not run; the task log says ``hit`` or ``miss``, the
 key and the seconds saved, and the task pushes the same facts as the XCom
 ``effopt_cache`` (visible in the UI's XCom tab).  Results of at least
 ``reference_min_bytes``, and arrays and frames of any size (XCom has no format
-for them), go downstream as a small cache reference instead of a huge XCom; a downstream ``@cached_task``, or any task when the
+for them), go downstream as a small cache reference instead of a huge XCom; a
+downstream ``@cached_task``, or any task when the
 :class:`effopt.xcom.CacheReferenceXCom` backend is configured, gets the value.
 
 Trigger a run with ``{"effopt_cache_refresh": true}`` in its conf to recompute
@@ -162,7 +163,8 @@ def run_cached(
         raise  # not reached: defer() raises TaskDeferred
     cache.flush_stats()
     if result.error:
-        log.warning("effopt cache bypassed (%s): computed in %.2f s, key %s", result.error, result.compute_s, result.key)
+        log.warning("effopt cache bypassed (%s): computed in %.2f s, key %s", result.error, result.compute_s,
+                    result.key)
     elif result.hit:
         log.info("effopt cache hit: key %s, %s bytes, %.2f s saved", result.key, result.nbytes, result.saved_s)
     else:
