@@ -24,11 +24,19 @@ class BadInput(SystemExit):
 
 
 def duration(text: str) -> float:
-    """``90s``, ``30m``, ``1h``, ``1.5d``, ``2w`` or plain seconds -> seconds."""
+    """``90s``, ``30m``, ``1h``, ``1.5d``, ``2w`` or plain seconds -> seconds (>= 0)."""
     m = _DURATION.match(text)
     if not m:
         raise argparse.ArgumentTypeError(f"invalid duration {text!r} (use e.g. 30m, 1h, 6h, 1d)")
     return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def positive_duration(text: str) -> float:
+    """A :func:`duration` above 0 (a decision step of 0 would never advance)."""
+    value = duration(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be longer than 0, got {text!r}")
+    return value
 
 
 def _names() -> list[str]:
@@ -49,7 +57,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     bt.add_argument("--metric", choices=sorted(METRICS), default="memory", help="resource to backtest")
     bt.add_argument("--recommenders", default=",".join(names),
                     help=f"comma-separated, of {', '.join(names)} (default all)")
-    bt.add_argument("--step", type=duration, default=3600.0, help="decision interval (default 1h)")
+    bt.add_argument("--step", type=positive_duration, default=3600.0, help="decision interval (default 1h)")
     bt.add_argument("--warmup", type=duration, default=6 * 3600.0,
                     help="history before the first decision (default 6h)")
     bt.add_argument("--folds", type=int, default=1,
