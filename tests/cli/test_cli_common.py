@@ -94,8 +94,8 @@ def test_json_stays_valid_where_figures_are_undefined(tmp_path, capsys):
     json.loads(out)
     spec = tmp_path / "huge.yaml"
     spec.write_text("name: huge\noutputs: [b]\nnodes:\n"
-                    "  a: {fn: effopt.graph.examples.load_data, inputs: {}, outputs: [x], params: {symbol: X, limit: 3},"
-                    " cost: 1.0e+308}\n"
+                    "  a: {fn: effopt.graph.examples.load_data, inputs: {}, outputs: [x], params: {symbol: X, limit: 3}"
+                    ", cost: 1.0e+308}\n"
                     "  b: {fn: effopt.graph.examples.compute_features, inputs: {raw_data: x}, outputs: [b],"
                     " params: {window: 2}, cost: 1.0e+308}\n")
     assert main(["graph", "plan", "--json", str(spec)]) == 0
