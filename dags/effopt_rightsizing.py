@@ -21,7 +21,8 @@ observed peak, cooldown) and the monthly cost delta from the `[effopt]
 rate_table`. `apply` then acts in the chosen mode; the default `dry-run`
 changes nothing. Both push JSON to XCom.
 
-Sources: `auto` (the default: `prometheus` when its connection is defined, else `airflow`, so a fresh
+Sources: `auto` (the default: `trace` when `trace_path` is given, else `prometheus` when its connection is
+defined, else `airflow`, so a fresh
 install plans from the Airflow tasks' own usage and says when there are not enough samples yet),
 `prometheus` (connection `[effopt] prometheus_conn_id`, `effopt_prometheus` by default, or the param
 `prometheus_conn_id`; define it with e.g. `AIRFLOW_CONN_EFFOPT_PROMETHEUS='http://prometheus:9090'`),

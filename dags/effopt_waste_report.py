@@ -26,8 +26,9 @@ connection the run still succeeds: the `email` task's log and XCom say what
 to set (`AIRFLOW_CONN_SMTP_DEFAULT`, `AIRFLOW__EFFOPT__REPORT_RECIPIENTS`).
 
 Params (trigger with `conf` to override): `recipients` (list of addresses),
-`source` (`auto`, the default: Prometheus when `effopt_prometheus` is defined,
-else the Airflow tasks' own usage records; `prometheus` with `selector` over
+`source` (`auto`, the default: the trace at `path` when one is given, else
+Prometheus when `effopt_prometheus` is defined, else the Airflow tasks' own
+usage records; `prometheus` with `selector` over
 the last `window_hours`; `airflow`: the task-usage records of `dag_ids`;
 `trace`), `path` (trace directory laid out like `alibaba-genai-2026`),
 `memory_limit_gib` and `gpu_model` (what the trace's containers were given),

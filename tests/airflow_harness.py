@@ -66,13 +66,17 @@ class AirflowClient:
             return raw.decode(errors="replace")
 
     def request(self, method: str, path: str, payload: Any = None, params=None) -> Any:
-        try:
-            return self._raw(method, path, payload, params=params)
-        except AirflowApiError as exc:
-            if exc.status != 401:
-                raise
-            self._token = None  # expired: log in again once
-            return self._raw(method, path, payload, params=params)
+        for attempt in range(3):
+            try:
+                return self._raw(method, path, payload, params=params)
+            except AirflowApiError as exc:
+                if exc.status == 401 and attempt == 0:
+                    self._token = None  # expired: log in again once
+                elif exc.status == 500 and '"Database error"' in exc.body and attempt < 2:
+                    time.sleep(2)  # SQLite busy on a loaded machine; the failed request was rolled back
+                else:
+                    raise
+        raise AssertionError("unreachable")
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params or None)

@@ -146,9 +146,12 @@ def airflow(tmp_path_factory, redis_server, _smtp_session, moto_server):
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Headless Chromium (Debian's, driven by Playwright from PyPI): ``browser.new_page(viewport=...)``."""
+    """Headless Chromium (Debian's, driven by Playwright from PyPI): ``browser.new_page(viewport=...)``.
+
+    Module-scoped: Playwright's sync API keeps an asyncio loop running in the main thread while it is open,
+    and tests that later call ``asyncio.run`` need it gone."""
     from tests.browser import CHROMIUM_ARGS, chromium_path
 
     path = chromium_path()

@@ -40,6 +40,9 @@ REPO = Path(__file__).resolve().parents[2]
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
 SERVICE_USER = "effopt"
 API_CONN_ENV = "AIRFLOW_CONN_EFFOPT_AIRFLOW_API"
+# Airflow's SQLite connections wait this long for a lock instead of sqlite3's 5 s: with every component
+# and task writing to one file, a busy 2-core machine otherwise answers REST calls with "Database error".
+SQLITE_CONNECT_ARGS: dict[str, Any] = {"timeout": 20}
 
 
 class PortInUse(RuntimeError):
@@ -173,6 +176,9 @@ class Standalone:
                 "description": "effopt's service user on this Airflow's REST API (made by the launcher)",
             })
         env.update(self.extra_env)
+        if env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite"):
+            for key in ("SQL_ALCHEMY_CONNECT_ARGS", "SQL_ALCHEMY_CONNECT_ARGS_ASYNC"):
+                env.setdefault(f"AIRFLOW__DATABASE__{key}", "effopt.standalone.SQLITE_CONNECT_ARGS")
         return env
 
     def check_config(self) -> None:

@@ -58,3 +58,16 @@ def test_bad_source_and_missing_path_are_named_and_fail_without_a_retry():
     with pytest.raises(AirflowFailException, match="source 'trace' needs a trace file or directory: set the DAG "
                                                    "param 'path'"):
         WasteDetectionOperator(task_id="d", source="trace").execute({})
+
+
+def test_auto_source_follows_what_the_run_was_given(monkeypatch, tmp_path):
+    """auto: a trace path means the trace; else Prometheus when its connection exists; else the task records."""
+    from effopt.hooks.metrics import resolve_source
+
+    monkeypatch.delenv("AIRFLOW_CONN_AUTO_PROM", raising=False)
+    assert resolve_source("auto", "auto_prom", str(tmp_path))[0] == "trace"
+    assert resolve_source("auto", "auto_prom")[0] == "airflow"
+    monkeypatch.setenv("AIRFLOW_CONN_AUTO_PROM", "http://127.0.0.1:9")
+    assert resolve_source("auto", "auto_prom")[0] == "prometheus"
+    assert resolve_source("auto", "auto_prom", str(tmp_path))[0] == "trace"
+    assert resolve_source("airflow", "auto_prom", str(tmp_path)) == ("airflow", "source 'airflow' as asked")

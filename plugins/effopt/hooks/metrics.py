@@ -23,11 +23,13 @@ def connection_defined(conn_id: str) -> bool:
     return True
 
 
-def resolve_source(source: str, prometheus_conn_id: str = "") -> tuple[str, str]:
-    """``auto`` becomes ``prometheus`` when its connection is defined, else ``airflow`` (the task-usage records);
-    returns (source, why) with the reason for the log."""
+def resolve_source(source: str, prometheus_conn_id: str = "", path: str = "") -> tuple[str, str]:
+    """``auto`` becomes ``trace`` when a trace ``path`` is given, else ``prometheus`` when its connection is
+    defined, else ``airflow`` (the task-usage records); returns (source, why) with the reason for the log."""
     if source != "auto":
         return source, f"source {source!r} as asked"
+    if path:
+        return "trace", f"source auto: a trace path is given, so the trace at {path}"
     from effopt.airflow_settings import get_settings
 
     conn_id = prometheus_conn_id or get_settings().prometheus_conn_id
@@ -50,7 +52,7 @@ def metrics_source(
     """``prometheus`` (the connection, default ``[effopt] prometheus_conn_id``; ``selector`` label matchers;
     the last ``window_hours``), ``airflow`` (the task-usage records of ``dag_ids``, all DAGs when empty)
     or ``trace`` (CSV files at ``path``); ``auto`` is resolved first (:func:`resolve_source`)."""
-    source, _ = resolve_source(source, prometheus_conn_id)
+    source, _ = resolve_source(source, prometheus_conn_id, path)
     if source == "prometheus":
         from effopt.airflow_settings import get_settings
         from effopt.hooks.prometheus import PrometheusHook

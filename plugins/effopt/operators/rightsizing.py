@@ -75,7 +75,7 @@ class RightSizingRecommendOperator(BaseOperator):
         from effopt.rightsizing.apply.model import AIRFLOW_TASK_KIND
         from effopt.rightsizing.service import plan_rightsizing
 
-        source_name, why = resolve_source(self.source, self.prometheus_conn_id)
+        source_name, why = resolve_source(self.source, self.prometheus_conn_id, self.trace_path or "")
         self.log.info("%s", why)
         source = metrics_source(source_name, path=self.trace_path or "", prometheus_conn_id=self.prometheus_conn_id,
                                 selector=self.selector, window_hours=self.window_hours, dag_ids=self.dag_ids,

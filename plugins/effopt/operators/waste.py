@@ -82,7 +82,7 @@ class WasteDetectionOperator(BaseOperator):
         settings = get_settings()
         rates = load_rate_table(self.rate_table or settings.rate_table or None)
         assumptions = TraceAssumptions(float(self.memory_limit_gib) * GIB, self.gpu_model, float(self.gpu_count))
-        source_name, why = resolve_source(self.source, self.prometheus_conn_id)
+        source_name, why = resolve_source(self.source, self.prometheus_conn_id, self.path or "")
         self.log.info("%s", why)
         source = metrics_source(source_name, path=self.path, prometheus_conn_id=self.prometheus_conn_id,
                                 selector=self.selector, window_hours=self.window_hours, dag_ids=self.dag_ids)
