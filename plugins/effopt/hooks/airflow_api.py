@@ -134,6 +134,9 @@ class AirflowApiHook(BaseHook):
         mask = ",".join(sorted(fields))
         return self.request("PATCH", f"/api/v2/pools/{quoted}?update_mask={mask}", {"name": name, **fields})
 
+    def delete_pool(self, name: str) -> None:
+        self.request("DELETE", f"/api/v2/pools/{urllib.parse.quote(name, safe='')}")
+
     def ensure_pools(self, wanted: Mapping[str, tuple[int, str]]) -> dict[str, str]:
         """Create each missing pool ``name -> (slots, description)``; an existing pool is left as it is.
 
