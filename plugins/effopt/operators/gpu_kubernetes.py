@@ -18,7 +18,40 @@ from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperato
 
 from effopt.gpu.inventory.kubernetes import LEASE_LABEL
 from effopt.gpu.leases import Lease
-from effopt.operators.gpu import GpuTaskMixin, gpu_node_affinity, gpu_pod_resources
+from effopt.operators.gpu import GpuTaskMixin
+
+
+def gpu_pod_resources(lease: Lease, existing: Any = None) -> Any:
+    """The container's resources with the lease's device resource in its limits and requests."""
+    from kubernetes.client import models as k8s
+
+    resource = f"nvidia.com/mig-{lease.mig_profile}" if lease.mig_profile else "nvidia.com/gpu"
+    count = str(lease.num_gpu)  # a shared GPU (gpu_milli < 1000) is one device under time-slicing or MPS
+    limits = dict(getattr(existing, "limits", None) or {})
+    requests = dict(getattr(existing, "requests", None) or {})
+    limits[resource] = count
+    requests[resource] = count
+    return k8s.V1ResourceRequirements(limits=limits, requests=requests)
+
+
+def gpu_node_affinity(node: str, existing: Any = None) -> Any:
+    """Required node affinity to ``kubernetes.io/hostname = node``, kept beside any affinity given."""
+    from kubernetes.client import models as k8s
+
+    term = k8s.V1NodeSelectorTerm(match_expressions=[
+        k8s.V1NodeSelectorRequirement(key="kubernetes.io/hostname", operator="In", values=[node])])
+    affinity = existing if existing is not None else k8s.V1Affinity()
+    node_affinity = affinity.node_affinity or k8s.V1NodeAffinity()
+    prior = node_affinity.required_during_scheduling_ignored_during_execution
+    if prior is not None and prior.node_selector_terms:
+        # Terms are ORed: add the hostname to every one, so each still holds and all land on the node.
+        for t in prior.node_selector_terms:
+            t.match_expressions = list(t.match_expressions or []) + term.match_expressions
+    else:
+        node_affinity.required_during_scheduling_ignored_during_execution = k8s.V1NodeSelector(
+            node_selector_terms=[term])
+    affinity.node_affinity = node_affinity
+    return affinity
 
 
 class GpuKubernetesPodOperator(GpuTaskMixin, KubernetesPodOperator):

@@ -159,10 +159,12 @@ class InventoryNode:
         """Memory (MiB) of one unit of ``model`` on this node; 0 when unknown."""
         mem = [g.memory_total_mib for g in self.gpus if g.model == model and not g.mig_enabled]
         mem += [s.memory_total_mib for s in self.mig if s.model == model]
-        if not mem and model.startswith(MIG_PREFIX):
+        if mem and all(mem):
+            return min(mem)
+        if model.startswith(MIG_PREFIX):  # the profile says it: 3g.20gb has 20 GB
             m = re.search(r"(\d+)gb$", model)
             return int(m.group(1)) * 1024 if m else 0
-        return min(mem) if mem else 0
+        return 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "cpu_milli": self.cpu_milli, "memory_mib": self.memory_mib,

@@ -108,9 +108,9 @@ def yaml_nodes(path: Path) -> list[InventoryNode]:
         where = f"{path}, node {n}"
         if not isinstance(entry, dict):
             raise InventoryError(f"{where}: a node is a mapping with a name and gpus, got {entry!r}")
-        _check_keys(entry, NODE_KEYS, where)
         name = _str(entry.get("name"), where, "name")
         where = f"{path}, node {name!r}"
+        _check_keys(entry, NODE_KEYS, where)
         if name in seen:
             raise InventoryError(f"{where}: the name appears twice")
         seen.add(name)
