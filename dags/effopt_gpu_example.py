@@ -26,7 +26,7 @@ with DAG(
     catchup=False,
     tags=["effopt", "gpu", "example"],
     doc_md=DOC,
-    default_args={"owner": "effopt", "retries": 0},
+    default_args={"owner": "effopt", "retries": 1},
     params={"seconds": Param(5, type="number", minimum=0, maximum=3600, description="how long each task holds its GPU")},
 ):
 
