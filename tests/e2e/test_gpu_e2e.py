@@ -132,7 +132,7 @@ def test_three_gpu_tasks_on_two_gpus_the_third_deferred_the_page_and_a_shrink_wh
                     section.wait_for(timeout=30_000)
                     assert "Active leases" in page.inner_text("body")
                     # The GPU section alone (the README's picture): from its heading to the end of the page.
-                    top = section.bounding_box()["y"]
+                    top = page.evaluate("document.getElementById('gpu').getBoundingClientRect().top + window.scrollY")
                     height = page.evaluate("document.documentElement.scrollHeight")
                     page.screenshot(path=str(artifact("effopt-gpu-section.png")), full_page=True,
                                     clip={"x": 0, "y": top - 8, "width": 1280, "height": height - top + 8})
@@ -141,8 +141,10 @@ def test_three_gpu_tasks_on_two_gpus_the_third_deferred_the_page_and_a_shrink_wh
                 # The inventory shrinks to one GPU while two tasks hold 1200 thousandths of the pool.
                 gpu_airflow.inventory.write_text(ONE_T4)
                 shrink = _sync(client)
+                shrunk = _effopt_pools(client)
                 gpu_airflow.inventory.write_text(TWO_T4)  # the GPU is back: so are the pools
                 restored = _sync(client)
+                assert _effopt_pools(client)["effopt_gpu"] == 2000
         time.sleep(1)
     assert client.run_state(dag, run_id) == "success", client.failure_report(dag, run_id)
 
@@ -156,6 +158,7 @@ def test_three_gpu_tasks_on_two_gpus_the_third_deferred_the_page_and_a_shrink_wh
     assert (change["action"], change["slots_before"], change["slots_after"], change["occupied"]) == \
         ("shrink-occupied", 2000, 1000, 1200), change
     assert "running tasks go on, new ones wait" in change["reason"]
+    assert (shrunk["effopt_gpu"], shrunk["effopt_gpu_T4"], shrunk["effopt_quota_team-b"]) == (1000, 1000, 1000)
 
     results = {t: client.xcom(dag, run_id, t) for t in ("gpu_task_1", "gpu_task_2", "gpu_task_3")}
     leases = {t: client.xcom(dag, run_id, t, key="effopt_gpu_lease") for t in results}
