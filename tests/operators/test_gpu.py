@@ -88,6 +88,15 @@ def test_pool_and_slots_come_from_the_request(gpus, monkeypatch):
         anymodel = GpuPythonOperator(task_id="r", python_callable=print, tenant="team-b", gpus=2)
     assert (milli.pool_slots, quota.pool, quota.pool_slots, anymodel.pool, anymodel.pool_slots) == \
         (600, "effopt_quota_team-a_T4", 1000, "effopt_quota_team-b", 2000)
+    with DAG("f", schedule=None):
+        @gpu_task(gpu_milli=250)
+        def shard(x):
+            return x
+
+        mapped = shard.expand(x=[1, 2, 3]).operator  # the scheduler sees the mapped task's pool and slots
+    assert (mapped.partial_kwargs["pool"], mapped.partial_kwargs["pool_slots"]) == ("effopt_gpu", 250)
+    unmapped = mapped.unmap({"op_kwargs": {"x": 1}})
+    assert (unmapped.pool, unmapped.pool_slots, unmapped.gpu_request.gpu_milli) == ("effopt_gpu", 250, 250)
 
 
 def test_bad_requests_fail_when_the_dag_is_parsed():

@@ -24,7 +24,7 @@ from typing import Any
 from airflow.providers.standard.decorators.python import _PythonDecoratedOperator
 from airflow.sdk.bases.decorator import task_decorator_factory
 
-from effopt.operators.gpu import GpuTaskMixin
+from effopt.operators.gpu import GpuTaskMixin, gpu_pool, gpu_pool_slots
 
 
 class _GpuPythonDecoratedOperator(GpuTaskMixin, _PythonDecoratedOperator):
@@ -36,6 +36,9 @@ def gpu_task(python_callable: Any = None, *, gpus: int = 1, gpu_milli: int | Non
              tenant: str | None = None, gpu_wait_timeout_s: float | None = None, multiple_outputs: bool | None = None,
              **kwargs: Any) -> Any:
     """Decorate a function into a GPU task (also ``@gpu_task`` without parentheses: one GPU)."""
+    # Pool and slots are set here, not only by the operator, so a mapped task (.expand) has them too.
+    kwargs.setdefault("pool", gpu_pool(models, tenant))
+    kwargs.setdefault("pool_slots", gpu_pool_slots(gpus, gpu_milli, gpu_memory_gib, models))
     return task_decorator_factory(
         python_callable=python_callable, multiple_outputs=multiple_outputs,
         decorated_operator_class=_GpuPythonDecoratedOperator, gpus=gpus, gpu_milli=gpu_milli,

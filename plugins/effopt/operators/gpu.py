@@ -52,6 +52,24 @@ def lease_request(gpus: int = 1, gpu_milli: int | None = None, gpu_memory_gib: f
     return LeaseRequest(gpus, gpu_milli, memory, tuple(models or ()), tuple(nodes))
 
 
+def gpu_pool(models: Iterable[str] | str | None = None, tenant: str | None = None) -> str:
+    """The pool of a GPU task: its tenant's quota pool (``[effopt] gpu_quotas``), else ``effopt_gpu``."""
+    from effopt.airflow_settings import get_settings
+    from effopt.gpu.pools import ALL_POOL, pool_for
+
+    if isinstance(models, str):
+        models = [m for m in models.split("|") if m]
+    return pool_for(gpu_pool=ALL_POOL, tenant=tenant, models=list(models or ()), quotas=get_settings().gpu_quotas)
+
+
+def gpu_pool_slots(gpus: int = 1, gpu_milli: int | None = None, gpu_memory_gib: float | None = None,
+                   models: Iterable[str] | str | None = None) -> int:
+    """Its pool slots in ``[effopt] gpu_pool_unit`` (ValueError names a malformed request)."""
+    from effopt.airflow_settings import get_settings
+
+    return max(1, lease_request(gpus, gpu_milli, gpu_memory_gib, models).pool_slots(get_settings().gpu_pool_unit))
+
+
 def holder_of(context: Any) -> Holder:
     ti = context["ti"]
     return Holder(ti.dag_id, ti.task_id, ti.run_id, int(getattr(ti, "map_index", -1) if
@@ -136,16 +154,11 @@ class GpuTaskMixin:
     def __init__(self, *, gpus: int = 1, gpu_milli: int | None = None, gpu_memory_gib: float | None = None,
                  models: Iterable[str] | str | None = None, gpu_policy: str | None = None, tenant: str | None = None,
                  gpu_wait_timeout_s: float | None = None, **kwargs: Any) -> None:
-        from effopt.airflow_settings import get_settings
-        from effopt.gpu.pools import pool_for
-
         request = lease_request(gpus, gpu_milli, gpu_memory_gib, models)
-        settings = get_settings()
         if kwargs.get("pool") is None:
-            kwargs["pool"] = pool_for(gpu_pool="effopt_gpu", tenant=tenant, models=request.models,
-                                      quotas=settings.gpu_quotas)
+            kwargs["pool"] = gpu_pool(request.models, tenant)
         if kwargs.get("pool_slots") is None:
-            kwargs["pool_slots"] = max(1, request.pool_slots(settings.gpu_pool_unit))
+            kwargs["pool_slots"] = gpu_pool_slots(gpus, gpu_milli, gpu_memory_gib, models)
         super().__init__(**kwargs)
         self.gpu_request = request
         self.gpu_policy = gpu_policy
