@@ -11,6 +11,10 @@ with the published protocol (effopt.gpu.simulate). Printed and written to bench/
 * effopt against fgd, measured side by side on the same seeds: the ratio at x = 100 and the reduction;
 * fragmentation ratio at x = 50 and 90, failed pods, seconds per run;
 * the packing LP's lower bound on unallocated GPU at x = 100 (no packer, even offline, can go below it).
+
+Then it runs ``bench/gpu_leases_bench.py`` (issue 16: GPU lease acquire / release latency against Redis next to a
+bare ``SET NX`` round trip, and the overhead ``@gpu_task`` adds to a task; ``bench/RESULTS-gpu-leases.md``).
+``--leases-only`` runs just that; ``--no-leases`` skips it.
 """
 
 from __future__ import annotations
@@ -86,7 +90,11 @@ def main() -> int:
     ap.add_argument("--traces", default=",".join(TRACES))
     ap.add_argument("--results", default=str(ROOT / "bench" / "RESULTS-gpu.md"))
     ap.add_argument("--plot", default=str(ROOT / "bench" / "gpu_default.png"))
+    ap.add_argument("--leases-only", action="store_true", help="only the GPU lease benchmark (gpu_leases_bench.py)")
+    ap.add_argument("--no-leases", action="store_true", help="skip the GPU lease benchmark")
     args = ap.parse_args()
+    if args.leases_only:
+        return leases(args)
     data = Path(args.data)
     node_file = data / "openb_node_list_gpu_node.csv"
     if not node_file.is_file():
@@ -115,7 +123,15 @@ def main() -> int:
     print(text)
     Path(args.results).write_text(text + "\n" + PROTOCOL_NOTES)
     print(f"\nwritten: {args.results}" + (f", {args.plot}" if args.plot else ""))
-    return 0
+    return 0 if args.no_leases else leases(args)
+
+
+def leases(args) -> int:
+    """GPU leases against Redis and the @gpu_task overhead (bench/gpu_leases_bench.py)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import gpu_leases_bench
+
+    return gpu_leases_bench.main(["--data", args.data])
 
 
 def render(report, seeds, nodes, load_before, load_after, wall, args) -> str:

@@ -12,7 +12,8 @@ task per (fused) node of the optimised graph to a DAG, rendered as one
   stay stable when the plan changes): one per stage by default, one per
   declared node ``group`` with ``group_by="group"``, none with ``"none"``;
 - ``parallel=False`` nodes go to a one-slot pool (``serial_pool``) and GPU
-  nodes to ``gpu_pool`` with ``pool_slots`` = their GPU count; a setup task
+  nodes to ``gpu_pool`` with ``pool_slots`` = their GPU count (each under a
+  GPU lease: :class:`~effopt.operators.gpu.GpuGraphNodeOperator`); a setup task
   (:class:`~effopt.operators.pools.EnsurePoolsOperator`) creates the pools that
   are missing, or fails the run saying how;
 - graph inputs are DAG params (defaults from the spec) that a run's ``conf``
@@ -183,11 +184,11 @@ def _sources(g: ComputationGraph, node: Node, tids: Mapping[str, str]) -> dict[s
 
 
 def _pool_and_group(node: Node, opts: AirflowRenderOptions, group: TaskGroup | None) -> dict[str, Any]:
-    """The task's pool (GPU nodes: the GPU pool, one slot per GPU; serial nodes: the one-slot pool) and
-    TaskGroup, as operator keyword arguments."""
+    """The task's pool (GPU nodes: the GPU pool and their GPU request, see :func:`_gpu_node`; serial nodes:
+    the one-slot pool) and TaskGroup, as operator keyword arguments."""
     extra: dict[str, Any] = {}
     if node.resources.gpu > 0:
-        extra = {"pool": opts.gpu_pool, "pool_slots": node.resources.gpu}
+        extra = _gpu_node(node, opts.gpu_pool)[1]
     elif not node.parallel:
         extra = {"pool": opts.serial_pool, "pool_slots": 1}
     if group is not None:
@@ -197,10 +198,12 @@ def _pool_and_group(node: Node, opts: AirflowRenderOptions, group: TaskGroup | N
 
 def _node_task(g: ComputationGraph, nid: str, tids: Mapping[str, str], group: TaskGroup | None,
                opts: AirflowRenderOptions, dag: DAG, store: ValueStore, readers: Sequence[ValueStore],
-               remaining: float) -> GraphNodeOperator:
-    """The task of one (fused) node, weighted by its ``remaining`` path cost (the critical path first)."""
+               remaining: float) -> BaseOperator:
+    """The task of one (fused) node, weighted by its ``remaining`` path cost (the critical path first); a GPU
+    node's task holds a GPU lease around the node."""
     node = g.nodes[nid]
-    return GraphNodeOperator(
+    operator = _gpu_node(node, opts.gpu_pool)[0] if node.resources.gpu > 0 else GraphNodeOperator
+    return operator(
         task_id=tids[nid],
         node=node,
         sources=_sources(g, node, tids),
@@ -223,11 +226,29 @@ def _set_data_dependencies(g: ComputationGraph, order: Sequence[str], tasks: Map
             tasks[nid].set_upstream([tasks[p] for p in producers])
 
 
+def _gpu_node(node: Node, gpu_pool: str) -> tuple[type[BaseOperator], dict[str, Any]]:
+    """A GPU node's task: a GPU lease around the node (:class:`~effopt.operators.gpu.GpuGraphNodeOperator`), in
+    ``gpu_pool`` with its GPUs as slots (in ``[effopt] gpu_pool_unit``)."""
+    from effopt.operators.gpu import GpuGraphNodeOperator
+
+    memory = node.resources.gpu_memory_mb / 1024 if node.resources.gpu_memory_mb else None
+    return GpuGraphNodeOperator, {"pool": gpu_pool, "gpus": int(node.resources.gpu), "gpu_memory_gib": memory}
+
+
+def _gpu_unit_slots() -> int:
+    """Pool slots per GPU: 1, or 1000 with ``[effopt] gpu_pool_unit = milli``."""
+    from effopt.airflow_settings import get_settings
+
+    return 1000 if get_settings().gpu_pool_unit == "milli" else 1
+
+
 def required_pools(compiled: CompiledPlan, *, serial_pool: str, gpu_pool: str) -> dict[str, dict[str, Any]]:
     """The pools the compiled graph's tasks use, with the size to create them at when missing.
 
     ``serial_pool`` has one slot (its nodes run alone).  ``gpu_pool`` has the spec's ``capacity.gpu`` (the
-    GPUs the spec's author says the graph may use at once), else as many as the plan's busiest stage uses.
+    GPUs the spec's author says the graph may use at once), else as many as the plan's busiest stage uses, in
+    slots of ``[effopt] gpu_pool_unit`` (the ``effopt_gpu_pools`` DAG then keeps it equal to the GPUs that
+    exist).
     """
     g = compiled.graph
     gpu_needs = [n.resources.gpu for n in g.nodes.values() if n.resources.gpu > 0]
@@ -241,7 +262,9 @@ def required_pools(compiled: CompiledPlan, *, serial_pool: str, gpu_pool: str) -
         busiest = max(sum(g.nodes[n].resources.gpu for n in stage) for stage in compiled.plan.stages)
         slots = math.ceil(cap) if cap else math.ceil(busiest)
         why = "the spec's capacity.gpu" if cap else "the GPUs of the plan's busiest stage"
-        out[gpu_pool] = {"slots": max(slots, math.ceil(max(gpu_needs))), "largest_request": math.ceil(max(gpu_needs)),
+        per = _gpu_unit_slots()
+        out[gpu_pool] = {"slots": max(slots, math.ceil(max(gpu_needs))) * per,
+                         "largest_request": math.ceil(max(gpu_needs)) * per,
                          "description": f"GPU slots for effopt graph nodes ({why}: {slots})"}
     return out
 

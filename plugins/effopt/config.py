@@ -28,7 +28,7 @@ class Option:
     key: str
     default: str
     help: str
-    kind: str = "str"  # str | bool | int | float | choice | path | secrets | schedule
+    kind: str = "str"  # str | bool | int | float | choice | path | secrets | schedule | gpu_quotas
     choices: tuple[str, ...] = ()
     minimum: float | None = None
     maximum: float | None = None
@@ -47,6 +47,8 @@ class Option:
             return "a filesystem path ({AIRFLOW_HOME} is expanded)"
         if self.kind == "secrets":
             return "comma-separated strings of at least 16 characters"
+        if self.kind == "gpu_quotas":
+            return "comma-separated TENANT:MODEL=GPUS items (MODEL * for any model), e.g. team-a:A100=4,team-b:*=8"
         if self.kind == "schedule":
             return "a cron expression (minute hour day month weekday) or a preset such as @hourly, @daily, @weekly"
         return "a string"
@@ -55,6 +57,54 @@ class Option:
 SECRET_MIN_LENGTH = 16
 _TRUE = {"1", "true", "yes", "on", "t", "y"}
 _FALSE = {"0", "false", "no", "off", "f", "n"}
+
+_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+_QUOTA_GPUS = re.compile(r"\d+(\.\d{1,3})?\Z")
+
+
+@dataclass(frozen=True)
+class GpuQuota:
+    """One item of ``[effopt] gpu_quotas``: ``tenant`` may use ``milli`` thousandths of GPU of ``model``
+    (``*``: any)."""
+
+    tenant: str
+    model: str
+    milli: int
+
+    def __str__(self) -> str:
+        gpus = self.milli / 1000
+        return f"{self.tenant}:{self.model}={gpus:g}"
+
+
+def parse_gpu_quotas(text: str) -> tuple[GpuQuota, ...]:
+    """``team-a:A100=4,team-b:*=8`` as quotas; a malformed item raises ConfigError naming it (1 = the first)."""
+    out: list[GpuQuota] = []
+    seen: set[tuple[str, str]] = set()
+    items = [item.strip() for item in text.split(",")] if text.strip() else []
+    for n, item in enumerate(items, start=1):
+        def bad(why: str, item: str = item, n: int = n) -> ConfigError:
+            return ConfigError(f"[effopt] gpu_quotas is invalid: item {n} {item!r} {why}; expected TENANT:MODEL=GPUS "
+                               "items such as team-a:A100=4,team-b:*=8 (set it in airflow.cfg or "
+                               "AIRFLOW__EFFOPT__GPU_QUOTAS)")
+        if not item:
+            raise bad("is empty")
+        who, colon, rest = item.partition(":")
+        model, equals, amount = rest.partition("=")
+        who, model, amount = who.strip(), model.strip(), amount.strip()
+        if not colon or not equals:
+            raise bad("lacks the ':' or the '='")
+        if not _TENANT.match(who):
+            raise bad(f"has tenant {who!r}: letters, digits, '_', '.' and '-' only, starting with a letter or digit")
+        if not model or any(c in model for c in ":=*") and model != "*":
+            raise bad(f"has GPU model {model!r}: a model name or *")
+        if not _QUOTA_GPUS.match(amount) or float(amount) <= 0:
+            raise bad(f"has {amount!r} GPUs: a positive number with at most 3 decimals")
+        if (who, model) in seen:
+            raise bad(f"repeats the quota of {who}:{model}")
+        seen.add((who, model))
+        out.append(GpuQuota(who, model, round(float(amount) * 1000)))
+    return tuple(out)
+
 
 OPTIONS: tuple[Option, ...] = (
     Option(
@@ -259,6 +309,62 @@ OPTIONS: tuple[Option, ...] = (
         minimum=0,
         maximum=36500,
     ),
+    # -- GPU slot pools and leases (effopt.gpu.inventory, effopt.gpu.leases, the effopt_gpu_pools DAG) ----------
+    Option(
+        "gpu_inventory",
+        "auto",
+        "Where effopt learns which GPUs exist: nvml (this host's GPUs through the NVIDIA driver), kubernetes "
+        "(nodes' nvidia.com/gpu and MIG resources through kubernetes_conn_id), prometheus (DCGM exporter metrics "
+        "through prometheus_conn_id), static (gpu_inventory_file); auto is nvml when a driver answers, else static.",
+        kind="choice",
+        choices=("auto", "static", "nvml", "kubernetes", "prometheus"),
+    ),
+    Option(
+        "gpu_inventory_file",
+        "",
+        "The static GPU inventory: a YAML file (nodes with their GPUs) or a CSV node list "
+        "(sn,cpu_milli,memory_mib,gpu,model, as the Alibaba trace's); empty: no GPUs ({AIRFLOW_HOME} is expanded).",
+    ),
+    Option(
+        "gpu_pool_unit",
+        "gpu",
+        "Unit of the GPU pools' slots: gpu (one slot per GPU; a task asking part of a GPU takes one slot) or "
+        "milli (1000 slots per GPU; a task asking half a GPU takes 500).",
+        kind="choice",
+        choices=("gpu", "milli"),
+    ),
+    Option(
+        "gpu_quotas",
+        "",
+        "Tenant GPU quotas that become pools (effopt_quota_<tenant>[_<model>]), each capped by the GPUs that "
+        "exist: e.g. team-a:A100=4,team-b:*=8 (* is any model); empty: none.",
+        kind="gpu_quotas",
+    ),
+    Option(
+        "gpu_policy",
+        "effopt",
+        "Placement policy of GPU leases (effopt.gpu.policies; effopt left the fewest GPUs unallocated in the "
+        "placement benchmark).",
+        kind="choice",
+        choices=("effopt", "fgd", "best-fit", "dot-product", "gpu-packing", "gpu-clustering", "random"),
+    ),
+    Option(
+        "gpu_lease_ttl_s",
+        "60",
+        "Seconds a GPU lease lives without renewal: a running task renews it every third of that, so the GPUs "
+        "of a task that died are leased again at most this long after.",
+        kind="float",
+        minimum=5,
+        maximum=3600,
+    ),
+    Option(
+        "gpu_capacity_poll_s",
+        "10",
+        "Seconds between two checks of a GPU task waiting (deferred, in the triggerer) for its request to fit.",
+        kind="float",
+        minimum=1,
+        maximum=600,
+    ),
 )
 
 _BY_KEY = {o.key: o for o in OPTIONS}
@@ -300,6 +406,10 @@ def _to_schedule(option: Option, value: str, airflow_home: str) -> Any:
     return value if croniter.is_valid(value) else _INVALID
 
 
+def _to_gpu_quotas(option: Option, value: str, airflow_home: str) -> Any:
+    return parse_gpu_quotas(value)
+
+
 def _to_path(option: Option, value: str, airflow_home: str) -> Any:
     return os.path.expanduser(value.replace("{AIRFLOW_HOME}", airflow_home)) if value else _INVALID
 
@@ -334,7 +444,7 @@ def _to_text(option: Option, value: str, airflow_home: str) -> Any:
 
 _CONVERTERS: dict[str, Callable[[Option, str, str], Any]] = {
     "bool": _to_bool, "choice": _to_choice, "int": _to_number, "float": _to_number, "schedule": _to_schedule,
-    "path": _to_path, "secrets": _to_secrets,
+    "path": _to_path, "secrets": _to_secrets, "gpu_quotas": _to_gpu_quotas,
 }
 
 
@@ -385,6 +495,13 @@ class Settings:
     graph_plan_cache_dir: str
     graph_storage: str
     graph_retention_days: float
+    gpu_inventory: str
+    gpu_inventory_file: str
+    gpu_pool_unit: str
+    gpu_quotas: tuple[GpuQuota, ...]
+    gpu_policy: str
+    gpu_lease_ttl_s: float
+    gpu_capacity_poll_s: float
 
     @classmethod
     def from_mapping(cls, section: Mapping[str, Any], airflow_home: str) -> Settings:
@@ -413,7 +530,7 @@ class Settings:
         out = []
         for option in OPTIONS:
             value = getattr(self, option.key)
-            shown = ", ".join(value) if isinstance(value, tuple) else mask_url(str(value))
+            shown = ", ".join(map(str, value)) if isinstance(value, tuple) else mask_url(str(value))
             out.append((option.key, "***" if option.secret and value else shown))
         return out
 

@@ -12,10 +12,11 @@ revision there; a test checks that both agree).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -147,6 +148,58 @@ rendered_reports = sa.Table(
 )
 #: Rendered reports kept per kind (older ones lose their HTML row; their summaries stay in effopt_waste_report).
 RENDERED_REPORTS_KEPT = 20
+
+# GPU leases (effopt.gpu.leases with the store backend, when there is no effopt_redis): one row per lease, kept
+# after it ends (state released | expired) as the history the placement policy learns request types from.
+gpu_leases = sa.Table(
+    "effopt_gpu_lease",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(1000), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # active | released | expired
+    sa.Column("node", sa.String(250), nullable=False),
+    sa.Column("unit", sa.String(500), nullable=False),
+    sa.Column("columns", sa.JSON, nullable=False),
+    sa.Column("gpu_milli", sa.Integer, nullable=False),
+    sa.Column("document", sa.JSON, nullable=False),  # Lease.to_dict()
+    sa.Column("acquired_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float),
+    sa.Index("ix_effopt_gpu_lease_state", "state", "expires_at"),
+    sa.Index("ix_effopt_gpu_lease_holder", "holder"),
+)
+#: Ended leases kept as the placement history.
+GPU_LEASES_KEPT = 1000
+
+# Every pool change the GPU pool sync made (or, in a dry run, would make), for the effopt page and the audit.
+gpu_pool_changes = sa.Table(
+    "effopt_gpu_pool_change",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("changed_at", sa.Float, nullable=False, index=True),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("pool", sa.String(256), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),  # create | update | delete | keep-occupied ...
+    sa.Column("slots_before", sa.Integer),
+    sa.Column("slots_after", sa.Integer),
+    sa.Column("occupied", sa.Integer),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("dry_run", sa.Boolean, nullable=False),
+)
+
+# The GPU inventory as the pool sync last read it (the page shows the newest).
+gpu_inventories = sa.Table(
+    "effopt_gpu_inventory",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("taken_at", sa.Float, nullable=False, index=True),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("gpus", sa.Integer, nullable=False),
+    sa.Column("inventory", sa.JSON, nullable=False),  # Inventory.to_dict()
+)
+GPU_INVENTORIES_KEPT = 50
+_PG_GPU_LEASE_LOCK_KEY = 7_002_413_016  # pg_advisory_xact_lock key of the GPU lease transactions
 
 _TI_KEY_COLUMNS = ("dag_id", "task_id", "run_id", "map_index", "try_number")
 _USAGE_COLUMNS = [c.name for c in task_usage.columns if c.name != "id"]
@@ -534,6 +587,71 @@ class EffoptStore:
         q = sa.select(*cols)
         q = q.where(t.c.id == report_id) if report_id is not None else (
             q.where(t.c.kind == kind).order_by(t.c.created_at.desc(), t.c.id.desc()).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(q).mappings().first()
+        return dict(row) if row else None
+
+    # -- GPU leases, pool changes and inventories -------------------------------------------
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[sa.engine.Connection]:
+        """A transaction no other writer runs beside (SQLite ``BEGIN IMMEDIATE``, a Postgres advisory lock), for
+        read-check-write sequences such as a GPU lease: everything done on the connection commits together."""
+        self.ensure_schema()
+        try:
+            if self.engine.url.get_backend_name() == "sqlite":
+                with self.engine.connect() as conn:
+                    conn.execution_options(isolation_level="AUTOCOMMIT")
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    try:
+                        yield conn
+                    except BaseException:
+                        conn.exec_driver_sql("ROLLBACK")
+                        raise
+                    conn.exec_driver_sql("COMMIT")
+                return
+            with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_GPU_LEASE_LOCK_KEY})
+                yield conn
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreUnavailable(f"effopt store {self._safe_url()} could not be written: {_reason(exc)}") from exc
+
+    def record_gpu_pool_changes(self, records: Iterable[Mapping[str, Any]]) -> int:
+        """Insert pool-change rows (changed_at, dag_id, run_id, pool, action, slots_before, slots_after, occupied,
+        reason, dry_run); returns how many."""
+        rows = [dict(r) for r in records]
+        if not rows:
+            return 0
+        self.ensure_schema()
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(gpu_pool_changes), rows)
+        return len(rows)
+
+    def gpu_pool_changes(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest pool changes first."""
+        if self._absent():
+            return []
+        self.ensure_schema()
+        q = sa.select(gpu_pool_changes).order_by(gpu_pool_changes.c.changed_at.desc(),
+                                                  gpu_pool_changes.c.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings().all()]
+
+    def save_gpu_inventory(self, taken_at: float, source: str, gpus: int, inventory: Mapping[str, Any]) -> None:
+        """Keep an inventory snapshot (the newest :data:`GPU_INVENTORIES_KEPT` stay)."""
+        self.ensure_schema()
+        t = gpu_inventories
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(t).values(taken_at=taken_at, source=source, gpus=gpus, inventory=dict(inventory)))
+            keep = sa.select(t.c.id).order_by(t.c.id.desc()).limit(GPU_INVENTORIES_KEPT)
+            conn.execute(sa.delete(t).where(t.c.id.not_in(keep.scalar_subquery())))
+
+    def latest_gpu_inventory(self) -> dict[str, Any] | None:
+        """The newest inventory snapshot: its row (``inventory`` is the Inventory's dict)."""
+        if self._absent():
+            return None
+        self.ensure_schema()
+        q = sa.select(gpu_inventories).order_by(gpu_inventories.c.taken_at.desc(), gpu_inventories.c.id.desc()).limit(1)
         with self.engine.connect() as conn:
             row = conn.execute(q).mappings().first()
         return dict(row) if row else None

@@ -122,7 +122,7 @@ def test_every_bundled_dag_succeeds_on_the_embedded_defaults_scheduled_and_trigg
     client = fresh_airflow
     dag_ids = _bundled_dag_ids(client)
     assert {"effopt_rightsizing", "effopt_waste_report", "effopt_graph_gpu_training", "effopt_selftest",
-            "effopt_rightsizing_oom"} <= set(dag_ids)
+            "effopt_rightsizing_oom", "effopt_gpu_pools", "effopt_gpu_example"} <= set(dag_ids)
     unpaused_at = time.time()
     for dag_id in dag_ids:
         client.unpause(dag_id)
@@ -148,6 +148,12 @@ def test_every_bundled_dag_succeeds_on_the_embedded_defaults_scheduled_and_trigg
     assert "<html" in report and "effopt waste report" in report
     waste = client.get("/effopt/api/waste")
     assert waste["delivery"]["status"] == "not_sent" and "report_recipients" in waste["delivery"]["detail"]
+    # effopt_gpu_pools: no GPUs here, so it says so and leaves the GPU pools alone; GPU tasks ran without a lease.
+    sync = client.xcom("effopt_gpu_pools", manual["effopt_gpu_pools"], "sync_pools")
+    assert sync["inventory"] == "no GPUs in the inventory" and sync["gpus"] == 0, sync
+    for n in (1, 2, 3):
+        assert client.xcom("effopt_gpu_example", manual["effopt_gpu_example"], f"gpu_task_{n}")[
+            "cuda_visible_devices"] == ""
     # The graph DAGs' pools exist now, made over the REST API by their setup task.
     pools = {p["name"]: p["slots"] for p in client.get("/api/v2/pools")["pools"]}
     assert pools.get("effopt_serial") == 1 and pools.get("effopt_gpu", 0) >= 1, pools

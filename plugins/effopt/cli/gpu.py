@@ -1,4 +1,5 @@
-"""``python -m effopt gpu``: simulate GPU placement policies on cluster traces (the FGD paper's experiment)."""
+"""``python -m effopt gpu``: simulate GPU placement policies on cluster traces (the FGD paper's experiment); show
+a GPU inventory and the pools effopt_gpu_pools makes of it."""
 
 from __future__ import annotations
 
@@ -50,6 +51,72 @@ def register(parser: argparse.ArgumentParser) -> None:
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.add_argument("--plot", metavar="PNG", help="write the unallocated-GPU curve to this PNG file")
     sim.set_defaults(func=_simulate)
+    inv = sub.add_parser("inventory", help="the GPUs of a static inventory file (YAML, or a CSV node list), or of "
+                                           "this host's driver")
+    _inventory_source(inv)
+    inv.add_argument("--json", action="store_true", help="print one JSON object")
+    inv.set_defaults(func=_inventory)
+    pools = sub.add_parser("pools", help="the Airflow pools effopt_gpu_pools keeps for an inventory (on an Airflow "
+                                         "without them: what it would create)")
+    _inventory_source(pools)
+    pools.add_argument("--unit", choices=("gpu", "milli"), default="gpu", help="slots per GPU: 1 or 1000")
+    pools.add_argument("--quotas", default="", help="tenant quotas, as [effopt] gpu_quotas: team-a:A100=4,team-b:*=8")
+    pools.add_argument("--json", action="store_true", help="print one JSON object")
+    pools.set_defaults(func=_pools)
+
+
+def _inventory_source(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--file", help="a static inventory: YAML (nodes with their GPUs) or a CSV node list")
+    where.add_argument("--nvml", action="store_true", help="this host's GPUs through the NVIDIA driver")
+
+
+def _read_inventory(args: argparse.Namespace):
+    from effopt.gpu.inventory import InventoryError, InventoryUnavailable, NvmlInventory, StaticInventory
+
+    try:
+        return NvmlInventory().read() if args.nvml else StaticInventory(args.file).read()
+    except (InventoryError, InventoryUnavailable) as exc:
+        _fail(str(exc))
+
+
+def _inventory(args: argparse.Namespace) -> int:
+    inventory = _read_inventory(args)
+    if args.json:
+        print(dumps(inventory.to_dict()))
+        return 0
+    rows = []
+    for node in inventory.nodes:
+        for g in node.gpus:
+            mig = [s.profile for s in node.mig if s.parent == g.index]
+            memory = f"{g.memory_total_mib / 1024:.1f} GiB" if g.memory_total_mib else "-"
+            rows.append((node.name, g.index, g.model, memory, g.uuid or "-", ", ".join(mig) if mig else "-"))
+        for s in node.mig:
+            if s.parent is None:
+                rows.append((node.name, "-", s.model, "-", s.uuid or "-", s.profile))
+    print(f"{inventory.describe()} ({inventory.source}: {inventory.detail})")
+    if rows:
+        print(render(("node", "gpu", "model", "memory", "uuid", "mig slices"), rows))
+    return 0
+
+
+def _pools(args: argparse.Namespace) -> int:
+    from effopt.config import ConfigError, parse_gpu_quotas
+    from effopt.gpu.pools import plan_pools
+
+    try:
+        quotas = parse_gpu_quotas(args.quotas)
+    except ConfigError as exc:
+        _fail(str(exc).replace("[effopt] gpu_quotas", "--quotas").split(" (set it in airflow.cfg")[0])
+    inventory = _read_inventory(args)
+    plan = plan_pools(inventory, args.unit, quotas, {})
+    if args.json:
+        print(dumps({"inventory": inventory.describe(), "unit": args.unit, "pools": [c.to_dict() for c in plan]}))
+        return 0
+    print(f"{inventory.describe()}; slots in {'thousandths of a GPU' if args.unit == 'milli' else 'GPUs'}")
+    print(render(("pool", "slots", "why"), [(c.pool, "-" if c.slots_after is None else c.slots_after,
+                                              c.reason) for c in plan]))
+    return 0
 
 
 def _fail(message: str) -> None:

@@ -131,8 +131,14 @@ class AirflowApiHook(BaseHook):
 
     def update_pool(self, name: str, **fields: Any) -> dict[str, Any]:
         quoted = urllib.parse.quote(name, safe="")
-        mask = ",".join(sorted(fields))
-        return self.request("PATCH", f"/api/v2/pools/{quoted}?update_mask={mask}", {"name": name, **fields})
+        # update_mask is a list: one query parameter per field (a comma-joined one matches no field).
+        mask = "&".join(f"update_mask={urllib.parse.quote(f)}" for f in sorted(fields))
+        # The body must carry include_deferred (Airflow 3.3 validates it); only the fields in the mask change.
+        body = {"name": name, "include_deferred": False, **fields}
+        return self.request("PATCH", f"/api/v2/pools/{quoted}?{mask}", body)
+
+    def delete_pool(self, name: str) -> None:
+        self.request("DELETE", f"/api/v2/pools/{urllib.parse.quote(name, safe='')}")
 
     def ensure_pools(self, wanted: Mapping[str, tuple[int, str]]) -> dict[str, str]:
         """Create each missing pool ``name -> (slots, description)``; an existing pool is left as it is.

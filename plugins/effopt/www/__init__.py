@@ -9,7 +9,8 @@ DAGs the user may read (see :mod:`effopt.www.data`).
   computation cache's hits and time saved, and the changes right-sizing applied.
 - ``/effopt/reports/waste/{id}`` and ``/effopt/reports/waste/latest``: a rendered waste report, as emailed.
 - JSON: ``/effopt/api/task-usage``, ``/effopt/api/cache``, ``/effopt/api/rightsizing`` (applied changes),
-  ``/effopt/api/rightsizing/plan`` (the latest plan), ``/effopt/api/waste`` (the latest report).
+  ``/effopt/api/rightsizing/plan`` (the latest plan), ``/effopt/api/waste`` (the latest report),
+  ``/effopt/api/gpu`` (GPU inventory, pools, leases, fragmentation).
 """
 
 from effopt.www.app import app

@@ -51,6 +51,12 @@ def api_cache(user: GetUserDep) -> dict[str, Any]:
     return cache
 
 
+@app.get("/api/gpu")
+def api_gpu(user: GetUserDep) -> dict[str, Any]:
+    """GPU inventory, pools, the leases of the DAGs you may read, fragmentation, pool changes."""
+    return data.gpu_summary(user)
+
+
 @app.get("/reports/waste/{report_id}", response_class=HTMLResponse)
 def waste_report_page(user: GetUserDep, report_id: str) -> str:
     """A rendered waste report, as it was emailed (charts inline); ``latest`` is the newest."""
@@ -66,4 +72,5 @@ def waste_report_page(user: GetUserDep, report_id: str) -> str:
 def dashboard(user: GetUserDep) -> str:
     cache, error = _cache()
     return page.render(tasks=data.task_summary(user), cache=cache, cache_error=error, plan=data.latest_plan(user),
-                       waste=data.latest_waste_report(user), changes=data.applied_changes(user), now=time.time())
+                       waste=data.latest_waste_report(user), changes=data.applied_changes(user), now=time.time(),
+                       gpu=data.gpu_summary(user))

@@ -144,3 +144,77 @@ def latest_waste_report(user: Any, report_id: int | None = None, *, html: bool =
     if html:
         out["html"] = row["html"]
     return out
+
+
+def _pool_stats() -> list[dict[str, Any]]:
+    """effopt's pools (GPU, quota, serial) with occupied and free slots, from the API server's own database."""
+    import sqlalchemy as sa
+    from airflow.models.pool import Pool
+    from airflow.utils.session import create_session
+
+    from effopt.gpu.pools import ALL_POOL, MODEL_PREFIX, QUOTA_PREFIX, SERIAL_POOL
+
+    with create_session() as session:
+        stats = Pool.slots_stats(session=session)
+        descriptions = dict(session.execute(sa.select(Pool.pool, Pool.description)).all())
+    rows = []
+    for name, s in sorted(stats.items()):
+        if name in (ALL_POOL, SERIAL_POOL) or name.startswith((MODEL_PREFIX, QUOTA_PREFIX)):
+            total = s["total"] if s["total"] != float("inf") else None
+            rows.append({"pool": name, "slots": total, "running": s["running"], "queued": s["queued"],
+                         "scheduled": s["scheduled"], "deferred": s["deferred"],
+                         "open": s["open"] if s["open"] != float("inf") else None,
+                         "description": descriptions.get(name) or ""})
+    return rows
+
+
+def gpu_summary(user: Any) -> dict[str, Any]:
+    """The GPU inventory per node (as ``effopt_gpu_pools`` last read it, else read now), effopt's pools with
+    occupied and free slots, each GPU's leased thousandths, the leases ``user`` may see (by DAG read access) with
+    their tasks, the fragmentation figure, and the latest pool changes. A part that cannot be read says why in
+    ``errors`` and the rest is still there."""
+    from effopt.airflow_settings import get_settings, get_store
+    from effopt.gpu.inventory import Inventory
+    from effopt.hooks.gpu import GpuHook
+
+    errors: dict[str, str] = {}
+    store = get_store()
+    snapshot = store.latest_gpu_inventory()
+    inventory = None
+    if snapshot is not None:
+        inventory, origin = Inventory.from_dict(snapshot["inventory"]), "effopt_gpu_pools"
+    else:
+        origin = "read now"
+        try:
+            inventory = GpuHook().inventory()
+        except Exception as exc:  # noqa: BLE001 - the page says why and shows the rest
+            errors["inventory"] = f"{type(exc).__name__}: {exc}"
+    out: dict[str, Any] = {"inventory": None if inventory is None else {**inventory.to_dict(),
+                                                                         "summary": inventory.describe()},
+                           "origin": origin, "unit": get_settings().gpu_pool_unit, "policy": get_settings().gpu_policy,
+                           "gpus": [], "leases": [], "hidden_leases": 0, "fragmentation": None, "backend": None,
+                           "pools": [], "changes": []}
+    try:
+        out["pools"] = _pool_stats()
+    except Exception as exc:  # noqa: BLE001
+        errors["pools"] = f"{type(exc).__name__}: {exc}"
+    if inventory is not None and not inventory.empty:
+        try:
+            manager = GpuHook().lease_manager(inventory)
+            usage = manager.usage()
+            out["backend"] = manager.backend.describe()
+            leases = usage["leases"]
+            allowed = readable(user, {lease["holder_info"]["dag_id"] for lease in leases})
+            out["leases"] = [lease for lease in leases if lease["holder_info"]["dag_id"] in allowed]
+            out["hidden_leases"] = len(leases) - len(out["leases"])
+            out["gpus"], out["fragmentation"] = usage["gpus"], usage["fragmentation"]
+            if usage["warnings"]:
+                errors["leases"] = "; ".join(usage["warnings"])
+        except Exception as exc:  # noqa: BLE001
+            errors["leases"] = f"{type(exc).__name__}: {exc}"
+    try:
+        out["changes"] = [{k: v for k, v in c.items() if k != "id"} for c in store.gpu_pool_changes(20)]
+    except Exception as exc:  # noqa: BLE001
+        errors["changes"] = f"{type(exc).__name__}: {exc}"
+    out["errors"] = errors
+    return out

@@ -269,9 +269,107 @@ def changes_section(changes: list[dict[str, Any]]) -> str:
                  numeric=(5,), ids=(2, 3))
 
 
+def _gpu_amount(milli: int | None, unit: str = "") -> str:
+    if milli is None:
+        return "n/a"
+    return f"{milli / 1000:g} GPU" if milli % 1000 == 0 else f"{milli} thousandths"
+
+
+def gpu_section(gpu: dict[str, Any] | None, now: float) -> str:
+    """Inventory per node, effopt's pools with occupied and free slots, active leases with their tasks, and the
+    fragmentation figure; "no GPUs in the inventory" when it is empty."""
+    if gpu is None:
+        return ""
+    errors = gpu.get("errors") or {}
+    notes = "".join(f'<p class="warn">{html.escape(k)}: {html.escape(v)}</p>' for k, v in errors.items())
+    inv = gpu.get("inventory")
+    pools = _gpu_pools_table(gpu.get("pools") or [], gpu.get("unit", "gpu"))
+    changes = _gpu_changes_table(gpu.get("changes") or [])
+    if inv is None:
+        return notes + pools + changes
+    origin = (f"as effopt_gpu_pools read it {ago(inv.get('taken_at'), now)}" if gpu.get("origin") == "effopt_gpu_pools"
+              else "read now")
+    if not inv.get("nodes"):
+        head = muted(f"No GPUs in the inventory (source {inv.get('source')}: {inv.get('detail')}; {origin}). GPU tasks "
+                     "run without a lease, with CUDA_VISIBLE_DEVICES=''; set [effopt] gpu_inventory (and "
+                     "gpu_inventory_file) to describe your GPUs.")
+        return head + notes + pools + changes
+    gpus = gpu.get("gpus") or []
+    capacity = 1000 * len(gpus)
+    leased = sum(g["leased_milli"] for g in gpus)
+    other = sum(g["other_milli"] for g in gpus)
+    frag = gpu.get("fragmentation") or {}
+    pct = frag.get("fragmented_pct")
+    cards = ('<div class="cards">'
+             + card("GPUs", f"{inv.get('gpus', len(gpus))}", inv.get("summary", ""))
+             + card("Leased", f"{leased / 1000:g} of {capacity / 1000:g}",
+                    f"{len(gpu.get('leases') or [])} lease(s) you may see" + (f", {gpu['hidden_leases']} of other DAGs"
+                                                                              if gpu.get("hidden_leases") else "")
+                    + (f"; {other / 1000:g} GPU held outside effopt" if other else ""))
+             + card("Fragmented", "n/a" if pct is None else f"{pct:.1f}%",
+                    f"of the {frag.get('free_milli', 0) / 1000:g} free GPUs, what the recent requests "
+                    f"({frag.get('types', 0)} kinds) could not use", "bad" if pct else "")
+             + "</div>")
+    head = (f"<p>{html.escape(inv.get('summary', ''))}: source <b>{html.escape(str(inv.get('source')))}</b> "
+            f"({html.escape(str(inv.get('detail') or ''))}), {html.escape(origin)}; leases in "
+            f"{html.escape(str(gpu.get('backend') or 'n/a'))}, placed by the {html.escape(str(gpu.get('policy')))} "
+            f"policy.</p>")
+    by_node: dict[str, list[dict[str, Any]]] = {}
+    for g in gpus:
+        by_node.setdefault(g["node"], []).append(g)
+    memory = {(n["name"], d["index"]): d for n in inv["nodes"] for d in n.get("gpus") or []}
+    rows = []
+    for node, items in by_node.items():
+        for g in items:
+            d = memory.get((node, g["device"])) if not g["model"].startswith("mig-") else None
+            used = g["leased_milli"] + g["other_milli"]
+            rows.append((node, g["device"], g["model"], format_bytes(d["memory_total_mib"] * 2**20)
+                         if d and d.get("memory_total_mib") else "n/a",
+                         "n/a" if not d or d.get("utilization_pct") is None else f"{d['utilization_pct']:.0f}%",
+                         _gpu_amount(g["leased_milli"]), _gpu_amount(g["other_milli"]) if g["other_milli"] else "",
+                         Raw(bar(used / 1000, title=f"{used} of 1000 thousandths taken"))))
+    inventory = table(["node", "GPU", "model", "memory", "util", "leased", "outside effopt", ""], rows,
+                      numeric=(1, 3, 4, 5, 6), ids=(0, 2))
+    lease_rows = []
+    for lease in sorted(gpu.get("leases") or [], key=lambda x: x["acquired_at"]):
+        h = lease["holder_info"]
+        lease_rows.append((Raw(f"{dag_link(h['dag_id'])} / {task_link(h['dag_id'], h['task_id'])}"), h["run_id"],
+                           lease["node"], ",".join(map(str, lease["devices"])), lease["model"],
+                           _gpu_amount(lease["gpu_milli"]) + (" each" if len(lease["devices"]) > 1 else ""),
+                           ago(lease["acquired_at"], now),
+                           format_duration(max(lease["expires_at"] - now, 0.0)), lease["lease_id"]))
+    leases = table(["task", "run", "node", "GPUs", "model", "share", "since", "expires in", "lease"], lease_rows,
+                   numeric=(6, 7), ids=(0, 1, 8)) if lease_rows else muted("No active lease.")
+    return (head + cards + notes + "<p class=muted>Inventory</p>" + inventory + "<p class=muted>Active leases</p>"
+            + leases + pools + changes)
+
+
+def _gpu_pools_table(pools: list[dict[str, Any]], unit: str) -> str:
+    if not pools:
+        return muted("No effopt pool yet: effopt_gpu_pools creates them (every 5 minutes).")
+    rows = [(p["pool"], "n/a" if p["slots"] is None else p["slots"], p["running"], p["queued"] + p["scheduled"],
+             p["deferred"], "n/a" if p["open"] is None else p["open"],
+             Raw(bar((p["running"] + p["queued"]) / p["slots"] if p["slots"] else 0,
+                     title=f"{p['running']} running, {p['queued']} queued"))) for p in pools]
+    return (f"<p class=muted>Pools (slots in {'thousandths of a GPU' if unit == 'milli' else 'GPUs'})</p>"
+            + table(["pool", "slots", "running", "queued", "deferred", "free", ""], rows, numeric=(1, 2, 3, 4, 5),
+                    ids=(0,)))
+
+
+def _gpu_changes_table(changes: list[dict[str, Any]]) -> str:
+    if not changes:
+        return ""
+    rows = [(when(c["changed_at"]), c["pool"], c["action"] + (" (dry run)" if c["dry_run"] else ""),
+             "-" if c["slots_before"] is None else c["slots_before"],
+             "-" if c["slots_after"] is None else c["slots_after"],
+             c["reason"]) for c in changes[:10]]
+    return "<p class=muted>Pool changes</p>" + table(["when", "pool", "action", "before", "after", "why"], rows,
+                                                      numeric=(3, 4), ids=(1,), nowrap=(0,))
+
+
 def render(*, tasks: list[dict[str, Any]], cache: dict[str, Any] | None, cache_error: str | None,
            plan: dict[str, Any] | None, waste: dict[str, Any] | None, changes: list[dict[str, Any]],
-           now: float | None = None) -> str:
+           now: float | None = None, gpu: dict[str, Any] | None = None) -> str:
     now = time.time() if now is None else now
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>effopt</title>"
@@ -284,5 +382,6 @@ def render(*, tasks: list[dict[str, Any]], cache: dict[str, Any] | None, cache_e
         + "<h2 id=tasks>Measured task usage (last 30 days)</h2>" + tasks_section(tasks)
         + "<h2 id=cache>Computation cache</h2>" + cache_section(cache, cache_error)
         + "<h2 id=changes>Right-sizing changes applied (last 30 days)</h2>" + changes_section(changes)
+        + ("<h2 id=gpu>GPUs: inventory, pools and leases</h2>" + gpu_section(gpu, now) if gpu is not None else "")
         + "</body></html>"
     )
