@@ -33,7 +33,7 @@ the deepest pools (lowest interruption hazard) first, then the cheapest.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,13 +179,17 @@ def _expected(price: float | None, hazard: float, job: JobSpec) -> tuple[float |
     return hazard * runtime, runtime, None if price is None else price * runtime
 
 
-def choose(job: JobSpec, catalog: PriceCatalog, *, observed: Mapping[str, Hazard] | None = None) -> Placement:
+def choose(job: JobSpec, catalog: PriceCatalog, *, observed: Mapping[str, Hazard] | None = None,
+           exclude: Iterable[tuple[str, str]] = ()) -> Placement:
     """Rank every offering that meets ``job`` and pick the capacity type and launch pools.
 
     ``observed`` maps an AZ ID (or ``region/az_id``) to an observed hazard that
-    replaces the advisor's for that zone.
+    replaces the advisor's for that zone.  ``exclude`` lists spot pools
+    ``(instance type, AZ ID)`` not to use (e.g. one just interrupted): they stay
+    in ``ranked``, ineligible, with the reason.
     """
     observed = observed or {}
+    excluded = {(str(t), str(z)) for t, z in exclude}
     if job.instance_types:
         types = [catalog.instance(t).instance_type for t in job.instance_types]  # raises on an unknown type
     else:
@@ -235,9 +239,12 @@ def choose(job: JobSpec, catalog: PriceCatalog, *, observed: Mapping[str, Hazard
                     if not fits_slack:
                         reasons.append(f"slack {slack:.2f} h < one restart (d + k = "
                                        f"{job.changeover_hours + job.checkpoint_hours:.2f} h)")
+                    usable = (t, az) not in excluded
+                    if not usable:
+                        reasons.append("excluded by the caller (e.g. just interrupted)")
                     offers.append(Offering(t, region, az, SPOT, spec, q, hz, n, rt, cost,
                                            None if cost is None else cost / job.hours,
-                                           cost is not None and fits_slack, tuple(reasons)))
+                                           cost is not None and fits_slack and usable, tuple(reasons)))
     if not offers:
         need = f"{job.vcpus:g} vCPUs, {job.memory_gib:g} GiB, {job.gpus} GPU(s)" + (
             f" of {', '.join(job.gpu_models)}" if job.gpu_models else "")
