@@ -43,6 +43,11 @@ def api_waste(user: GetUserDep) -> dict[str, Any] | None:
     return data.latest_waste_report(user)
 
 
+@app.get("/api/spot")
+def api_spot(user: GetUserDep, days: float = Query(30.0, gt=0, le=3650)) -> dict[str, Any]:
+    return data.spot_summary(user, days)
+
+
 @app.get("/api/cache")
 def api_cache(user: GetUserDep) -> dict[str, Any]:
     cache, error = _cache()
@@ -66,4 +71,5 @@ def waste_report_page(user: GetUserDep, report_id: str) -> str:
 def dashboard(user: GetUserDep) -> str:
     cache, error = _cache()
     return page.render(tasks=data.task_summary(user), cache=cache, cache_error=error, plan=data.latest_plan(user),
-                       waste=data.latest_waste_report(user), changes=data.applied_changes(user), now=time.time())
+                       waste=data.latest_waste_report(user), changes=data.applied_changes(user), now=time.time(),
+                       spot=data.spot_summary(user))
