@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from tests.k8s_standin import K8sStandIn, _status
+from tests.operators.test_spot_interruption import in_thread
 from tests.rightsizing.apply.conftest import kubectl_patch_local
 
 
@@ -183,7 +184,7 @@ ON_DEMAND_SPEC = {"nodeSelector": {"team": "ml", "karpenter.sh/capacity-type": "
 def test_the_pod_carries_the_spot_selector_tolerations_and_grace_period_checked_with_kubectl(pods, tmp_path):
     server = pods("succeed")
     op = _operator()
-    op.execute(_context())
+    in_thread(op.execute, _context())
     (pod,) = server.created
     assert _spec(pod) == SPOT_SPEC
     # The same fields, as a strategic merge patch of the plain pod, applied by kubectl --local: valid Pod fields.
@@ -204,7 +205,7 @@ def test_eks_labels_and_a_configured_grace_period(pods, monkeypatch):
     get_settings.cache_clear()
     try:
         server = pods("succeed")
-        _operator().execute(_context())
+        in_thread(_operator().execute, _context())
     finally:
         get_settings.cache_clear()
     assert _spec(server.created[0]) == {
@@ -220,7 +221,7 @@ def test_a_disruption_relaunches_the_pod_in_the_same_try_on_spot_then_on_demand(
     op = _operator()
     context = _context()
     since = time.time()
-    op.execute(context)  # returns: the try succeeded, no retry was spent
+    in_thread(op.execute, context)  # returns: the try succeeded, no retry was spent
     assert [_spec(p) for p in server.created] == [SPOT_SPEC, SPOT_SPEC, ON_DEMAND_SPEC]
     assert len({p["metadata"]["name"] for p in server.created}) == 3  # a fresh pod each time
     assert all(p["metadata"]["labels"]["try_number"] == "1" for p in server.created)
@@ -237,11 +238,11 @@ def test_an_ordinary_failure_is_not_relaunched_and_the_limit_ends_the_try(pods):
 
     server = pods("fail")
     with pytest.raises(AirflowException, match="returned a failure"):
-        _operator().execute(_context())
+        in_thread(_operator().execute, _context())
     assert len(server.created) == 1
     server = pods("disrupt", "disrupt", "succeed")
     with pytest.raises(AirflowException, match="relaunch limit is 1"):
-        _operator(max_relaunches=1).execute(_context())
+        in_thread(_operator(max_relaunches=1).execute, _context())
     assert len(server.created) == 2
 
 
