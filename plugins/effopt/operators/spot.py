@@ -411,7 +411,7 @@ class SpotReleaseOperator(BaseOperator):
         client = ec2_client(conn_id)
         run_id = context.get("run_id") or context["ti"].run_id
         filters = [{"Name": f"tag:{TAG_MANAGED}", "Values": ["true"]},
-                   {"Name": f"tag:{TAG_DAG}", "Values": [self.dag_id]},
+                   {"Name": f"tag:{TAG_DAG}", "Values": [context["ti"].dag_id]},
                    {"Name": f"tag:{TAG_RUN}", "Values": [run_id]},
                    {"Name": "instance-state-name", "Values": list(LIVE_STATES)}]
         tasks = [str(t) for t in _as_list(self.fleet_task_ids)]
