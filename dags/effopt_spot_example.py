@@ -70,7 +70,7 @@ with DAG(
         task_id="fleet", placement=place.output, launch_template="{{ params.launch_template }}",
         count="{{ params.count }}", subnet_ids="{{ params.subnet_ids }}", aws_conn_id="{{ params.aws_conn_id }}")
 
-    @task
+    @task(multiple_outputs=False)
     def work(fleet: dict, params: dict | None = None) -> dict:
         from effopt.operators.spot import wait_until_running
 
