@@ -175,3 +175,41 @@ def test_the_sensor_polls_without_deferring(monkeypatch):
     assert first.is_done is False and second.is_done is True
     assert second.xcom_value["exclude"] == [["m5.large", "use1-az1"]]
     assert second.xcom_value["offering"]["instance_id"] == "i-0abc"
+
+
+def test_an_interruption_from_the_metadata_stand_in_relaunches_on_another_offering(monkeypatch):
+    """IMDS stand-in -> the sensor's event -> placement without the interrupted pool -> a fleet elsewhere
+    (on the fake EC2 client: the first launch lands in the first pool, the relaunch must not)."""
+    from effopt.operators import spot as spot_ops
+    from effopt.sensors.spot import SpotInterruptionSensor
+    from tests.operators.test_spot_interruption import ImdsStandIn, in_thread
+    from tests.spot.fake_ec2 import FakeEc2
+
+    fake = FakeEc2(default_capacity={"spot": 5, "on-demand": 5})
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({"conn_type": "aws", "extra": {
+        "region_name": "us-east-1"}}))
+    monkeypatch.setattr(spot_ops, "ec2_client", lambda conn_id: fake.client())
+    run_id = f"r-imds-{time.time_ns()}"
+    placement = SpotPlacementOperator(task_id="place", **JOB).execute(_context("place", run_id))
+    first = SpotFleetOperator(task_id="fleet", placement=placement, launch_template="effopt-spot").execute(
+        _context("fleet", run_id))
+    (inst,) = first["instances"]
+    assert inst["offering"] == f"{placement['pools'][0]['instance_type']}|us-east-1|{placement['pools'][0]['az_id']}|spot"
+    imds = ImdsStandIn(action_after=0)
+    try:
+        # The instance's own metadata says which instance it is: point the stand-in's identity at the fleet's.
+        sensor = SpotInterruptionSensor(task_id="watch", source="imds", imds_url=imds.url, deferrable=False,
+                                        poll_interval_s=0.05, wait_s=30)
+        sensor._trigger = sensor._make_trigger()
+        sensor._identity = {"instance_id": inst["instance_id"], "instance_type": inst["instance_type"],
+                            "az_id": inst["az_id"], "region": "us-east-1", "zone": inst["zone"]}
+        notice = in_thread(sensor.poke, _context("watch", run_id)).xcom_value
+    finally:
+        imds.close()
+    assert notice["exclude"] == [[inst["instance_type"], inst["az_id"]]]
+    replace = SpotPlacementOperator(task_id="replace", exclude=notice, **JOB).execute(_context("replace", run_id))
+    again = SpotFleetOperator(task_id="relaunch", placement=replace, launch_template="effopt-spot").execute(
+        _context("relaunch", run_id))
+    (moved,) = again["instances"]
+    assert moved["offering"] != inst["offering"] and moved["az_id"] != inst["az_id"]
+    assert set(fake.live()) == {inst["instance_id"], moved["instance_id"]}
