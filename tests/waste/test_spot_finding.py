@@ -25,10 +25,11 @@ CATALOG = SnapshotCatalog({
                      "advisor": {"us-east-1": {"band": 0, "savings_pct": 70}}}}})
 
 
-def _records(n: int = 10, wall_s: float = 3600.0, state: str = "success", task: str = "fit") -> list[TaskUsageRecord]:
-    """A task run once a day for ``n`` days, ``wall_s`` seconds each, 1.5 cores busy, 3 GiB peak."""
-    return [TaskUsageRecord("train", task, f"r{i}", -1, 1, "h", 1, T0 + i * 86400, T0 + i * 86400 + wall_s, wall_s,
-                            1.5 * wall_s, 0.0, 1.5 * wall_s, 3 * GIB, GIB, "span", state) for i in range(n)]
+def _records(n: int = 10, wall_s: float = 3600.0, state: str = "success", task: str = "fit",
+             every_s: float = 86400.0) -> list[TaskUsageRecord]:
+    """A task run every ``every_s`` (a day), ``n`` times, ``wall_s`` seconds each, 1.5 cores busy, 3 GiB peak."""
+    return [TaskUsageRecord("train", task, f"r{i}", -1, 1, "h", 1, T0 + i * every_s, T0 + i * every_s + wall_s,
+                            wall_s, 1.5 * wall_s, 0.0, 1.5 * wall_s, 3 * GIB, GIB, "span", state) for i in range(n)]
 
 
 def test_a_daily_task_that_fits_spot_is_priced_with_the_catalog():
@@ -57,9 +58,14 @@ def test_the_deadline_and_the_history_decide():
     assert len(could_run_on_spot(roomy, CATALOG)) == 1
     assert spot_jobs_from_usage(_records(n=2)) == []  # two runs are no history
     assert spot_jobs_from_usage(_records(state="failed")) == []
-    # A task too small to matter: 36 s a day saves cents a month.
-    (tiny,) = spot_jobs_from_usage(_records(wall_s=36.0, task="tiny"))
-    assert could_run_on_spot(tiny, CATALOG) == []
+    # A task shorter than one changeover (36 s < 0.2 h) is no candidate, however often it runs.
+    (tiny,) = spot_jobs_from_usage(_records(n=200, wall_s=36.0, task="tiny"))
+    assert tiny.hours < 0.2 and could_run_on_spot(tiny, CATALOG) == []
+    # One that is long enough but saves less than a dollar a month is not reported either.
+    (rare,) = spot_jobs_from_usage(_records(n=3, wall_s=900.0, task="rare", every_s=5 * 86400))
+    on_demand, spot = OD * (0.25 + 0.2), SPOT * (0.25 + 0.2)
+    assert (on_demand - spot) * rare.runs_per_month < 1.0 and could_run_on_spot(rare, CATALOG) == []
+    assert len(could_run_on_spot(rare, CATALOG, min_monthly_usd=0.1)) == 1
 
 
 def test_the_finding_is_in_the_report_totals_and_its_rendering():

@@ -119,13 +119,20 @@ class WasteDetectionOperator(BaseOperator):
         """DAG tasks as spot jobs, and the spot catalog to price them (the task-usage source only)."""
         if source_name != "airflow":
             return {}
-        from effopt.spot import catalog_for
+        import dataclasses
+
+        from effopt.spot import JobSpec, catalog_for
         from effopt.waste.detectors import spot_jobs_from_usage
 
         since = time.time() - float(self.window_hours) * 3600
         records = [r for d in (self.dag_ids or [None]) for r in store.task_usage(dag_id=d, since=since)]
-        jobs = spot_jobs_from_usage(records, deadlines=self._deadlines({r.dag_id for r in records}))
-        return {"spot_jobs": jobs, "spot_catalog": catalog_for("snapshot")} if jobs else {}
+        # Tasks shorter than a changeover are no spot candidates (could_run_on_spot): no deadline to read for them.
+        jobs = [j for j in spot_jobs_from_usage(records) if j.hours >= JobSpec.changeover_hours]
+        if not jobs:
+            return {}
+        deadlines = self._deadlines({(j.labels or {})["dag_id"] for j in jobs})
+        jobs = [dataclasses.replace(j, deadline_hours=deadlines.get(j.workload)) for j in jobs]
+        return {"spot_jobs": jobs, "spot_catalog": catalog_for("snapshot")}
 
     def _deadlines(self, dag_ids: set[str]) -> dict[str, float]:
         """``dag_id/task_id`` -> hours of each task's ``execution_timeout``, read over the Airflow REST API; without

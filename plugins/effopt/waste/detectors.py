@@ -507,9 +507,14 @@ def could_run_on_spot(job: SpotJob, catalog: Any, *, changeover_hours: float = 0
     task with no checkpoint inside it (a restart redoes the whole try: ``k = C``), a changeover ``d`` per launch
     and the task's deadline.  The task is compared where it is cheapest on-demand: when the placement there is
     spot, the finding's money is (on-demand expected cost - spot expected cost, restarts included) per run x
-    runs per month.  Savings under ``min_monthly_usd`` are not reported.
+    runs per month.  A task shorter than one changeover (``C < d``) is no candidate: launching capacity for it
+    costs more time than its work, so it belongs on shared workers, not on an instance of its own.  Savings
+    under ``min_monthly_usd`` are not reported.
     """
     from effopt.spot import JobSpec, SpotError, choose
+
+    if job.hours < changeover_hours:
+        return []
 
     best = None
     for region in regions or sorted({r for t in catalog.instance_types() for r in catalog.regions(t)}):
