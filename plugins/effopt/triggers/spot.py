@@ -85,7 +85,12 @@ class SpotInterruptionTrigger(BaseTrigger):
             if not identity:
                 identity.update(imds.identity())
             return imds.poll(tuple(k for k in self.kinds if k in KINDS), identity.get("instance_id"))
-        return poll_sqs(self.aws_conn_id, self.queue_url, self.instance_ids)
+        client = getattr(self, "_sqs", None)
+        if client is None:
+            from airflow.providers.amazon.aws.hooks.sqs import SqsHook
+
+            client = self._sqs = SqsHook(aws_conn_id=self.aws_conn_id).conn  # one client for the whole wait
+        return poll_sqs(self.aws_conn_id, self.queue_url, self.instance_ids, client=client)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         imds = Imds(self.imds_url) if self.source == "imds" else None
