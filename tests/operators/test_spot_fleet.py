@@ -36,11 +36,18 @@ def _context(task_id: str, run_id: str, try_number: int = 1, dag_id: str = "spot
 
 
 @pytest.fixture
-def ec2(aws_env):
-    endpoint = json.loads(aws_env["AIRFLOW_CONN_AWS_DEFAULT"])["extra"]["endpoint_url"]
-    client = boto3.client("ec2", region_name="us-east-1", endpoint_url=endpoint)
-    ami = client.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    client.create_launch_template(LaunchTemplateName="effopt-spot", LaunchTemplateData={"ImageId": ami})
+def ec2(moto_server, monkeypatch):
+    """``aws_default`` on the session's moto server, not reset (a reset reloads moto's AMIs, seconds each time):
+    every test works in a run id of its own."""
+    from tests.conftest import aws_connection_env
+
+    for key, value in aws_connection_env(moto_server).items():
+        monkeypatch.setenv(key, value)
+    client = boto3.client("ec2", region_name="us-east-1", endpoint_url=moto_server.url)
+    if not client.describe_launch_templates(Filters=[{"Name": "launch-template-name", "Values": ["effopt-spot"]}])[
+            "LaunchTemplates"]:
+        ami = client.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        client.create_launch_template(LaunchTemplateName="effopt-spot", LaunchTemplateData={"ImageId": ami})
     return client
 
 
@@ -130,17 +137,18 @@ def test_the_cleanup_operator_terminates_orphans_by_the_rest_api_s_states(ec2, m
 
     run_id = f"r-clean-{time.time_ns()}"
     placement = SpotPlacementOperator(task_id="place", **JOB).execute(_context("place", run_id))
+    dag = f"spot_ops_cleanup_{time.time_ns()}"  # moto is not reset between tests: a DAG of its own
     kept = SpotFleetOperator(task_id="fleet", placement=placement, launch_template="effopt-spot").execute(
-        _context("fleet", run_id))
+        _context("fleet", run_id, dag_id=dag))
     gone = SpotFleetOperator(task_id="fleet2", placement=placement, launch_template="effopt-spot").execute(
-        _context("fleet2", run_id))
+        _context("fleet2", run_id, dag_id=dag))
     states = {"fleet": {"state": "success", "try_number": 1}, "fleet2": {"state": "failed", "try_number": 1}}
     monkeypatch.setattr(AirflowApiHook, "dag_run", lambda self, dag_id, rid: {"state": "running"})
     monkeypatch.setattr(AirflowApiHook, "task_instance", lambda self, dag_id, rid, task_id, mi: states.get(task_id))
-    dry = SpotCleanupOperator(task_id="cleanup", dry_run=True, min_age_minutes=0, dag_ids=["spot_ops"]).execute(
+    dry = SpotCleanupOperator(task_id="cleanup", dry_run=True, min_age_minutes=0, dag_ids=[dag]).execute(
         _context("cleanup", "r-cleanup", dag_id="effopt_spot_cleanup"))
     assert [o["instance_id"] for o in dry["orphans"]] == gone["instance_ids"] and dry["terminated"] == []
-    out = SpotCleanupOperator(task_id="cleanup", min_age_minutes=0, dag_ids=["spot_ops"]).execute(
+    out = SpotCleanupOperator(task_id="cleanup", min_age_minutes=0, dag_ids=[dag]).execute(
         _context("cleanup", "r-cleanup", dag_id="effopt_spot_cleanup"))
     assert out["terminated"] == gone["instance_ids"] and "fleet2, try 1) is failed" in out["orphans"][0]["reason"]
     assert _live(ec2, run_id) == {kept["instance_ids"][0]: "running", gone["instance_ids"][0]: "terminated"}
