@@ -365,6 +365,57 @@ OPTIONS: tuple[Option, ...] = (
         minimum=1,
         maximum=600,
     ),
+    Option(
+        "spot_price_source",
+        "snapshot",
+        "Prices of spot placement in Airflow: snapshot (the catalog embedded in the package, no AWS account needed) or "
+        "ec2 (live spot prices from describe_spot_price_history through aws_conn_id, on-demand from the snapshot).",
+        kind="choice",
+        choices=("snapshot", "ec2"),
+    ),
+    Option(
+        "spot_unavailable_minutes",
+        "3",
+        "Minutes an offering (instance type, zone, capacity type) that failed with a capacity error is left out of "
+        "every fleet request, as Karpenter does; 0 never leaves one out.",
+        kind="float",
+        minimum=0,
+        maximum=1440,
+    ),
+    Option(
+        "spot_interruption_poll_s",
+        "5",
+        "Seconds between two looks for a spot interruption notice or rebalance recommendation (AWS suggests 5).",
+        kind="float",
+        minimum=1,
+        maximum=300,
+    ),
+    Option(
+        "spot_capacity_label",
+        "karpenter",
+        "Node label that puts pods on spot or on-demand nodes: karpenter (karpenter.sh/capacity-type: spot) or eks "
+        "(eks.amazonaws.com/capacityType: SPOT, managed node groups).",
+        kind="choice",
+        choices=("karpenter", "eks"),
+    ),
+    Option(
+        "spot_pod_grace_period_s",
+        "90",
+        "terminationGracePeriodSeconds of a pod on spot: the time it has to checkpoint after SIGTERM, inside the "
+        "two-minute interruption notice.",
+        kind="int",
+        minimum=1,
+        maximum=119,
+    ),
+    Option(
+        "spot_pod_relaunches",
+        "3",
+        "Times a SpotKubernetesPodOperator try relaunches its pod after a disruption (the first on spot, the rest "
+        "on on-demand) before the try fails; these never spend one of the task's retries.",
+        kind="int",
+        minimum=0,
+        maximum=20,
+    ),
 )
 
 _BY_KEY = {o.key: o for o in OPTIONS}
@@ -502,6 +553,12 @@ class Settings:
     gpu_policy: str
     gpu_lease_ttl_s: float
     gpu_capacity_poll_s: float
+    spot_price_source: str
+    spot_unavailable_minutes: float
+    spot_interruption_poll_s: float
+    spot_capacity_label: str
+    spot_pod_grace_period_s: int
+    spot_pod_relaunches: int
 
     @classmethod
     def from_mapping(cls, section: Mapping[str, Any], airflow_home: str) -> Settings:

@@ -13,6 +13,13 @@ True}`` (``False`` opts a task of an opted-in DAG out).
 that JSON file instead of the effopt store.  It reads only that file or the
 store, no network; when the recommendations cannot be read it logs a warning
 and leaves the task as it is, so a broken store never stops DAGs from parsing.
+
+Spot: a ``KubernetesPodOperator`` with ``params={"effopt_spot": True}`` gets the spot node selector and
+toleration (``[effopt] spot_capacity_label``) and a termination grace period inside the two-minute
+interruption notice (``[effopt] spot_pod_grace_period_s``), so its pod lands on spot nodes
+(:func:`effopt_spot_policy`).  A cluster policy can only set a task's declared fields, as right-sizing does;
+relaunching a disrupted pod in the same try (so no retry is spent on it) is behaviour of the try itself, which
+:class:`effopt.operators.spot_pod.SpotKubernetesPodOperator` has: use it where that matters.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ log = logging.getLogger(__name__)
 
 OPT_IN_TAG = "effopt:rightsize"
 OPT_IN_PARAM = "effopt_rightsize"
+SPOT_PARAM = "effopt_spot"
 
 
 def opted_in(task: Any) -> bool:
@@ -41,10 +49,56 @@ def opted_in(task: Any) -> bool:
 
 
 def effopt_task_policy(task: Any) -> bool:
-    """Cluster policy: set recorded ``container_resources`` on an opted-in KubernetesPodOperator.
+    """Cluster policy: right-sizing (:func:`rightsizing_policy`) and spot (:func:`effopt_spot_policy`) for
+    opted-in KubernetesPodOperator tasks.  Returns whether the task was changed."""
+    resized = rightsizing_policy(task)
+    return effopt_spot_policy(task) or resized
 
-    Returns whether the task was changed.
-    """
+
+def _param_true(task: Any, name: str) -> bool | None:
+    params = getattr(task, "params", None) or {}
+    if name not in params:
+        return None
+    value = params[name]
+    value = getattr(value, "value", value)  # a Param object
+    return value is True or str(value).lower() in ("true", "1", "yes")
+
+
+def effopt_spot_policy(task: Any) -> bool:
+    """Put an opted-in (``effopt_spot`` param) KubernetesPodOperator's pod on spot nodes; whether it changed."""
+    if not _param_true(task, SPOT_PARAM):
+        return False
+    try:
+        from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    except ImportError:
+        return False
+    if not isinstance(task, KubernetesPodOperator) or type(task).__name__ == "SpotKubernetesPodOperator":
+        return False  # the subclass places its pods itself, try by try
+    from kubernetes.client import models as k8s
+
+    from effopt.spot.kubernetes import capacity_keys, placement
+
+    try:
+        from effopt.airflow_settings import get_settings
+
+        settings = get_settings()
+        fields = placement("spot", label=settings.spot_capacity_label, grace_period_s=settings.spot_pod_grace_period_s)
+    except Exception as exc:  # noqa: BLE001 - a bad setting must not stop DAG parsing
+        log.warning("effopt: %s.%s not put on spot: %s", getattr(task, "dag_id", "?"), task.task_id, exc)
+        return False
+    keys = capacity_keys()
+    task.node_selector = {**{k: v for k, v in (task.node_selector or {}).items() if k not in keys},
+                          **fields["node_selector"]}
+    task.tolerations = [t for t in (task.tolerations or []) if getattr(t, "key", None) not in keys] + [
+        k8s.V1Toleration(**t) for t in fields["tolerations"]]
+    grace = fields["termination_grace_period"]
+    if task.termination_grace_period is None or task.termination_grace_period > grace:
+        task.termination_grace_period = grace
+    return True
+
+
+def rightsizing_policy(task: Any) -> bool:
+    """Set recorded ``container_resources`` on an opted-in KubernetesPodOperator; whether it changed."""
     try:
         from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     except ImportError:

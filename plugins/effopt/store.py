@@ -200,6 +200,69 @@ gpu_inventories = sa.Table(
 )
 GPU_INVENTORIES_KEPT = 50
 _PG_GPU_LEASE_LOCK_KEY = 7_002_413_016  # pg_advisory_xact_lock key of the GPU lease transactions
+# Spot placement in Airflow (effopt.operators.spot): the decisions, every instance launched with its price (the
+# cost so far is price x hours), what happened to them (interruptions, fallbacks, disruptions, cleanups), and the
+# offerings that failed recently (left out of fleet requests until ``until``).
+spot_decisions = sa.Table(
+    "effopt_spot_decision",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("task_id", sa.String(250), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("map_index", sa.Integer, nullable=False, server_default="-1"),
+    sa.Column("try_number", sa.Integer, nullable=False),
+    sa.Column("capacity", sa.String(16), nullable=False),
+    sa.Column("offering", sa.String(250), nullable=False),
+    sa.Column("expected_cost", sa.Float),
+    sa.Column("decision", sa.JSON, nullable=False),
+)
+spot_instances = sa.Table(
+    "effopt_spot_instance",
+    metadata,
+    sa.Column("instance_id", sa.String(64), primary_key=True),
+    sa.Column("fleet_id", sa.String(64)),
+    sa.Column("client_token", sa.String(64), nullable=False),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("task_id", sa.String(250), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("map_index", sa.Integer, nullable=False, server_default="-1"),
+    sa.Column("try_number", sa.Integer, nullable=False),
+    sa.Column("instance_type", sa.String(64), nullable=False),
+    sa.Column("region", sa.String(32), nullable=False),
+    sa.Column("az_id", sa.String(32)),
+    sa.Column("zone", sa.String(32)),
+    sa.Column("capacity", sa.String(16), nullable=False),
+    sa.Column("usd_per_hour", sa.Float),
+    sa.Column("launched_at", sa.Float, nullable=False, index=True),
+    sa.Column("ended_at", sa.Float),
+    sa.Column("end_reason", sa.Text),
+    sa.Index("ix_effopt_spot_instance_run", "dag_id", "run_id"),
+)
+spot_events = sa.Table(
+    "effopt_spot_event",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("task_id", sa.String(250), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("map_index", sa.Integer, nullable=False, server_default="-1"),
+    sa.Column("try_number", sa.Integer, nullable=False),
+    sa.Column("detail", sa.JSON, nullable=False),
+    sa.Index("ix_effopt_spot_event_kind", "kind", "at"),
+)
+spot_unavailable = sa.Table(
+    "effopt_spot_unavailable",
+    metadata,
+    sa.Column("offering", sa.String(250), primary_key=True),
+    sa.Column("until", sa.Float, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("marked_at", sa.Float, nullable=False),
+)
+_SPOT_INSTANCE_COLUMNS = tuple(c.name for c in spot_instances.columns)
 
 _TI_KEY_COLUMNS = ("dag_id", "task_id", "run_id", "map_index", "try_number")
 _USAGE_COLUMNS = [c.name for c in task_usage.columns if c.name != "id"]
@@ -655,7 +718,117 @@ class EffoptStore:
         with self.engine.connect() as conn:
             row = conn.execute(q).mappings().first()
         return dict(row) if row else None
+    # -- spot placement ----------------------------------------------------------------------------------
+    def save_spot_decision(self, created_at: float, owner: Mapping[str, Any], capacity: str, offering: str,
+                           expected_cost: float | None, decision: Mapping[str, Any]) -> None:
+        """One placement decision; ``owner`` has dag_id, task_id, run_id, map_index, try_number."""
+        self.ensure_schema()
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(spot_decisions).values(created_at=created_at, capacity=capacity, offering=offering,
+                                                          expected_cost=expected_cost, decision=dict(decision),
+                                                          **_owner_values(owner)))
+
+    def spot_decisions(self, since: float | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Decisions, newest first."""
+        if self._absent():
+            return []
+        self.ensure_schema()
+        q = sa.select(spot_decisions).order_by(spot_decisions.c.created_at.desc(), spot_decisions.c.id.desc())
+        if since is not None:
+            q = q.where(spot_decisions.c.created_at >= since)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q.limit(limit)).mappings().all()]
+
+    def record_spot_instances(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Record launched instances (a row per instance, the columns of effopt_spot_instance); an instance
+        already recorded is left as it is.  Returns how many were new."""
+        rows = [{k: r.get(k) for k in _SPOT_INSTANCE_COLUMNS} for r in rows]
+        if not rows:
+            return 0
+        self.ensure_schema()
+        t = spot_instances
+        with self.engine.begin() as conn:
+            known = set(conn.execute(sa.select(t.c.instance_id).where(
+                t.c.instance_id.in_([r["instance_id"] for r in rows]))).scalars())
+            new = [r for r in rows if r["instance_id"] not in known]
+            if new:
+                conn.execute(sa.insert(t), new)
+        return len(new)
+
+    def end_spot_instances(self, instance_ids: Iterable[str], ended_at: float, reason: str) -> int:
+        """Mark instances terminated (those not already ended); returns how many changed."""
+        ids = list(instance_ids)
+        if not ids or self._absent():
+            return 0
+        self.ensure_schema()
+        t = spot_instances
+        with self.engine.begin() as conn:
+            res = conn.execute(sa.update(t).where(t.c.instance_id.in_(ids), t.c.ended_at.is_(None))
+                               .values(ended_at=ended_at, end_reason=reason))
+        return int(res.rowcount or 0)
+
+    def spot_instances(self, *, dag_id: str | None = None, run_id: str | None = None, since: float | None = None,
+                       open_only: bool = False) -> list[dict[str, Any]]:
+        """Recorded instances, oldest launch first."""
+        if self._absent():
+            return []
+        self.ensure_schema()
+        t = spot_instances
+        q = sa.select(t).order_by(t.c.launched_at, t.c.instance_id)
+        if dag_id is not None:
+            q = q.where(t.c.dag_id == dag_id)
+        if run_id is not None:
+            q = q.where(t.c.run_id == run_id)
+        if since is not None:
+            q = q.where(sa.or_(t.c.launched_at >= since, t.c.ended_at.is_(None), t.c.ended_at >= since))
+        if open_only:
+            q = q.where(t.c.ended_at.is_(None))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings().all()]
+
+    def record_spot_event(self, at: float, kind: str, owner: Mapping[str, Any], detail: Mapping[str, Any]) -> None:
+        """An interruption, rebalance, fallback, capacity error, rollback, disruption or cleanup."""
+        self.ensure_schema()
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(spot_events).values(at=at, kind=kind, detail=dict(detail), **_owner_values(owner)))
+
+    def spot_events(self, since: float | None = None, kinds: Iterable[str] | None = None, limit: int = 200
+                    ) -> list[dict[str, Any]]:
+        """Events, newest first."""
+        if self._absent():
+            return []
+        self.ensure_schema()
+        q = sa.select(spot_events).order_by(spot_events.c.at.desc(), spot_events.c.id.desc())
+        if since is not None:
+            q = q.where(spot_events.c.at >= since)
+        if kinds is not None:
+            q = q.where(spot_events.c.kind.in_(list(kinds)))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q.limit(limit)).mappings().all()]
+
+    def unavailable_offerings(self, now: float) -> dict[str, str]:
+        """Offerings marked unavailable until after ``now``: {offering key: reason} (effopt.spot.fleet's cache)."""
+        if self._absent():
+            return {}
+        self.ensure_schema()
+        t = spot_unavailable
+        with self.engine.connect() as conn:
+            return {r.offering: r.reason for r in conn.execute(sa.select(t).where(t.c.until > now))}
+
+    def mark_offering_unavailable(self, key: str, until: float, reason: str, now: float) -> None:
+        """Leave ``key`` out of fleet requests until ``until`` (a later mark replaces an earlier one)."""
+        self.ensure_schema()
+        t = spot_unavailable
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(t).where(sa.or_(t.c.offering == key, t.c.until <= now)))
+            conn.execute(sa.insert(t).values(offering=key, until=until, reason=reason, marked_at=now))
 
     def dispose(self) -> None:
         if self._engine is not None:  # made on first use
             self._engine.dispose()
+
+
+def _owner_values(owner: Mapping[str, Any]) -> dict[str, Any]:
+    """The owner columns of the spot tables from a mapping with dag_id, task_id, run_id, map_index, try_number."""
+    return {"dag_id": str(owner["dag_id"]), "task_id": str(owner["task_id"]), "run_id": str(owner["run_id"]),
+            "map_index": int(owner.get("map_index", -1)), "try_number": int(owner.get("try_number", 1))}

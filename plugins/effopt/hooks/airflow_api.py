@@ -160,3 +160,26 @@ class AirflowApiHook(BaseHook):
                     raise
                 done[name] = "exists"
         return done
+
+    # -- task states (the spot cleanup's orphan rule) -----------------------------------------------------------
+    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any] | None:
+        """The DAG run (``state``, ...), or None when there is no such run."""
+        path = f"/api/v2/dags/{urllib.parse.quote(dag_id, safe='')}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+        try:
+            return self.request("GET", path)
+        except AirflowApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def task_instance(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any] | None:
+        """The task instance (``state``, ``try_number``, ...), or None when the run has no such task."""
+        path = (f"/api/v2/dags/{urllib.parse.quote(dag_id, safe='')}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+                f"/taskInstances/{urllib.parse.quote(task_id, safe='')}" + (f"/{int(map_index)}" if map_index >= 0
+                                                                             else ""))
+        try:
+            return self.request("GET", path)
+        except AirflowApiError as exc:
+            if exc.status == 404:
+                return None
+            raise

@@ -24,13 +24,14 @@ import sqlalchemy as sa
 
 VERSION_TABLE = "effopt_alembic_version"
 #: The newest revision (the last file in versions/); a test checks it matches the script directory.
-HEAD = "0003"
+HEAD = "0004"
 #: Tables each revision creates, oldest first: how a store made before migrations is stamped.
 REVISION_TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("0001", ("effopt_task_usage", "effopt_cache_stats_snapshot", "effopt_rightsizing_audit", "effopt_waste_report",
               "effopt_report_delivery")),
     ("0002", ("effopt_rightsizing_plan", "effopt_rendered_report")),
     ("0003", ("effopt_gpu_lease", "effopt_gpu_pool_change", "effopt_gpu_inventory")),
+    ("0004", ("effopt_spot_decision", "effopt_spot_instance", "effopt_spot_event", "effopt_spot_unavailable")),
 )
 _PG_LOCK_KEY = 7_002_413_001  # pg_advisory_xact_lock key of effopt's migrations
 

@@ -97,7 +97,7 @@ class WasteDetectionOperator(BaseOperator):
             assumptions=assumptions.describe(), cache_summary=self._cache_summary(), previous=previous,
             title=self.title, templates_dir=settings.templates_dir or None,
             period_start=previous.get("period_end") if previous else None, period_end=now,
-            source_issues=source.issues(),
+            source_issues=source.issues(), **self._spot_inputs(source_name, store),
         )
         summary = {**rendered.summary, "period_end": now, "source": source_name}
         store.save_waste_report(now, summary)
@@ -114,6 +114,46 @@ class WasteDetectionOperator(BaseOperator):
                       summary["window"], report_id)
         return {"summary": summary, "artifacts": reference, "report_id": report_id,
                 "page": f"/effopt/reports/waste/{report_id}"}
+
+    def _spot_inputs(self, source_name: str, store: Any) -> dict[str, Any]:
+        """DAG tasks as spot jobs, and the spot catalog to price them (the task-usage source only)."""
+        if source_name != "airflow":
+            return {}
+        import dataclasses
+
+        from effopt.spot import JobSpec, catalog_for
+        from effopt.waste.detectors import spot_jobs_from_usage
+
+        since = time.time() - float(self.window_hours) * 3600
+        records = [r for d in (self.dag_ids or [None]) for r in store.task_usage(dag_id=d, since=since)]
+        # Tasks shorter than a changeover are no spot candidates (could_run_on_spot): no deadline to read for them.
+        jobs = [j for j in spot_jobs_from_usage(records) if j.hours >= JobSpec.changeover_hours]
+        if not jobs:
+            return {}
+        deadlines = self._deadlines({(j.labels or {})["dag_id"] for j in jobs})
+        jobs = [dataclasses.replace(j, deadline_hours=deadlines.get(j.workload)) for j in jobs]
+        return {"spot_jobs": jobs, "spot_catalog": catalog_for("snapshot")}
+
+    def _deadlines(self, dag_ids: set[str]) -> dict[str, float]:
+        """``dag_id/task_id`` -> hours of each task's ``execution_timeout``, read over the Airflow REST API; without
+        the API (no connection, unreachable) no deadline is known, and the log says so."""
+        from effopt.hooks.airflow_api import AirflowApiHook
+
+        out: dict[str, float] = {}
+        try:
+            api = AirflowApiHook()
+            for dag_id in sorted(dag_ids):
+                for t in (api.request("GET", f"/api/v2/dags/{dag_id}/tasks") or {}).get("tasks", []):
+                    timeout = t.get("execution_timeout")
+                    if isinstance(timeout, dict):
+                        seconds = (timeout.get("days", 0) * 86400 + timeout.get("seconds", 0)
+                                   + timeout.get("microseconds", 0) / 1e6)
+                        if seconds > 0:
+                            out[f"{dag_id}/{t['task_id']}"] = seconds / 3600
+        except Exception as exc:  # noqa: BLE001 - the report goes on without deadlines, and says why
+            self.log.warning("task deadlines (execution_timeout) not read over the REST API, spot findings assume "
+                             "none: %s", exc)
+        return out
 
     def _store_artifacts(self, artifacts: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
         """The rendered artifacts (HTML, PNG charts, CSV) travel through the computation cache, not XCom."""

@@ -13,7 +13,13 @@
   Late) and effopt, deciding each tick: spot in zone z, on-demand, or wait;
 * :mod:`effopt.spot.traces` / :mod:`effopt.spot.simulate`: the spot-traces
   importer and the replay; :mod:`effopt.spot.optimal`: the offline optimum, a
-  lower bound for any policy.
+  lower bound for any policy;
+* what the Airflow layer runs (:mod:`effopt.operators.spot`), on clients passed
+  in: :mod:`effopt.spot.fleet` (EC2 CreateFleet once per step, deterministic
+  ClientTokens, owner tags, unavailable offerings, top-up or rollback),
+  :mod:`effopt.spot.cleanup` (the orphan rule), :mod:`effopt.spot.interruptions`
+  (IMDSv2 and EventBridge notices) and :mod:`effopt.spot.kubernetes` (pods on
+  spot nodes, disruptions).
 
 No Airflow import here: the Airflow layer builds on :func:`choose` and the policies.
 """

@@ -33,7 +33,7 @@ the deepest pools (lowest interruption hazard) first, then the cheapest.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,14 +179,18 @@ def _expected(price: float | None, hazard: float, job: JobSpec) -> tuple[float |
     return hazard * runtime, runtime, None if price is None else price * runtime
 
 
-def choose(job: JobSpec, catalog: PriceCatalog, *, observed: Mapping[str, Hazard] | None = None) -> Placement:
+def choose(job: JobSpec, catalog: PriceCatalog, *, observed: Mapping[str, Hazard] | None = None,
+           exclude: Iterable[tuple[str, str]] = ()) -> Placement:
     """Rank every offering that meets ``job`` and pick the capacity type and launch pools.
 
     ``observed`` maps an AZ ID (or ``region/az_id``) to an observed hazard that
-    replaces the advisor's for that zone.  Steps: price every offering, rank
-    them, choose spot or on-demand, then the spot launch pools.
+    replaces the advisor's for that zone.  ``exclude`` lists spot pools
+    ``(instance type, AZ ID)`` not to use (e.g. one just interrupted): they stay
+    in ``ranked``, ineligible, with the reason.  Steps: price every offering,
+    rank them, choose spot or on-demand, then the spot launch pools.
     """
-    offers, rejected = _offerings(job, catalog, observed or {})
+    excluded = {(str(t), str(z)) for t, z in exclude}
+    offers, rejected = _offerings(job, catalog, observed or {}, excluded)
     if not offers:
         raise _nothing_fits(job, rejected)
     ranked = sorted(offers, key=lambda o: (not o.eligible, o.cost_per_useful_hour if o.cost_per_useful_hour
@@ -213,8 +217,8 @@ def choose(job: JobSpec, catalog: PriceCatalog, *, observed: Mapping[str, Hazard
                      job, catalog.source, stale)
 
 
-def _offerings(job: JobSpec, catalog: PriceCatalog, observed: Mapping[str, Hazard]
-               ) -> tuple[list[Offering], dict[str, str]]:
+def _offerings(job: JobSpec, catalog: PriceCatalog, observed: Mapping[str, Hazard],
+               excluded: set[tuple[str, str]]) -> tuple[list[Offering], dict[str, str]]:
     """(every offering of the instance types that fit the job, in its allowed regions and capacity types;
     instance type -> what it lacks, for the types that do not fit)."""
     if job.instance_types:
@@ -235,8 +239,8 @@ def _offerings(job: JobSpec, catalog: PriceCatalog, observed: Mapping[str, Hazar
                 offers.append(_on_demand_offering(job, catalog, t, spec, region))
             if SPOT in job.capacity_types:
                 band = catalog.advisor(t, region)
-                offers += [_spot_offering(job, catalog, t, spec, region, az, band, observed)
-                           for az in catalog.zones(t, region)]
+                offers += [_spot_offering(job, catalog, t, spec, region, az, band, observed,
+                                          (t, az) not in excluded) for az in catalog.zones(t, region)]
     return offers, rejected
 
 
@@ -251,10 +255,10 @@ def _on_demand_offering(job: JobSpec, catalog: PriceCatalog, t: str, spec: Insta
 
 
 def _spot_offering(job: JobSpec, catalog: PriceCatalog, t: str, spec: InstanceSpec, region: str, az: str,
-                   band: AdvisorBand | None, observed: Mapping[str, Hazard]) -> Offering:
+                   band: AdvisorBand | None, observed: Mapping[str, Hazard], usable: bool = True) -> Offering:
     """The spot offering of instance type ``t`` in one AZ ID: its hazard (observed for the zone, else from
-    the advisor ``band``), expected restarts, runtime and cost; eligible when priced, finishing, and the
-    deadline's slack absorbs one restart."""
+    the advisor ``band``), expected restarts, runtime and cost; eligible when priced, finishing, the
+    deadline's slack absorbs one restart, and the caller did not exclude it (``usable``)."""
     q = catalog.spot(t, region, az)
     hz = observed.get(f"{region}/{az}") or observed.get(az) or (advisor_hazard(band) if band is not None else None)
     reasons = []
@@ -276,8 +280,10 @@ def _spot_offering(job: JobSpec, catalog: PriceCatalog, t: str, spec: InstanceSp
     if not fits_slack:
         reasons.append(f"slack {slack:.2f} h < one restart (d + k = "
                        f"{job.changeover_hours + job.checkpoint_hours:.2f} h)")
+    if not usable:
+        reasons.append("excluded by the caller (e.g. just interrupted)")
     return Offering(t, region, az, SPOT, spec, q, hz, n, rt, cost, None if cost is None else cost / job.hours,
-                    cost is not None and fits_slack, tuple(reasons))
+                    cost is not None and fits_slack and usable, tuple(reasons))
 
 
 def _nothing_fits(job: JobSpec, rejected: Mapping[str, str]) -> SpotError:

@@ -17,7 +17,7 @@ import numpy as np
 from effopt.metrics.series import GAP_FACTOR, UsageSeries
 from effopt.prices import RateTable
 from effopt.rightsizing.base import NotEnoughData, Recommendation, get_recommender
-from effopt.units import DAY, GIB, HOUR, MIB, format_bytes, format_quantity
+from effopt.units import DAY, GIB, HOUR, HOURS_PER_MONTH, MIB, format_bytes, format_quantity
 from effopt.waste.cost import unit_price
 from effopt.waste.model import Advice, Finding, Severity
 from effopt.waste.stats import MAD_TO_SIGMA, mad, mann_kendall, theil_sen
@@ -452,3 +452,108 @@ def cost_anomaly(days: np.ndarray, usd: np.ndarray, *, workload: str = "*", seas
                                   {"expected_daily_usd": _r(base, 4)}),
                            excess, (), dict(labels or {})))
     return out
+
+
+# -- could run on spot ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SpotJob:
+    """A DAG task as a spot job: hours per run (median of its successful tries), runs per month, the vCPUs and
+    memory one run needs, and its deadline (``execution_timeout``) when it has one."""
+
+    workload: str
+    container: str
+    hours: float
+    runs_per_month: float
+    vcpus: float
+    memory_gib: float
+    successes: int
+    history_h: float
+    deadline_hours: float | None = None
+    labels: Mapping[str, str] | None = None
+
+
+def spot_jobs_from_usage(records: Any, *, deadlines: Mapping[str, float] | None = None, min_runs: int = 3,
+                         cpu_percentile: float = 95.0) -> list[SpotJob]:
+    """One :class:`SpotJob` per DAG task with at least ``min_runs`` successful tries in the task-usage records
+    (:class:`effopt.store.TaskUsageRecord`); ``deadlines`` maps ``dag_id/task_id`` to hours.
+
+    Runs per month = successful runs over the span they cover (first start to last end), scaled to a month;
+    vCPUs = the ``cpu_percentile`` of CPU seconds per wall second; memory = the largest peak RSS.
+    """
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for r in records:
+        if r.state == "success" and r.wall_s > 0:
+            groups.setdefault((r.dag_id, r.task_id), []).append(r)
+    out = []
+    for (dag_id, task_id), recs in sorted(groups.items()):
+        if len(recs) < min_runs:
+            continue
+        span_h = (max(r.end for r in recs) - min(r.start for r in recs)) / HOUR
+        if span_h <= 0:
+            continue
+        name = f"{dag_id}/{task_id}"
+        cores = np.array([r.cpu_s / r.wall_s for r in recs], dtype=float)
+        out.append(SpotJob(name, "task", float(np.median([r.wall_s for r in recs])) / HOUR,
+                           len(recs) / span_h * HOURS_PER_MONTH, float(np.percentile(cores, cpu_percentile)),
+                           max(r.peak_rss_bytes for r in recs) / GIB, len(recs), span_h,
+                           (deadlines or {}).get(name), {"dag_id": dag_id, "task_id": task_id}))
+    return out
+
+
+def could_run_on_spot(job: SpotJob, catalog: Any, *, changeover_hours: float = 0.2, min_monthly_usd: float = 1.0,
+                      regions: tuple[str, ...] | None = None) -> list[Finding]:
+    """A DAG task whose history and deadline allow spot, priced with the spot catalog.
+
+    In every region (of ``regions``, else the catalog's), :func:`effopt.spot.choose` places one run of the
+    task with no checkpoint inside it (a restart redoes the whole try: ``k = C``), a changeover ``d`` per launch
+    and the task's deadline.  The task is compared where it is cheapest on-demand: when the placement there is
+    spot, the finding's money is (on-demand expected cost - spot expected cost, restarts included) per run x
+    runs per month.  A task shorter than one changeover (``C < d``) is no candidate: launching capacity for it
+    costs more time than its work, so it belongs on shared workers, not on an instance of its own.  Savings
+    under ``min_monthly_usd`` are not reported.
+    """
+    from effopt.spot import JobSpec, SpotError, choose
+
+    if job.hours < changeover_hours:
+        return []
+
+    best = None
+    for region in regions or sorted({r for t in catalog.instance_types() for r in catalog.regions(t)}):
+        try:
+            p = choose(JobSpec(hours=job.hours, vcpus=job.vcpus, memory_gib=job.memory_gib,
+                               deadline_hours=job.deadline_hours, changeover_hours=changeover_hours,
+                               checkpoint_hours=job.hours, regions=(region,)), catalog)
+        except SpotError:
+            continue  # nothing fits here, or the deadline leaves no room even for on-demand
+        od = p.fallback if p.capacity == "spot" else p.primary
+        if od is None or od.cost_per_useful_hour is None:
+            continue
+        if best is None or od.cost_per_useful_hour < best[1].cost_per_useful_hour:
+            best = (p, od)
+    if best is None or best[0].capacity != "spot":
+        return []
+    p, od = best
+    spot = p.primary
+    saving = od.expected_cost - spot.expected_cost
+    monthly = saving * job.runs_per_month
+    if monthly < min_monthly_usd:
+        return []
+    severity: Severity = "warning" if saving >= 0.3 * od.expected_cost else "info"
+    evidence = {"hours_per_run": _r(job.hours, 4), "runs_per_month": _r(job.runs_per_month, 2),
+                "successful_runs": job.successes, "history_h": _r(job.history_h, 2),
+                "deadline_hours": job.deadline_hours,
+                "vcpus": _r(job.vcpus, 3), "memory_gib": _r(job.memory_gib, 3), "changeover_hours": changeover_hours,
+                "on_demand": {"offering": od.key, "usd_per_hour": od.price.usd_per_hour,
+                              "expected_cost_per_run": _r(od.expected_cost)},
+                "spot": {"offering": spot.key, "usd_per_hour": spot.price.usd_per_hour,
+                         "expected_restarts": _r(spot.expected_restarts),
+                         "expected_cost_per_run": _r(spot.expected_cost),
+                         "pools": [o.key for o in p.pools]},
+                "saving_per_run": _r(saving), "catalog": p.catalog_source}
+    advice = Advice(f"run on spot: {spot.instance_type} in {spot.az_id} ({len(p.pools)} pool(s), restarts included "
+                    f"{saving / od.expected_cost:.0%} cheaper than on-demand {od.instance_type}) with "
+                    "SpotKubernetesPodOperator or params={'effopt_spot': True}",
+                    {"capacity": "spot", "instance_type": spot.instance_type, "az_id": spot.az_id,
+                     "pools": [o.key for o in p.pools], "fallback": od.key}, "spot catalog")
+    return [Finding("could_run_on_spot", job.workload, job.container, "instance", severity, evidence, advice,
+                    monthly, (), dict(job.labels or {}))]

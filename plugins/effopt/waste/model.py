@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Kind = Literal["over_provisioned", "idle", "idle_gpu", "scaling_churn", "memory_leak", "cache_inefficiency",
-               "cost_anomaly"]
+               "cost_anomaly", "could_run_on_spot"]
 KINDS: tuple[Kind, ...] = ("over_provisioned", "idle", "idle_gpu", "scaling_churn", "memory_leak",
-                           "cache_inefficiency", "cost_anomaly")
+                           "cache_inefficiency", "cost_anomaly", "could_run_on_spot")
 Severity = Literal["critical", "warning", "info"]
 SEVERITY_RANK: dict[str, int] = {"critical": 0, "warning": 1, "info": 2}
 

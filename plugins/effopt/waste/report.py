@@ -332,9 +332,12 @@ def analyze(workloads: Sequence[WorkloadUsage], rates: RateTable, *, settings: W
             cache_summary: Mapping[str, Any] | None = None,
             daily_costs: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
             assumptions: Iterable[str] = (), progress: Callable[[int, int], None] | None = None,
-            source_issues: Iterable[str] = ()) -> WasteReport:
+            source_issues: Iterable[str] = (), spot_jobs: Sequence[detectors.SpotJob] = (),
+            spot_catalog: Any = None) -> WasteReport:
     """Run every detector; ``daily_costs`` maps a workload (or ``"*"``) to (day epochs, USD per day);
-    ``source_issues`` are the source's own data-quality notes (rows it could not attribute, ...)."""
+    ``source_issues`` are the source's own data-quality notes (rows it could not attribute, ...);
+    ``spot_jobs`` (DAG tasks, :func:`~effopt.waste.detectors.spot_jobs_from_usage`) are priced for spot with
+    ``spot_catalog`` (:mod:`effopt.spot.catalog`)."""
     settings = settings or WasteSettings()
     costs: list[ResourceCost] = []
     findings: list[Finding] = []
@@ -350,6 +353,9 @@ def analyze(workloads: Sequence[WorkloadUsage], rates: RateTable, *, settings: W
                                                  worker_cores=settings.cache_worker_cores, pricing=settings.pricing)
     for name, (days, usd) in (daily_costs or {}).items():
         findings += detectors.cost_anomaly(days, usd, workload=name)
+    if spot_catalog is not None:
+        for job in spot_jobs:
+            findings += detectors.could_run_on_spot(job, spot_catalog)
     return WasteReport(costs, findings, total, list(assumptions), rates.describe(), settings.pricing, settings.top,
                        observed_span(workloads), rates.hours_per_month, DataQuality.of(workloads, source_issues))
 

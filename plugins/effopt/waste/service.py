@@ -45,12 +45,15 @@ def build_report(
     cost_anomalies: bool = True,
     progress: Callable[[int, int], None] | None = None,
     source_issues: Sequence[str] = (),
+    spot_jobs: Sequence[Any] = (),
+    spot_catalog: Any = None,
 ) -> RenderedReport:
     """Analyse, price and render.  The period defaults to the span of the usage (first to last sample)."""
     settings = settings or WasteSettings()
     daily = {"*": fleet_daily_costs(workloads, rates, pricing=settings.pricing)} if cost_anomalies else None
     report = analyze(workloads, rates, settings=settings, assumptions=assumptions, cache_summary=cache_summary,
-                     daily_costs=daily, progress=progress, source_issues=source_issues)
+                     daily_costs=daily, progress=progress, source_issues=source_issues, spot_jobs=spot_jobs,
+                     spot_catalog=spot_catalog)
     summary = report.to_json(previous)
     first, last = observed_bounds(workloads)
     start = period_start if period_start is not None else first

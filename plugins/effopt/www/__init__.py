@@ -11,6 +11,8 @@ DAGs the user may read (see :mod:`effopt.www.data`).
 - JSON: ``/effopt/api/task-usage``, ``/effopt/api/cache``, ``/effopt/api/rightsizing`` (applied changes),
   ``/effopt/api/rightsizing/plan`` (the latest plan), ``/effopt/api/waste`` (the latest report),
   ``/effopt/api/gpu`` (GPU inventory, pools, leases, fragmentation).
+- ``/effopt/api/spot``: spot placement: decisions, fleets launched with their cost so far, interruptions,
+  fallbacks, pod disruptions and orphans terminated (the page's spot section).
 """
 
 from effopt.www.app import app

@@ -43,6 +43,11 @@ def api_waste(user: GetUserDep) -> dict[str, Any] | None:
     return data.latest_waste_report(user)
 
 
+@app.get("/api/spot")
+def api_spot(user: GetUserDep, days: float = Query(30.0, gt=0, le=3650)) -> dict[str, Any]:
+    return data.spot_summary(user, days)
+
+
 @app.get("/api/cache")
 def api_cache(user: GetUserDep) -> dict[str, Any]:
     cache, error = _cache()
@@ -73,4 +78,4 @@ def dashboard(user: GetUserDep) -> str:
     cache, error = _cache()
     return page.render(tasks=data.task_summary(user), cache=cache, cache_error=error, plan=data.latest_plan(user),
                        waste=data.latest_waste_report(user), changes=data.applied_changes(user), now=time.time(),
-                       gpu=data.gpu_summary(user))
+                       gpu=data.gpu_summary(user), spot=data.spot_summary(user))

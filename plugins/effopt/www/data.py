@@ -218,3 +218,81 @@ def gpu_summary(user: Any) -> dict[str, Any]:
         errors["changes"] = f"{type(exc).__name__}: {exc}"
     out["errors"] = errors
     return out
+#: Spot event kinds the page counts, and how it names them.
+SPOT_COUNTED = {"interruption": "interruptions", "rebalance": "rebalance recommendations",
+                "fallback": "fallbacks to on-demand", "disruption": "pod disruptions",
+                "capacity_error": "capacity errors", "rollback": "rollbacks"}
+
+
+def _spot_event_text(e: dict[str, Any]) -> str:
+    d = e.get("detail") or {}
+    kind = e["kind"]
+    if kind in ("interruption", "rebalance"):
+        n, o = d.get("notice") or {}, d.get("offering") or {}
+        return (f"{n.get('instance_id')} ({o.get('instance_type', '?')} in {o.get('zone') or o.get('az_id') or '?'}): "
+                f"{n.get('action') or 'rebalance'} at {n.get('time') or '?'}; relaunch excludes "
+                f"{', '.join('/'.join(x) for x in d.get('exclude') or []) or 'nothing'}")
+    if kind == "disruption":
+        return f"pod {d.get('pod')} on {d.get('capacity')}: {d.get('reason')} (relaunch {d.get('relaunch')})"
+    if kind == "capacity_error":
+        return f"{d.get('code')} for {d.get('offering')}"
+    if kind == "cleanup":
+        return str(d.get("summary") or "")
+    instances = d.get("instances") or []
+    return f"{d.get('reason') or kind}" + (f": {', '.join(instances)}" if instances else "")
+
+
+def spot_summary(user: Any, days: float = 30.0, now: float | None = None) -> dict[str, Any]:
+    """Spot placement over the last ``days``: decisions, the fleets launched with their cost so far (price x
+    hours each instance ran, to now for those still running), and the interruptions, fallbacks, disruptions and
+    cleanups; only what the DAGs ``user`` may read did."""
+    from effopt.airflow_settings import get_store
+
+    now = time.time() if now is None else now
+    since = now - days * DAY
+    store = get_store()
+    decisions = store.spot_decisions(since=since, limit=50)
+    instances = store.spot_instances(since=since)
+    events = store.spot_events(since=since, limit=500)
+    allowed = readable(user, {r["dag_id"] for r in (*decisions, *instances, *events)})
+    decisions = [d for d in decisions if d["dag_id"] in allowed]
+    instances = [i for i in instances if i["dag_id"] in allowed]
+    events = [e for e in events if e["dag_id"] in allowed]
+    fleets: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for i in instances:
+        f = fleets.setdefault((i["dag_id"], i["run_id"], i["task_id"]), {
+            "dag_id": i["dag_id"], "run_id": i["run_id"], "task_id": i["task_id"], "instances": 0, "running": 0,
+            "capacity": {"spot": 0, "on-demand": 0}, "offerings": set(), "launched_at": i["launched_at"],
+            "usd_per_hour": 0.0, "cost_so_far": 0.0, "unpriced": 0})
+        f["instances"] += 1
+        f["capacity"][i["capacity"]] = f["capacity"].get(i["capacity"], 0) + 1
+        f["offerings"].add(f"{i['instance_type']} {i['capacity']} {i['zone'] or i['az_id'] or i['region']}")
+        f["launched_at"] = min(f["launched_at"], i["launched_at"])
+        end = i["ended_at"] if i["ended_at"] is not None else now
+        if i["ended_at"] is None:
+            f["running"] += 1
+        if i["usd_per_hour"] is None:
+            f["unpriced"] += 1
+            continue
+        f["cost_so_far"] += i["usd_per_hour"] * max(end - i["launched_at"], 0.0) / 3600.0
+        if i["ended_at"] is None:
+            f["usd_per_hour"] += i["usd_per_hour"]
+    fleet_rows = sorted(({**f, "offerings": sorted(f["offerings"]), "cost_so_far": round(f["cost_so_far"], 6),
+                          "usd_per_hour": round(f["usd_per_hour"], 6)} for f in fleets.values()),
+                        key=lambda f: -f["launched_at"])
+    counts = {k: sum(1 for e in events if e["kind"] == k) for k in SPOT_COUNTED}
+    counts["orphans_terminated"] = sum(len((e["detail"] or {}).get("terminated") or []) for e in events
+                                       if e["kind"] == "cleanup")
+    return {
+        "window_days": days,
+        "decisions": [{"created_at": d["created_at"], "dag_id": d["dag_id"], "task_id": d["task_id"],
+                       "run_id": d["run_id"], "capacity": d["capacity"], "offering": d["offering"],
+                       "expected_cost": d["expected_cost"], "reasons": (d["decision"] or {}).get("reasons", []),
+                       "catalog_source": (d["decision"] or {}).get("catalog_source")} for d in decisions],
+        "fleets": fleet_rows,
+        "cost_so_far": round(sum(f["cost_so_far"] for f in fleet_rows), 6),
+        "running_instances": sum(f["running"] for f in fleet_rows),
+        "events": [{"at": e["at"], "kind": e["kind"], "dag_id": e["dag_id"], "task_id": e["task_id"],
+                    "run_id": e["run_id"], "text": _spot_event_text(e)} for e in events[:50]],
+        "counts": counts,
+    }

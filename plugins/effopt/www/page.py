@@ -365,11 +365,42 @@ def _gpu_changes_table(changes: list[dict[str, Any]]) -> str:
              c["reason"]) for c in changes[:10]]
     return "<p class=muted>Pool changes</p>" + table(["when", "pool", "action", "before", "after", "why"], rows,
                                                       numeric=(3, 4), ids=(1,), nowrap=(0,))
+def spot_section(spot: dict[str, Any] | None, now: float) -> str:
+    """Spot placement: what was decided, the fleets launched with their cost so far, and what happened."""
+    if spot is None or not (spot["decisions"] or spot["fleets"] or spot["events"]):
+        return muted("No spot placement yet: see effopt_spot_example (placement works without an AWS account; "
+                     "fleets need the aws_default connection).")
+    c = spot["counts"]
+    head = (f"<p>Last {spot['window_days']:g} days: {_plural(len(spot['fleets']), 'fleet')} launched, "
+            f"{spot['running_instances']} instance(s) running, cost so far {html.escape(usd(spot['cost_so_far']))}; "
+            f"{_plural(c['interruption'], 'interruption')}, {_plural(c['rebalance'], 'rebalance recommendation')}, "
+            f"{_plural(c['fallback'], 'fallback')} to on-demand, {_plural(c['disruption'], 'pod disruption')} "
+            f"(relaunched in the try), {c['orphans_terminated']} orphaned instance(s) terminated.</p>")
+    fleets = table(["launched", "DAG / task", "instances", "offerings", "running", "USD / h now", "cost so far"],
+                   [(when(f["launched_at"]), Raw(f"{dag_link(f['dag_id'])} / {task_link(f['dag_id'], f['task_id'])}"),
+                     f"{f['instances']} ({f['capacity'].get('spot', 0)} spot, {f['capacity'].get('on-demand', 0)} "
+                     "on-demand)", ", ".join(f["offerings"]), f["running"], f"{f['usd_per_hour']:.4f}",
+                     usd(f["cost_so_far"]) + (f" (+{f['unpriced']} unpriced)" if f["unpriced"] else ""))
+                    for f in spot["fleets"][:20]], numeric=(4, 5, 6), ids=(1, 3)) if spot["fleets"] else muted(
+        "No fleet launched.")
+    decisions = table(["decided", "DAG / task", "capacity", "offering", "expected cost", "why"],
+                      [(when(d["created_at"]), Raw(f"{dag_link(d['dag_id'])} / {task_link(d['dag_id'], d['task_id'])}"),
+                        d["capacity"], d["offering"], usd(d["expected_cost"]), "; ".join(d["reasons"][:1]))
+                       for d in spot["decisions"][:10]], numeric=(4,), ids=(1, 3, 5)) if spot["decisions"] else ""
+    events = table(["when", "what", "DAG / task", "detail"],
+                   [(ago(e["at"], now), e["kind"], Raw(f"{dag_link(e['dag_id'])} / "
+                                                       f"{task_link(e['dag_id'], e['task_id'])}"), e["text"])
+                    for e in spot["events"][:20]], ids=(2, 3), nowrap=(0, 1)) if spot["events"] else muted(
+        "No interruption, fallback or disruption.")
+    return (head + "<p class=muted>Fleets</p>" + fleets + ("<p class=muted>Decisions</p>" + decisions if decisions
+                                                           else "") + "<p class=muted>Interruptions, fallbacks and "
+            "disruptions</p>" + events)
 
 
 def render(*, tasks: list[dict[str, Any]], cache: dict[str, Any] | None, cache_error: str | None,
            plan: dict[str, Any] | None, waste: dict[str, Any] | None, changes: list[dict[str, Any]],
-           now: float | None = None, gpu: dict[str, Any] | None = None) -> str:
+           now: float | None = None, gpu: dict[str, Any] | None = None,
+           spot: dict[str, Any] | None = None) -> str:
     now = time.time() if now is None else now
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>effopt</title>"
@@ -383,5 +414,6 @@ def render(*, tasks: list[dict[str, Any]], cache: dict[str, Any] | None, cache_e
         + "<h2 id=cache>Computation cache</h2>" + cache_section(cache, cache_error)
         + "<h2 id=changes>Right-sizing changes applied (last 30 days)</h2>" + changes_section(changes)
         + ("<h2 id=gpu>GPUs: inventory, pools and leases</h2>" + gpu_section(gpu, now) if gpu is not None else "")
+        + "<h2 id=spot>Spot placement (last 30 days)</h2>" + spot_section(spot, now)
         + "</body></html>"
     )
