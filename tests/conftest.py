@@ -29,7 +29,14 @@ sys.path.insert(0, str(REPO))
 
 import json  # noqa: E402
 
-from tests.services import MotoServer, PrometheusServer, RedisServer, ServiceUnavailable, SmtpServer  # noqa: E402
+from tests.services import (  # noqa: E402
+    MotoServer,
+    PostgresServer,
+    PrometheusServer,
+    RedisServer,
+    ServiceUnavailable,
+    SmtpServer,
+)
 
 
 def _start(factory):
@@ -43,6 +50,14 @@ def _start(factory):
 def redis_server():
     """One real redis-server for the session (do not stop it; use ``redis_instance`` for outages)."""
     server = _start(lambda: RedisServer().start())
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One real PostgreSQL cluster of its own for the session (``create_database`` for a fresh database)."""
+    server = _start(lambda: PostgresServer().start())
     yield server
     server.close()
 

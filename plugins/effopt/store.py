@@ -144,6 +144,9 @@ rendered_reports = sa.Table(
 #: Rendered reports kept per kind (older ones lose their HTML row; their summaries stay in effopt_waste_report).
 RENDERED_REPORTS_KEPT = 20
 
+#: Postgres advisory lock taken while creating the schema (any fixed 64-bit number, here "effopt" in ASCII).
+_SCHEMA_LOCK_KEY = int.from_bytes(b"effopt", "big")
+
 _TI_KEY_COLUMNS = ("dag_id", "task_id", "run_id", "map_index", "try_number")
 _USAGE_COLUMNS = [c.name for c in task_usage.columns if c.name != "id"]
 # One portable statement (SQLite >= 3.24 and Postgres): a retried write of the
@@ -271,15 +274,22 @@ class EffoptStore:
                     # WAL lets task processes write while the UI and the CLI read.
                     with self.engine.connect() as conn:
                         conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-                # Another process may create a table between our check and our CREATE (a fresh SQLite
-                # file, many tasks starting at once): check again; each round finds one more table made.
-                for attempt in range(len(metadata.tables) + 1):
-                    try:
-                        metadata.create_all(self.engine, checkfirst=True)
-                        break
-                    except sa.exc.OperationalError as exc:
-                        if "already exists" not in str(exc) or attempt == len(metadata.tables):
-                            raise
+                if self.engine.url.get_backend_name() == "postgresql":
+                    # Tasks on several workers may create the schema at once: one at a time (a transaction-
+                    # scoped advisory lock), each after the first finding every table there.
+                    with self.engine.begin() as conn:
+                        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+                        metadata.create_all(conn, checkfirst=True)
+                else:
+                    # Another process may create a table between our check and our CREATE (a fresh SQLite
+                    # file, many tasks starting at once): check again; each round finds one more table made.
+                    for attempt in range(len(metadata.tables) + 1):
+                        try:
+                            metadata.create_all(self.engine, checkfirst=True)
+                            break
+                        except sa.exc.OperationalError as exc:
+                            if "already exists" not in str(exc) or attempt == len(metadata.tables):
+                                raise
             except sa.exc.SQLAlchemyError as exc:
                 raise StoreUnavailable(f"effopt store {self._safe_url()} is unavailable: {_reason(exc)}") from exc
             self._schema_ready = True

@@ -82,21 +82,24 @@ def run_cached(
     if result.error:
         log.warning("effopt cache bypassed (%s): computed in %.2f s, key %s", result.error, result.compute_s, result.key)
     elif result.hit:
-        log.info("effopt cache hit: key %s, %s bytes, %.2f s saved", result.key, result.nbytes, result.saved_s)
+        log.info("effopt cache hit: key %s, %s bytes, %.2f s saved%s", result.key, result.nbytes, result.saved_s,
+                 f", after waiting {result.waited_s:.2f} s for another worker computing it" if result.waited_s else "")
     else:
         log.info(
-            "effopt cache miss%s: key %s, computed in %.2f s, %s",
+            "effopt cache miss%s: key %s, computed in %.2f s, %s%s",
             " (refresh)" if refresh else "",
             result.key,
             result.compute_s,
             f"stored {result.nbytes} bytes" if result.stored else "not stored",
+            # Waited on a lock whose holder then released it without a value or whose lease expired (it died).
+            f"; took over the single-flight lock after waiting {result.waited_s:.2f} s" if result.waited_s else "",
         )
     if context is not None and context.get("ti") is not None:
         context["ti"].xcom_push(
             key="effopt_cache",
             value={"hit": result.hit, "key": str(result.key), "saved_s": round(result.saved_s, 3),
-                   "compute_s": round(result.compute_s, 3), "nbytes": result.nbytes, "refresh": refresh,
-                   "error": result.error},
+                   "compute_s": round(result.compute_s, 3), "waited_s": round(result.waited_s, 3),
+                   "nbytes": result.nbytes, "refresh": refresh, "error": result.error},
         )
     in_cache = result.hit or result.stored
     if in_cache and (_xcom_cannot_carry(result.value) or (
