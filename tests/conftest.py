@@ -159,6 +159,21 @@ def airflow(tmp_path_factory, redis_server, _smtp_session, moto_server):
 
 
 @pytest.fixture(scope="session")
+def celery_topology(tmp_path_factory):
+    """effopt scaled out: CeleryExecutor, its own Postgres and Redis, two Celery workers (``worker-a``: queues
+    default and cpu; ``worker-b``: default and gpu), one task slot each.
+
+    Yields :class:`tests.celery_harness.CeleryTopology`; ``.client`` talks REST, ``.store_url`` is the
+    Postgres effopt store.
+    """
+    from tests.celery_harness import CeleryTopology
+
+    topology = _start(lambda: CeleryTopology(tmp_path_factory.mktemp("celery-topology")).start())
+    yield topology
+    topology.stop()
+
+
+@pytest.fixture(scope="session")
 def browser():
     """Headless Chromium (Debian's, driven by Playwright from PyPI): ``browser.new_page(viewport=...)``."""
     from tests.browser import CHROMIUM_ARGS, chromium_path

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from effopt.deploy import XCOM_BACKEND, api_connection
+from effopt.watchdog import kill_session
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
@@ -198,13 +199,14 @@ class GuardedProcess:
             self._close_watchdog()
 
     def kill(self) -> None:
-        """SIGKILL the whole group at once (what losing the machine does to it)."""
+        """SIGKILL the whole group, and every process of its session, at once (what losing the machine does)."""
         proc, self.proc = self.proc, None
         if proc is not None:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            kill_session(proc.pid)
             proc.wait()
         self._close_watchdog()
 
@@ -224,6 +226,14 @@ class GuardedProcess:
         proc, self.proc = self.proc, None
         if proc is None:
             return
+        try:
+            self._signal_group(proc, timeout, first)
+        finally:
+            # Airflow runs each task in a process group of its own: what is left of the session goes too.
+            kill_session(proc.pid)
+
+    @staticmethod
+    def _signal_group(proc: subprocess.Popen, timeout: float, first: signal.Signals) -> None:
         if proc.poll() is not None:
             try:  # the leader is gone; the rest of its group may not be
                 os.killpg(proc.pid, signal.SIGKILL)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import socket
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
@@ -79,18 +80,24 @@ def run_cached(
 
     result = cache.call(spec, args, kwargs, refresh=refresh)
     cache.flush_stats()
+    # Which worker computed and which one hit: the host name Airflow records for this task instance.
+    ti = context.get("ti") if context is not None else None
+    host = getattr(ti, "hostname", None) or socket.gethostname()
     if result.error:
-        log.warning("effopt cache bypassed (%s): computed in %.2f s, key %s", result.error, result.compute_s, result.key)
+        log.warning("effopt cache bypassed (%s): computed in %.2f s, key %s, on %s", result.error, result.compute_s,
+                    result.key, host)
     elif result.hit:
-        log.info("effopt cache hit: key %s, %s bytes, %.2f s saved%s", result.key, result.nbytes, result.saved_s,
+        log.info("effopt cache hit: key %s, %s bytes, %.2f s saved, on %s%s", result.key, result.nbytes,
+                 result.saved_s, host,
                  f", after waiting {result.waited_s:.2f} s for another worker computing it" if result.waited_s else "")
     else:
         log.info(
-            "effopt cache miss%s: key %s, computed in %.2f s, %s%s",
+            "effopt cache miss%s: key %s, computed in %.2f s, %s, on %s%s",
             " (refresh)" if refresh else "",
             result.key,
             result.compute_s,
             f"stored {result.nbytes} bytes" if result.stored else "not stored",
+            host,
             # Waited on a lock whose holder then released it without a value or whose lease expired (it died).
             f"; took over the single-flight lock after waiting {result.waited_s:.2f} s" if result.waited_s else "",
         )
