@@ -35,7 +35,7 @@ def effopt_scaleout_handoff():
         # rows x 64 float64: 2 MiB for 4096 rows, so XCom carries a cache reference.
         return np.arange(int(rows) * 64, dtype=np.float64).reshape(int(rows), 64) / 7.0
 
-    @task(queue="gpu")
+    @task(queue="gpu", multiple_outputs=False)
     def consume(features) -> dict:
         return {"type": type(features).__name__, "shape": list(features.shape), "nbytes": int(features.nbytes),
                 "sum": float(features.sum()), "host": _host()}
@@ -48,7 +48,7 @@ def effopt_scaleout_handoff():
      default_args={"retries": 1, "retry_delay": timedelta(seconds=2)}, render_template_as_native_obj=True)
 def effopt_scaleout_failover():
     @cached_task(ignore=["record_to", "go_file", "max_wait_s"])
-    @task
+    @task(multiple_outputs=False)
     def slow_features(token: str, record_to: str, go_file: str, max_wait_s: float) -> dict:
         import os
         import time
@@ -69,7 +69,7 @@ def effopt_scaleout_failover():
 @dag(dag_id="effopt_scaleout_usage", schedule=None, catchup=False, tags=["effopt-test"],
      params={"megabytes": 64, "cpu_seconds": 0.3}, render_template_as_native_obj=True)
 def effopt_scaleout_usage():
-    @task
+    @task(multiple_outputs=False)
     def burn(part: int, megabytes: int, cpu_seconds: float) -> dict:
         import time
 
