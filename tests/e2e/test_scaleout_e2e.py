@@ -83,16 +83,16 @@ def test_two_parallel_runs_compute_once_across_workers(celery_topology, tmp_path
 def test_array_cached_on_worker_a_is_consumed_on_worker_b(celery_topology):
     client, dag = celery_topology.client, "effopt_scaleout_handoff"
     rows = 4096
-    run, state = client.run_dag(dag, {"rows": rows, "token": uuid.uuid4().hex}, timeout=300)
+    run, state = client.run_dag(dag, {"rows": rows, "seed": 7, "token": uuid.uuid4().hex}, timeout=300)
     assert state == "success", client.failure_report(dag, run)
 
     produce, consume = _ti(client, dag, run, "produce"), _ti(client, dag, run, "consume")
     assert (produce["queue"], produce["hostname"]) == ("cpu", "worker-a")
     assert (consume["queue"], consume["hostname"]) == ("gpu", "worker-b")
     ref = client.xcom(dag, run, "produce")  # the API server shows the small reference...
-    assert is_cache_reference(ref) and ref["nbytes"] >= rows * 64 * 8 > MIB
+    assert is_cache_reference(ref) and ref["nbytes"] > MIB  # over 1 MiB in the cache (Redis)
     out = client.xcom(dag, run, "consume")  # ...and worker B's task got the array itself
-    expected = np.arange(rows * 64, dtype=np.float64).reshape(rows, 64) / 7.0
+    expected = np.random.default_rng(7).standard_normal((rows, 64))  # ok: the DAG's seeded test data
     assert out == {"type": "ndarray", "shape": [rows, 64], "nbytes": expected.nbytes,
                    "sum": float(expected.sum()), "host": "worker-b"}
 

@@ -25,22 +25,22 @@ def _host() -> str:
 
 
 @dag(dag_id="effopt_scaleout_handoff", schedule=None, catchup=False, tags=["effopt-test"],
-     params={"rows": 4096, "token": ""}, render_template_as_native_obj=True)
+     params={"rows": 4096, "seed": 7, "token": ""}, render_template_as_native_obj=True)
 def effopt_scaleout_handoff():
     @cached_task
     @task(queue="cpu")
-    def produce(rows: int, token: str):
+    def produce(rows: int, seed: int, token: str):
         import numpy as np
 
-        # rows x 64 float64: 2 MiB for 4096 rows, so XCom carries a cache reference.
-        return np.arange(int(rows) * 64, dtype=np.float64).reshape(int(rows), 64) / 7.0
+        # rows x 64 float64: 2 MiB for 4096 rows, and as large stored (random doubles do not compress).
+        return np.random.default_rng(int(seed)).standard_normal((int(rows), 64))  # ok: seeded test data
 
     @task(queue="gpu", multiple_outputs=False)
     def consume(features) -> dict:
         return {"type": type(features).__name__, "shape": list(features.shape), "nbytes": int(features.nbytes),
                 "sum": float(features.sum()), "host": _host()}
 
-    consume(produce(rows="{{ params.rows }}", token="{{ params.token }}"))
+    consume(produce(rows="{{ params.rows }}", seed="{{ params.seed }}", token="{{ params.token }}"))
 
 
 @dag(dag_id="effopt_scaleout_failover", schedule=None, catchup=False, tags=["effopt-test"],
