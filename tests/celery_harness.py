@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from effopt.deploy import DEFAULT_QUEUE, EFFOPT_DB, GPU_QUEUE, Endpoints, celery_env
+from effopt.deploy import EFFOPT_DB, WORKER_QUEUES, Endpoints, celery_env
 from effopt.standalone import (
     API_CONN_ENV,
     PASSWORDS_FILE,
@@ -48,7 +48,6 @@ from tests.services import PostgresServer, RedisServer, free_port
 REPO = Path(__file__).resolve().parents[1]
 TEST_DAGS = Path(__file__).resolve().parent / "scaleout_dags"
 TEST_BUNDLE = "effopt-scaleout-tests"
-CPU_QUEUE = "cpu"
 
 
 @dataclass
@@ -91,8 +90,8 @@ class CeleryTopology:
         self.groups: dict[str, GuardedProcess] = {}
         self._logs: list[IO[bytes]] = []
         self.workers = {
-            "worker-a": Worker("worker-a", (DEFAULT_QUEUE, CPU_QUEUE), self.root / "worker-a", worker_concurrency),
-            "worker-b": Worker("worker-b", (DEFAULT_QUEUE, GPU_QUEUE), self.root / "worker-b", worker_concurrency),
+            "worker-a": Worker("worker-a", WORKER_QUEUES["cpu"], self.root / "worker-a", worker_concurrency),
+            "worker-b": Worker("worker-b", WORKER_QUEUES["gpu"], self.root / "worker-b", worker_concurrency),
         }
         self.client: AirflowClient | None = None
         self._secrets = {

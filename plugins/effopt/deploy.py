@@ -29,9 +29,14 @@ AIRFLOW_DB = "airflow"
 EFFOPT_DB = "effopt"
 BROKER_REDIS_DB = 0
 CACHE_REDIS_DB = 1
-#: Queues: every worker serves ``default``; a worker with GPUs serves ``gpu`` too.
+#: Queues: every worker serves ``default``; a CPU worker serves ``cpu`` too (work that must not take a GPU
+#: worker's slot), a worker with GPUs ``gpu``.
 DEFAULT_QUEUE = "default"
+CPU_QUEUE = "cpu"
 GPU_QUEUE = "gpu"
+WORKER_QUEUES = {"cpu": (DEFAULT_QUEUE, CPU_QUEUE), "gpu": (DEFAULT_QUEUE, GPU_QUEUE)}
+#: The Op-role user effopt's operators log in as on the REST API (its connection: :func:`api_connection`).
+SERVICE_USER = "effopt"
 XCOM_BACKEND = "effopt.xcom.CacheReferenceXCom"
 EXECUTOR = "CeleryExecutor"
 

@@ -36,12 +36,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from effopt.deploy import XCOM_BACKEND, api_connection
+from effopt.deploy import SERVICE_USER, XCOM_BACKEND, api_connection
 from effopt.watchdog import kill_session
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
-SERVICE_USER = "effopt"
 API_CONN_ENV = "AIRFLOW_CONN_EFFOPT_AIRFLOW_API"
 
 
