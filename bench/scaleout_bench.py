@@ -79,7 +79,8 @@ def latency(client: AirflowClient) -> tuple[float, float]:
 def throughput(client: AirflowClient, n: int) -> tuple[float, float]:
     """(tasks per second over the run, run wall seconds) for ``n`` mapped tiny tasks."""
     run_id, run = _run(client, "effopt_bench_fanout", {"n": n}, timeout=1800)
-    tis = [t for t in client.task_instances("effopt_bench_fanout", run_id) if t["task_id"] == "tiny"]
+    tis = list({t["map_index"]: t for t in client.task_instances("effopt_bench_fanout", run_id)
+                if t["task_id"] == "tiny"}.values())
     if len(tis) != n or any(t["state"] != "success" for t in tis):
         raise RuntimeError(f"effopt_bench_fanout: {len(tis)} tiny tasks, expected {n} successful")
     first = min(_ts(t["start_date"]) for t in tis)
