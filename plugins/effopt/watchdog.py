@@ -31,7 +31,7 @@ def group_alive(pgid: int) -> bool:
 
 
 def session_members(sid: int) -> list[int]:
-    """Processes of session ``sid`` (read from /proc; empty where there is none)."""
+    """Live processes of session ``sid`` (read from /proc; empty where there is none)."""
     members = []
     try:
         entries = os.listdir("/proc")
@@ -47,7 +47,7 @@ def session_members(sid: int) -> list[int]:
             continue
         # pid (comm) state ppid pgrp session ...; comm may hold spaces and parentheses.
         fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) > 3 and fields[3] == str(sid):
+        if len(fields) > 3 and fields[3] == str(sid) and fields[0] != "Z":  # a zombie has ended already
             members.append(int(entry))
     return members
 
