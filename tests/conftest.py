@@ -158,10 +158,13 @@ def airflow(tmp_path_factory, redis_server, _smtp_session, moto_server):
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def celery_topology(tmp_path_factory):
     """effopt scaled out: CeleryExecutor, its own Postgres and Redis, two Celery workers (``worker-a``: queues
     default and cpu; ``worker-b``: default and gpu), one task slot each.
+
+    Started once per session, by the one module that uses it (``tests/e2e/test_scaleout_e2e.py``), and
+    stopped when that module is done: its eight idle Airflow processes would slow every later test.
 
     Yields :class:`tests.celery_harness.CeleryTopology`; ``.client`` talks REST, ``.store_url`` is the
     Postgres effopt store.
