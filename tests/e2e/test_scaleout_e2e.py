@@ -47,6 +47,18 @@ def _tries(client, dag_id: str, run_id: str, task_id: str) -> dict[int, dict]:
     return {t["try_number"]: t for t in body["task_instances"]}
 
 
+def _wait_idle(client, timeout: float = 300) -> None:
+    """No task queued or running anywhere, so the next tasks find both workers free."""
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = client.get("/api/v2/dags/~/dagRuns/~/taskInstances?state=queued&state=running&limit=20")
+        if not busy["task_instances"]:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"tasks still busy: {[(t['dag_id'], t['task_id']) for t in busy['task_instances']]}")
+        time.sleep(1)
+
+
 def _store(topology) -> EffoptStore:
     return EffoptStore(topology.store_url)
 
@@ -56,6 +68,7 @@ def test_two_parallel_runs_compute_once_across_workers(celery_topology, tmp_path
     client, dag = celery_topology.client, "effopt_cache_example"
     record = tmp_path / "computed.txt"
     conf = {"rows": 150000, "seed_column": 17, "record_to": str(record)}
+    _wait_idle(client)
     runs = _trigger_together(client, dag, [conf, conf])
     for run in runs:
         assert client.wait_for_run(dag, run, 400) == "success", client.failure_report(dag, run)
@@ -101,6 +114,7 @@ def test_array_cached_on_worker_a_is_consumed_on_worker_b(celery_topology):
 @pytest.fixture(scope="module")
 def usage_run(celery_topology):
     client, dag = celery_topology.client, "effopt_scaleout_usage"
+    _wait_idle(client)
     run, state = client.run_dag(dag, {"megabytes": 64, "cpu_seconds": 0.3}, timeout=300)
     assert state == "success", client.failure_report(dag, run)
     return run
@@ -139,7 +153,11 @@ def test_rightsizing_from_airflow_reads_the_postgres_store(celery_topology, usag
     settings = {"min_samples": 1}
     conf = {"source": "airflow", "dag_ids": ["effopt_scaleout_usage"], "window_hours": 24, "recommender": "effopt",
             "recommender_settings": settings, "mode": "dry-run"}
-    run, state = client.run_dag(dag, conf, timeout=300)
+    try:
+        run, state = client.run_dag(dag, conf, timeout=300)
+    finally:
+        # Unpausing an @hourly DAG also schedules its latest interval: no more of those during later tests.
+        client.request("PATCH", f"/api/v2/dags/{dag}", {"is_paused": True})
     assert state == "success", client.failure_report(dag, run)
     out = client.xcom(dag, run, "recommend")
     assert out["source"] == "airflow"
@@ -176,6 +194,7 @@ def test_graph_dag_spreads_over_both_workers_with_the_local_executor_outputs(cel
     conf = {"symbol": "AAPL", "limit": 3000}
     expected = run_local(optimized, conf)
 
+    _wait_idle(client)
     run, state = client.run_dag(dag, conf, timeout=400)
     assert state == "success", client.failure_report(dag, run)
     assert {ti["hostname"] for ti in client.task_instances(dag, run)} == WORKERS
@@ -203,6 +222,7 @@ def test_a_worker_killed_mid_task_loses_nothing_and_computes_nothing_twice(celer
     conf = {"token": uuid.uuid4().hex, "record_to": str(record), "go_file": str(go), "max_wait_s": 300}
     client.wait_for_dag(dag)
     client.unpause(dag)
+    _wait_idle(client)
 
     first = client.trigger(dag, conf)
     starts = _wait("the first run's task computing", lambda: record.exists() and record.read_text().splitlines()[:1])
