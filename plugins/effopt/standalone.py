@@ -142,10 +142,11 @@ def service_connection(home: Path, host: str, port: int) -> str:
 
 
 class GuardedProcess:
-    """A command in a process group of its own that never outlives this process.
+    """A command in a session and process group of its own that never outlives this process.
 
-    :meth:`stop` stops the whole group (a first signal, then SIGTERM, then SIGKILL); if this process is
-    killed outright (SIGKILL), :mod:`effopt.watchdog` stops the group.
+    :meth:`stop` stops the whole group (a first signal, then SIGTERM, then SIGKILL) and then kills what is
+    left of the session (Airflow runs each task in a process group of its own); :meth:`kill` SIGKILLs all of
+    it at once.  If this process is killed outright (SIGKILL), :mod:`effopt.watchdog` does the same.
     """
 
     def __init__(self, argv: list[str], env: Mapping[str, str] | None = None, output: IO[bytes] | None = None,
