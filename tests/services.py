@@ -201,9 +201,13 @@ class PostgresServer(_ServerProcess):
             output=self._log, preexec_fn=self._demote,
         ).start()
         self.proc = self._guard.proc
-        wait_until(self.ready, 60, f"postgres on port {self.port}", self.proc)
-        for database in self.databases:
-            self.create_database(database)
+        try:
+            wait_until(self.ready, 60, f"postgres on port {self.port}", self.proc)
+            for database in self.databases:
+                self.create_database(database)
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def ready(self) -> bool:
