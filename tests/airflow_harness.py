@@ -124,7 +124,13 @@ class AirflowClient:
         return run_id, self.wait_for_run(dag_id, run_id, timeout)
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
-        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances", limit=1000)["task_instances"]
+        """Every task instance of the run (page by page: the API serves at most ``[api] maximum_page_limit``)."""
+        out: list[dict] = []
+        while True:
+            page = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances", limit=100, offset=len(out))
+            out.extend(page["task_instances"])
+            if not page["task_instances"] or len(out) >= page["total_entries"]:
+                return out
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
         return {ti["task_id"]: ti["state"] for ti in self.task_instances(dag_id, run_id)}

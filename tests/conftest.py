@@ -32,7 +32,14 @@ import json  # noqa: E402
 # The Kubernetes API stand-in, its hook, an effopt store and the test rate table, for the tests of the modules
 # at the package's top (effopt.policies, effopt.prices); packages' own conftests may override them.
 from tests.rightsizing.apply.conftest import kube_hook, rates, standin, store  # noqa: E402, F401 - fixtures
-from tests.services import MotoServer, PrometheusServer, RedisServer, ServiceUnavailable, SmtpServer  # noqa: E402
+from tests.services import (  # noqa: E402
+    MotoServer,
+    PostgresServer,
+    PrometheusServer,
+    RedisServer,
+    ServiceUnavailable,
+    SmtpServer,
+)
 
 
 def _start(factory):
@@ -46,6 +53,14 @@ def _start(factory):
 def redis_server():
     """One real redis-server for the session (do not stop it; use ``redis_instance`` for outages)."""
     server = _start(lambda: RedisServer().start())
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One real PostgreSQL cluster of its own for the session (``create_database`` for a fresh database)."""
+    server = _start(lambda: PostgresServer().start())
     yield server
     server.close()
 
@@ -144,6 +159,24 @@ def airflow(tmp_path_factory, redis_server, _smtp_session, moto_server):
     server = AirflowServer(tmp_path_factory.mktemp("airflow-home"), env).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def celery_topology(tmp_path_factory):
+    """effopt scaled out: CeleryExecutor, its own Postgres and Redis, two Celery workers (``worker-a``: queues
+    default and cpu; ``worker-b``: default and gpu), one task slot each.
+
+    Started once per session, by the one module that uses it (``tests/e2e/test_scaleout_e2e.py``), and
+    stopped when that module is done: its eight idle Airflow processes would slow every later test.
+
+    Yields :class:`tests.celery_harness.CeleryTopology`; ``.client`` talks REST, ``.store_url`` is the
+    Postgres effopt store.
+    """
+    from tests.celery_harness import CeleryTopology
+
+    topology = _start(lambda: CeleryTopology(tmp_path_factory.mktemp("celery-topology")).start())
+    yield topology
+    topology.stop()
 
 
 @pytest.fixture(scope="module")

@@ -122,6 +122,126 @@ class RedisServer(_ServerProcess):
 
 
 
+def postgres_bindir() -> Path:
+    """Where Debian's ``postgresql`` package put ``initdb`` and ``postgres`` (the newest version installed)."""
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                        key=lambda p: [int(x) for x in p.parent.parent.name.split(".") if x.isdigit()])
+    if candidates:
+        return candidates[-1].parent
+    found = shutil.which("initdb")
+    if found is None:
+        raise ServiceUnavailable("PostgreSQL is not installed (apt-get install postgresql)")
+    return Path(found).resolve().parent
+
+
+class PostgresServer(_ServerProcess):
+    """A PostgreSQL cluster of its own: ``initdb`` into a temporary folder, the server on a free loopback port.
+
+    Not the system service: its data folder, socket and port are private to this instance, and the server
+    process runs in a process group of its own, stopped (with every backend) on ``stop()``; a watchdog stops
+    it if the test process dies.  Running as root, the server runs as the ``postgres`` user that Debian's
+    package creates (PostgreSQL refuses to run as root).  Durability is off (``fsync=off``): a test cluster.
+    """
+
+    user = "effopt"
+    password = "effopt-test-password"
+
+    def __init__(self, databases: tuple[str, ...] = ()) -> None:
+        self.bindir = postgres_bindir()
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="effopt-postgres-"))
+        self.data = self.dir / "data"
+        self.databases = databases
+        self._demote = self._demote_fn()
+        self.proc = None
+        self._guard = None
+
+    @staticmethod
+    def _demote_fn() -> Callable[[], None] | None:
+        if os.geteuid() != 0:
+            return None
+        import pwd
+
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            raise ServiceUnavailable("running as root needs the postgres user (apt-get install postgresql)") from None
+
+        def demote() -> None:
+            os.setgid(pw.pw_gid)
+            os.setuid(pw.pw_uid)
+
+        demote.uid, demote.gid = pw.pw_uid, pw.pw_gid  # type: ignore[attr-defined]
+        return demote
+
+    def url(self, database: str, driver: str = "postgresql+psycopg2") -> str:
+        return f"{driver}://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> PostgresServer:
+        from effopt.standalone import GuardedProcess
+
+        if self._demote is not None:
+            os.chown(self.dir, self._demote.uid, self._demote.gid)  # type: ignore[attr-defined]
+        pwfile = self.dir / "pw"
+        pwfile.write_text(self.password + "\n")
+        if self._demote is not None:
+            os.chown(pwfile, self._demote.uid, self._demote.gid)  # type: ignore[attr-defined]
+        if not (self.data / "PG_VERSION").exists():
+            res = subprocess.run(
+                [str(self.bindir / "initdb"), "-D", str(self.data), "-U", self.user, f"--pwfile={pwfile}",
+                 "--auth=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"],
+                capture_output=True, text=True, preexec_fn=self._demote,
+            )
+            if res.returncode != 0:
+                raise RuntimeError(f"initdb failed: {res.stderr.strip() or res.stdout.strip()}")
+        self._log = open(self.dir / "postgres.log", "ab")  # noqa: SIM115 - closed in stop()
+        self._guard = GuardedProcess(
+            [str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port),
+             "-c", "listen_addresses=127.0.0.1",
+             "-c", f"unix_socket_directories={self.dir}", "-c", "fsync=off", "-c", "synchronous_commit=off",
+             "-c", "full_page_writes=off", "-c", "max_connections=200", "-c", "shared_buffers=64MB"],
+            output=self._log, preexec_fn=self._demote,
+        ).start()
+        self.proc = self._guard.proc
+        try:
+            wait_until(self.ready, 60, f"postgres on port {self.port}", self.proc)
+            for database in self.databases:
+                self.create_database(database)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def ready(self) -> bool:
+        import psycopg2
+
+        psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,
+                         dbname="postgres", connect_timeout=2).close()
+        return True
+
+    def create_database(self, name: str) -> None:
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,
+                                dbname="postgres", connect_timeout=10)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                if cur.fetchone() is None:
+                    cur.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            guard.stop(30.0, signal.SIGINT)  # SIGINT: PostgreSQL's fast shutdown
+            self._log.close()
+        self.proc = None
+
+
+
 class PrometheusServer(_ServerProcess):
     """A real Prometheus server whose TSDB is pre-filled with history.
 

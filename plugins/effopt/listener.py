@@ -64,7 +64,8 @@ def finish(ti: Any, state: str) -> None:
         run_id=run_id,
         map_index=map_index,
         try_number=try_number,
-        hostname=socket.gethostname(),
+        # The host name Airflow recorded for this task instance ([core] hostname_callable), as the UI shows it.
+        hostname=getattr(ti, "hostname", None) or socket.gethostname(),
         pid=os.getpid(),
         start=usage.start,
         end=usage.end,

@@ -36,9 +36,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from effopt.deploy import SERVICE_USER, XCOM_BACKEND, api_connection
+from effopt.watchdog import kill_session
+
 REPO = Path(__file__).resolve().parents[2]
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
-SERVICE_USER = "effopt"
 API_CONN_ENV = "AIRFLOW_CONN_EFFOPT_AIRFLOW_API"
 # Airflow's SQLite connections wait this long for a lock instead of sqlite3's 5 s: with every component
 # and task writing to one file, a busy 2-core machine otherwise answers REST calls with "Database error".
@@ -104,6 +106,160 @@ def default_parallelism() -> int:
     return max(2, 2 * (os.cpu_count() or 1))
 
 
+def component_env(home: Path, dags_folder: Path, plugins_folder: Path, public_url: str) -> dict[str, str]:
+    """The environment of every Airflow component effopt starts, whatever the executor (``make run``'s
+    standalone, the scaled-out test topology): this process's environment plus its ``AIRFLOW_HOME``, effopt's
+    bundle and plugins folder, the users (admin, and the ``effopt`` service user with the Op role), the XCom
+    backend that resolves cache references, and ``PATH``/``PYTHONPATH`` so that ``airflow`` and ``effopt`` are
+    the ones of this interpreter and checkout."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins_folder),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            # admin for people; effopt (Op role) for effopt's operators over the REST API.
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,{SERVICE_USER}:op",
+            "AIRFLOW__API__BASE_URL": public_url,
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+            # Large @cached_task results travel as cache references; tasks pulling them get the value.
+            "AIRFLOW__CORE__XCOM_BACKEND": XCOM_BACKEND,
+            # A bundle edited while running shows up within seconds.
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    # Components (and standalone's children) start as `airflow ...` from PATH.
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join((bindir, env.get("PATH", "")))
+    # DAG files import effopt from the plugins folder (Airflow puts it on sys.path).
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(plugins_folder), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def service_connection(home: Path, host: str, port: int) -> str:
+    """``AIRFLOW_CONN_EFFOPT_AIRFLOW_API`` for the API server at ``host:port`` whose password file is in ``home``."""
+    return api_connection(host, port, SERVICE_USER, service_password(home),
+                          "effopt's service user on this Airflow's REST API (made by the launcher)")
+
+
+class GuardedProcess:
+    """A command in a session and process group of its own that never outlives this process.
+
+    :meth:`stop` stops the whole group (a first signal, then SIGTERM, then SIGKILL) and then kills what is
+    left of the session (Airflow runs each task in a process group of its own); :meth:`kill` SIGKILLs all of
+    it at once.  If this process is killed outright (SIGKILL), :mod:`effopt.watchdog` does the same.
+    """
+
+    def __init__(self, argv: list[str], env: Mapping[str, str] | None = None, output: IO[bytes] | None = None,
+                 **popen: Any) -> None:
+        self.argv = list(argv)
+        self.env = dict(env) if env is not None else None
+        self.output = output
+        self.popen = popen
+        self.proc: subprocess.Popen | None = None
+        self._watchdog: subprocess.Popen | None = None
+        self._watchdog_pipe: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def start(self) -> GuardedProcess:
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.output,
+            stderr=subprocess.STDOUT if self.output is not None else None,
+            start_new_session=True,
+            **self.popen,
+        )
+        self._start_watchdog(self.proc.pid)
+        return self
+
+    def _start_watchdog(self, pgid: int) -> None:
+        """A process that stops the group when this one is gone, even after a SIGKILL."""
+        read_end, write_end = os.pipe()  # both non-inheritable: the group's processes never hold the write end
+        try:
+            self._watchdog = subprocess.Popen(
+                [sys.executable, "-m", "effopt.watchdog", str(pgid)],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                    p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)},
+                start_new_session=True,
+            )
+        finally:
+            os.close(read_end)
+        self._watchdog_pipe = write_end
+
+    def stop(self, timeout: float = 30.0, first: signal.Signals = signal.SIGINT) -> None:
+        try:
+            self._stop_group(timeout, first)
+        finally:
+            self._close_watchdog()
+
+    def kill(self) -> None:
+        """SIGKILL the whole group, and every process of its session, at once (what losing the machine does)."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            kill_session(proc.pid)
+            proc.wait()
+        self._close_watchdog()
+
+    def _close_watchdog(self) -> None:
+        pipe, self._watchdog_pipe = self._watchdog_pipe, None
+        if pipe is not None:
+            os.close(pipe)  # the watchdog reads end-of-file, finds the group gone, and exits
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            try:
+                watchdog.wait(5)
+            except subprocess.TimeoutExpired:
+                watchdog.kill()
+                watchdog.wait()
+
+    def _stop_group(self, timeout: float, first: signal.Signals) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        try:
+            self._signal_group(proc, timeout, first)
+        finally:
+            # Airflow runs each task in a process group of its own: what is left of the session goes too.
+            kill_session(proc.pid)
+
+    @staticmethod
+    def _signal_group(proc: subprocess.Popen, timeout: float, first: signal.Signals) -> None:
+        if proc.poll() is not None:
+            try:  # the leader is gone; the rest of its group may not be
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            return
+        for sig, wait in ((first, timeout), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                proc.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # Children that outlived the leader (executor workers) share its group.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 class Standalone:
     """One ``airflow standalone`` process group."""
 
@@ -127,9 +283,12 @@ class Standalone:
         self.parallelism = parallelism or default_parallelism()
         self.extra_env = dict(extra_env or {})
         self.output = output
-        self.proc: subprocess.Popen | None = None
-        self._watchdog: subprocess.Popen | None = None
-        self._watchdog_pipe: int | None = None
+        self._group: GuardedProcess | None = None
+
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        """The ``airflow standalone`` process (the leader of its group), while started."""
+        return self._group.proc if self._group is not None else None
 
     @property
     def url(self) -> str:
@@ -141,40 +300,18 @@ class Standalone:
         return f"http://{_local_host(self.host)}:{self.port}"
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = component_env(self.home, self.dags_folder, self.plugins_folder, self.url)
         env.update(
             {
-                "AIRFLOW_HOME": str(self.home),
-                "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
-                "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.plugins_folder),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.local_url}/execution/",
                 "AIRFLOW__API__HOST": self.host,
                 "AIRFLOW__API__PORT": str(self.port),
-                # admin for people; effopt (Op role) for effopt's operators over the REST API.
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,{SERVICE_USER}:op",
-                "AIRFLOW__API__BASE_URL": self.url,
-                "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
-                # Large @cached_task results travel as cache references; tasks pulling them get the value.
-                "AIRFLOW__CORE__XCOM_BACKEND": "effopt.xcom.CacheReferenceXCom",
-                # A bundle edited while running shows up within seconds.
-                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
-                "PYTHONUNBUFFERED": "1",
             }
         )
-        # standalone starts its components as `airflow ...` from PATH.
-        bindir = str(Path(sys.executable).parent)
-        env["PATH"] = os.pathsep.join((bindir, env.get("PATH", "")))
-        # DAG files import effopt from the plugins folder (Airflow puts it on sys.path).
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self.plugins_folder), env.get("PYTHONPATH")) if p)
         if API_CONN_ENV not in env and (self.home / PASSWORDS_FILE).exists():
-            env[API_CONN_ENV] = json.dumps({
-                "conn_type": "http", "host": _local_host(self.host), "port": self.port, "schema": "http",
-                "login": SERVICE_USER, "password": service_password(self.home),
-                "description": "effopt's service user on this Airflow's REST API (made by the launcher)",
-            })
+            env[API_CONN_ENV] = service_connection(self.home, _local_host(self.host), self.port)
         env.update(self.extra_env)
         if env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite"):
             for key in ("SQL_ALCHEMY_CONNECT_ARGS", "SQL_ALCHEMY_CONNECT_ARGS_ASYNC"):
@@ -203,32 +340,8 @@ class Standalone:
         service_password(self.home)
         self.check_config()
         airflow = Path(sys.executable).parent / "airflow"
-        self.proc = subprocess.Popen(
-            [str(airflow), "standalone"],
-            env=self.env(),
-            stdin=subprocess.DEVNULL,
-            stdout=self.output,
-            stderr=subprocess.STDOUT if self.output is not None else None,
-            start_new_session=True,
-        )
-        self._start_watchdog(self.proc.pid)
+        self._group = GuardedProcess([str(airflow), "standalone"], self.env(), self.output).start()
         return self
-
-    def _start_watchdog(self, pgid: int) -> None:
-        """A process that stops Airflow's group when this one is gone, even after a SIGKILL."""
-        read_end, write_end = os.pipe()  # both non-inheritable: Airflow's processes never hold the write end
-        try:
-            self._watchdog = subprocess.Popen(
-                [sys.executable, "-m", "effopt.watchdog", str(pgid)],
-                stdin=read_end,
-                stdout=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                    p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)},
-                start_new_session=True,
-            )
-        finally:
-            os.close(read_end)
-        self._watchdog_pipe = write_end
 
     def healthy(self) -> bool:
         """API server up, metadatabase reachable, scheduler, DAG processor and triggerer heartbeating."""
@@ -254,49 +367,11 @@ class Standalone:
         return json.loads((self.home / PASSWORDS_FILE).read_text())["admin"]
 
     def stop(self, timeout: float = 30.0) -> None:
-        try:
-            self._stop_group(timeout)
-        finally:
-            self._close_watchdog()
-
-    def _close_watchdog(self) -> None:
-        pipe, self._watchdog_pipe = self._watchdog_pipe, None
-        if pipe is not None:
-            os.close(pipe)  # the watchdog reads end-of-file, finds the group gone, and exits
-        watchdog, self._watchdog = self._watchdog, None
-        if watchdog is not None:
-            try:
-                watchdog.wait(5)
-            except subprocess.TimeoutExpired:
-                watchdog.kill()
-                watchdog.wait()
-
-    def _stop_group(self, timeout: float) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is not None:
-            try:  # standalone is gone; its components may not be
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            return
-        # SIGINT is what Ctrl-C sends: standalone shuts its components down cleanly.
-        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                proc.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        # Components that outlived the launcher (executor workers) share its group.
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        # SIGINT is what Ctrl-C sends: standalone shuts its components down cleanly; executor workers that
+        # outlive it share its group and are killed with it.
+        group, self._group = self._group, None
+        if group is not None:
+            group.stop(timeout, signal.SIGINT)
 
 
 def register(parser) -> None:

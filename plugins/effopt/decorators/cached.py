@@ -37,6 +37,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import socket
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
@@ -162,25 +163,33 @@ def run_cached(
         _defer(task, cache, held, namespace, resume)
         raise  # not reached: defer() raises TaskDeferred
     cache.flush_stats()
+    # Which worker computed and which one hit: the host name Airflow records for this task instance.
+    ti = context.get("ti") if context is not None else None
+    host = getattr(ti, "hostname", None) or socket.gethostname()
     if result.error:
-        log.warning("effopt cache bypassed (%s): computed in %.2f s, key %s", result.error, result.compute_s,
-                    result.key)
+        log.warning("effopt cache bypassed (%s): computed in %.2f s, key %s, on %s", result.error, result.compute_s,
+                    result.key, host)
     elif result.hit:
-        log.info("effopt cache hit: key %s, %s bytes, %.2f s saved", result.key, result.nbytes, result.saved_s)
+        log.info("effopt cache hit: key %s, %s bytes, %.2f s saved, on %s%s", result.key, result.nbytes,
+                 result.saved_s, host,
+                 f", after waiting {result.waited_s:.2f} s for another worker computing it" if result.waited_s else "")
     else:
         log.info(
-            "effopt cache miss%s: key %s, computed in %.2f s, %s",
+            "effopt cache miss%s: key %s, computed in %.2f s, %s, on %s%s",
             " (refresh)" if refresh else "",
             result.key,
             result.compute_s,
             f"stored {result.nbytes} bytes" if result.stored else "not stored",
+            host,
+            # Waited on a lock whose holder then released it without a value or whose lease expired (it died).
+            f"; took over the single-flight lock after waiting {result.waited_s:.2f} s" if result.waited_s else "",
         )
     if context is not None and context.get("ti") is not None:
         context["ti"].xcom_push(
             key="effopt_cache",
             value={"hit": result.hit, "key": str(result.key), "saved_s": round(result.saved_s, 3),
-                   "compute_s": round(result.compute_s, 3), "nbytes": result.nbytes, "refresh": refresh,
-                   "error": result.error},
+                   "compute_s": round(result.compute_s, 3), "waited_s": round(result.waited_s, 3),
+                   "nbytes": result.nbytes, "refresh": refresh, "error": result.error},
         )
     in_cache = result.hit or result.stored
     if in_cache and (_xcom_cannot_carry(result.value) or (

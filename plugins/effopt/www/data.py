@@ -40,7 +40,8 @@ def _median(values: list[float]) -> float | None:
 
 def task_summary(user: Any, dag_id: str | None = None, days: float = 30.0) -> list[dict[str, Any]]:
     """Per (dag, task) over the last ``days``: tries, successful runs, medians over the successful tries,
-    CPU utilisation, the largest peak RSS, the last state, and the newest tries for the sparklines."""
+    CPU utilisation, the largest peak RSS, the last state, the hosts that ran it, and the newest tries for the
+    sparklines."""
     from effopt.airflow_settings import get_store
 
     records = get_store().task_usage(dag_id=dag_id, since=time.time() - days * DAY)
@@ -66,8 +67,10 @@ def task_summary(user: Any, dag_id: str | None = None, days: float = 30.0) -> li
             "max_peak_rss_bytes": max(r.peak_rss_bytes for r in recs),
             "last_state": recs[-1].state,
             "last_end": recs[-1].end,
+            # The workers that ran it (Airflow's host name of each try), so a scaled-out fleet shows where.
+            "hosts": sorted({r.hostname for r in recs if r.hostname}),
             "history": [{"start": r.start, "peak_rss_bytes": r.peak_rss_bytes, "cpu_s": round(r.cpu_s, 3),
-                         "state": r.state} for r in recs[-SPARK_POINTS:]],
+                         "state": r.state, "hostname": r.hostname} for r in recs[-SPARK_POINTS:]],
         })
     return rows
 
