@@ -164,7 +164,7 @@ def airflow(tmp_path_factory, redis_server, _smtp_session, moto_server):
 @pytest.fixture(scope="module")
 def celery_topology(tmp_path_factory):
     """effopt scaled out: CeleryExecutor, its own Postgres and Redis, two Celery workers (``worker-a``: queues
-    default and cpu; ``worker-b``: default and gpu), one task slot each.
+    default and cpu; ``worker-b``: default and gpu), one task slot each; a static GPU inventory of one T4.
 
     Started once per session, by the one module that uses it (``tests/e2e/test_scaleout_e2e.py``), and
     stopped when that module is done: its eight idle Airflow processes would slow every later test.
@@ -174,7 +174,12 @@ def celery_topology(tmp_path_factory):
     """
     from tests.celery_harness import CeleryTopology
 
-    topology = _start(lambda: CeleryTopology(tmp_path_factory.mktemp("celery-topology")).start())
+    root = tmp_path_factory.mktemp("celery-topology")
+    inventory = root / "gpus.yaml"  # one T4 for every worker: GPU leases in the topology's Redis
+    inventory.write_text("nodes:\n  - {name: gpu-box, gpus: 1, model: T4, gpu_memory_mib: 15360}\n")
+    gpu_env = {"AIRFLOW__EFFOPT__GPU_INVENTORY": "static", "AIRFLOW__EFFOPT__GPU_INVENTORY_FILE": str(inventory),
+               "AIRFLOW__EFFOPT__GPU_CAPACITY_POLL_S": "1"}
+    topology = _start(lambda: CeleryTopology(root, extra_env=gpu_env).start())
     yield topology
     topology.stop()
 

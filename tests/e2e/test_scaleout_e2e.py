@@ -7,6 +7,7 @@ restarts it.
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +20,7 @@ from effopt.graph import load_spec, optimize, run_local
 from effopt.metrics.airflow_tasks import AirflowTaskSource
 from effopt.rightsizing.recommend import recommend_all
 from effopt.store import EffoptStore
+from tests.airflow_harness import AirflowApiError
 from tests.e2e.test_graph_e2e import _close
 
 pytestmark = pytest.mark.slow
@@ -202,6 +204,35 @@ def test_graph_dag_spreads_over_both_workers_with_the_local_executor_outputs(cel
     for output in graph.outputs:
         got = client.xcom(dag, run, producers[output], key=output)
         assert _close(got, expected[output]), f"{output}: {got!r} != {expected[output]!r}"
+
+
+
+# -- GPU leases shared by the workers --------------------------------------------------------------------------
+def _ensure_pool(client, name: str, slots: int) -> None:
+    try:
+        client.request("POST", "/api/v2/pools", {"name": name, "slots": slots, "include_deferred": False})
+    except AirflowApiError as exc:
+        if exc.status != 409:
+            raise
+        client.request("PATCH", f"/api/v2/pools/{name}", {"slots": slots})
+
+
+def test_gpu_tasks_on_both_workers_never_over_commit_the_inventory(celery_topology):
+    """effopt_gpu_example's three tasks each ask 600 thousandths of a GPU; the inventory has one T4, so only
+    one may hold it at a time.  The pool is set to 3 slots (a pool sized by hand, too large), so Airflow starts
+    two of them at once, one on each worker: the leases in the shared Redis, not the pool, keep them apart."""
+    client, dag = celery_topology.client, "effopt_gpu_example"
+    _wait_idle(client)
+    _ensure_pool(client, "effopt_gpu", 3)
+    (run,) = _trigger_together(client, dag, [{"seconds": 6}])
+    assert client.wait_for_run(dag, run, timeout=300) == "success", client.failure_report(dag, run)
+    client.request("PATCH", f"/api/v2/dags/{dag}", {"is_paused": True})
+    held = sorted((client.xcom(dag, run, f"gpu_task_{n}") for n in (1, 2, 3)), key=lambda h: h["start"])
+    assert [h["cuda_visible_devices"] for h in held] == ["0", "0", "0"]
+    for earlier, later in itertools.pairwise(held):
+        assert earlier["end"] <= later["start"], (earlier, later)  # the one GPU held by one task at a time
+    hosts = {_ti(client, dag, run, f"gpu_task_{n}")["hostname"] for n in (1, 2, 3)}
+    assert hosts == WORKERS, hosts  # both workers ran GPU tasks against the same leases
 
 
 # -- a worker killed mid-task (last: it restarts the worker) --------------------------------------------------
