@@ -130,7 +130,7 @@ class AirflowApiHook(BaseHook):
                                                        "include_deferred": False})
 
     def update_pool(self, name: str, **fields: Any) -> dict[str, Any]:
-        quoted = urllib.parse.quote(name, safe="")
+        quoted = _q(name)
         # update_mask is a list: one query parameter per field (a comma-joined one matches no field).
         mask = "&".join(f"update_mask={urllib.parse.quote(f)}" for f in sorted(fields))
         # The body must carry include_deferred (Airflow 3.3 validates it); only the fields in the mask change.
@@ -138,7 +138,7 @@ class AirflowApiHook(BaseHook):
         return self.request("PATCH", f"/api/v2/pools/{quoted}?{mask}", body)
 
     def delete_pool(self, name: str) -> None:
-        self.request("DELETE", f"/api/v2/pools/{urllib.parse.quote(name, safe='')}")
+        self.request("DELETE", f"/api/v2/pools/{_q(name)}")
 
     def ensure_pools(self, wanted: Mapping[str, tuple[int, str]]) -> dict[str, str]:
         """Create each missing pool ``name -> (slots, description)``; an existing pool is left as it is.
@@ -164,7 +164,14 @@ class AirflowApiHook(BaseHook):
     # -- task states (the spot cleanup's orphan rule) -----------------------------------------------------------
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any] | None:
         """The DAG run (``state``, ...), or None when there is no such run."""
-        path = f"/api/v2/dags/{urllib.parse.quote(dag_id, safe='')}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+        return self._get_or_none(f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}")
+
+    def task_instance(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any] | None:
+        """The task instance (``state``, ``try_number``, ...), or None when the run has no such task."""
+        path = f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}"
+        return self._get_or_none(path + (f"/{int(map_index)}" if map_index >= 0 else ""))
+
+    def _get_or_none(self, path: str) -> dict[str, Any] | None:
         try:
             return self.request("GET", path)
         except AirflowApiError as exc:
@@ -172,14 +179,7 @@ class AirflowApiHook(BaseHook):
                 return None
             raise
 
-    def task_instance(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any] | None:
-        """The task instance (``state``, ``try_number``, ...), or None when the run has no such task."""
-        path = (f"/api/v2/dags/{urllib.parse.quote(dag_id, safe='')}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
-                f"/taskInstances/{urllib.parse.quote(task_id, safe='')}" + (f"/{int(map_index)}" if map_index >= 0
-                                                                             else ""))
-        try:
-            return self.request("GET", path)
-        except AirflowApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+
+def _q(part: str) -> str:
+    """One path segment of a REST URL (run ids carry ``+`` and ``:``)."""
+    return urllib.parse.quote(part, safe="")
