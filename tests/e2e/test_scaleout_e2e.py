@@ -214,7 +214,8 @@ def _ensure_pool(client, name: str, slots: int) -> None:
     except AirflowApiError as exc:
         if exc.status != 409:
             raise
-        client.request("PATCH", f"/api/v2/pools/{name}", {"slots": slots})
+        client.request("PATCH", f"/api/v2/pools/{name}?update_mask=slots",
+                       {"name": name, "slots": slots, "include_deferred": False})
 
 
 def test_gpu_tasks_on_both_workers_never_over_commit_the_inventory(celery_topology):
