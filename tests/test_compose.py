@@ -113,3 +113,14 @@ def test_task_logs_are_shared_by_every_airflow_service(compose):
     """The API server reads a task's log where its worker wrote it (the topology shares one folder too)."""
     for name in AIRFLOW_SERVICES:
         assert "airflow-logs:/opt/airflow/logs" in compose["services"][name]["volumes"], name
+
+
+def test_a_password_with_url_characters_stays_one_password():
+    import sqlalchemy as sa
+
+    from effopt.deploy import Endpoints
+
+    ep = Endpoints("db", "airflow", "p@ss:w/rd%", "redis", "http://api:8080", postgres_port=6543)
+    url = sa.engine.make_url(ep.postgres("effopt"))
+    assert (url.username, url.password, url.host, url.port, url.database) == ("airflow", "p@ss:w/rd%", "db", 6543,
+                                                                               "effopt")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from urllib.parse import quote
 
 AIRFLOW_DB = "airflow"
 EFFOPT_DB = "effopt"
@@ -55,7 +56,8 @@ class Endpoints:
 
     def postgres(self, database: str, driver: str = "postgresql+psycopg2") -> str:
         port = "" if self.postgres_port == 5432 else f":{self.postgres_port}"
-        return f"{driver}://{self.postgres_user}:{self.postgres_password}@{self.postgres_host}{port}/{database}"
+        user, password = quote(self.postgres_user, safe=""), quote(self.postgres_password, safe="")
+        return f"{driver}://{user}:{password}@{self.postgres_host}{port}/{database}"
 
     def redis(self, db: int, *, empty_password: bool = False) -> str:
         auth = ":@" if empty_password else ""

@@ -87,8 +87,12 @@ def test_an_empty_inventory_leaves_every_gpu_pool_as_it_is():
     assert [(c.pool, c.action, c.slots_after) for c in plan] == [("effopt_serial", "keep", 1),
                                                                  ("effopt_gpu", "left-as-is", 1)]
     assert "no GPUs in the inventory" in plan[1].reason and not any(c.changes for c in plan)
+    # No effopt_gpu at all: Airflow would never schedule a GPU task, so it is made with one GPU's worth of slots.
     fresh = plan_pools(empty, "gpu", [], {})
-    assert [(c.pool, c.action) for c in fresh] == [("effopt_serial", "create"), ("effopt_gpu", "left-as-is")]
+    assert [(c.pool, c.action, c.slots_after) for c in fresh] == [("effopt_serial", "create", 1),
+                                                                  ("effopt_gpu", "create", 1)]
+    assert "never being scheduled" in fresh[1].reason and fresh[1].description.endswith(MARK)
+    assert plan_pools(empty, "milli", [], {})[1].slots_after == 1000
 
 
 def test_pool_names_and_a_task_s_pool():

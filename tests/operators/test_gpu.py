@@ -8,6 +8,7 @@ import asyncio
 import os
 
 import pytest
+from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from effopt.gpu.leases import Holder, LeaseRequest, LeaseRequestError
 
@@ -191,6 +192,89 @@ def test_no_capacity_defers_to_the_capacity_trigger_without_a_lease(gpus):
     manager.release(held2)
 
 
+def test_a_wait_keeps_its_deadline_across_resumes_and_then_fails_without_a_retry(gpus):
+    """Resumed because it fit, then beaten to the GPU by another task: it waits again until the same deadline."""
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from effopt.operators.gpu import GpuPythonOperator
+
+    manager = _manager()
+    held = [manager.acquire(LeaseRequest(1, 700), Holder("other", t, "r")) for t in ("a", "b")]
+    op = GpuPythonOperator(task_id="waits", python_callable=print, gpu_milli=600, gpu_wait_timeout_s=60)
+    with pytest.raises(TaskDeferred) as first:
+        op.execute({"ti": FakeTI("waits")})
+    deadline = first.value.kwargs["gpu_timeout_at"]
+    assert deadline == first.value.trigger.timeout_at and deadline > 0
+    with pytest.raises(TaskDeferred) as again:  # "fits" fired, but the GPUs are taken again
+        op._gpu_resume({"ti": FakeTI("waits")}, {"status": "fits"}, gpu_timeout_at=deadline)
+    assert again.value.kwargs["gpu_timeout_at"] == again.value.trigger.timeout_at == deadline
+    with pytest.raises(AirflowSensorTimeout, match="no GPU capacity for 600 thousandths of a GPU within 60 s"):
+        op._gpu_resume({"ti": FakeTI("waits")}, {"status": "timeout"}, gpu_timeout_at=deadline)
+    for lease in held:
+        manager.release(lease)
+
+
+def test_a_policy_typo_fails_when_the_dag_is_parsed_and_gpu_policy_is_policy():
+    from airflow.sdk import DAG
+
+    from effopt.decorators import gpu_task
+    from effopt.operators.gpu import GpuPythonOperator
+    from effopt.sensors.gpu import GpuCapacitySensor
+
+    with pytest.raises(LeaseRequestError, match="gpu_policy 'bestfit' is not a placement policy .known: .*best-fit"):
+        GpuPythonOperator(task_id="x", python_callable=print, gpu_policy="bestfit")
+    with pytest.raises(LeaseRequestError, match="gpu_policy 'fdg'"):
+        GpuCapacitySensor(task_id="s", gpu_policy="fdg")
+    with DAG("policy", schedule=None):
+        @gpu_task(gpu_policy="best-fit")
+        def train():
+            return 1
+
+        assert train().operator.gpu_policy == "best-fit"
+    with pytest.raises(ValueError, match="policy='fgd' and gpu_policy='best-fit': give one"):
+        gpu_task(policy="fgd", gpu_policy="best-fit")(print)
+
+
+def test_a_mig_slice_without_its_uuid_fails_before_the_task_runs(tmp_path, monkeypatch):
+    """A static MIG slice has no UUID; CUDA would read its position as a whole GPU's index."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from effopt.operators.gpu import GpuPythonOperator
+
+    path = tmp_path / "mig.yaml"
+    path.write_text("nodes:\n  - name: box\n    gpus:\n      - {index: 0, model: A100-SXM4-40GB, memory_mib: 40960}\n"
+                    "      - {index: 1, model: A100-SXM4-40GB, memory_mib: 40960, mig: [3g.20gb, 3g.20gb]}\n")
+    monkeypatch.setenv("AIRFLOW__EFFOPT__GPU_INVENTORY", "static")
+    monkeypatch.setenv("AIRFLOW__EFFOPT__GPU_INVENTORY_FILE", str(path))
+    monkeypatch.setenv("AIRFLOW__EFFOPT__STORE_URL", f"sqlite:///{tmp_path}/effopt.db")
+    monkeypatch.delenv("AIRFLOW_CONN_EFFOPT_REDIS", raising=False)
+    reload_settings()
+    ran = []
+    try:
+        op = GpuPythonOperator(task_id="mig", python_callable=lambda: ran.append(1), models=["mig-3g.20gb"])
+        with pytest.raises(AirflowFailException, match="MIG slice.* have no UUID in the inventory"):
+            op.execute({"ti": FakeTI("mig")})
+        assert ran == [] and _manager().list() == []  # never ran; its lease released
+    finally:
+        monkeypatch.undo()
+        reload_settings()
+
+
+def test_the_capacity_trigger_ends_on_a_configuration_error(gpus, monkeypatch):
+    """A rejected Redis password is the same at every poll: the wait ends with an error, not forever."""
+    import redis.exceptions
+
+    from effopt.triggers import gpu as gpu_trigger
+
+    def rejected(request, policy):
+        raise redis.exceptions.AuthenticationError("invalid username-password pair")
+
+    monkeypatch.setattr(gpu_trigger, "where_it_fits", rejected)
+    trigger = gpu_trigger.GpuCapacityTrigger({"gpus": 1, "gpu_milli": 600}, None, 0.05, None)
+    event = asyncio.run(asyncio.wait_for(trigger.run().__anext__(), 30))
+    assert event.payload == {"status": "error", "reason": "AuthenticationError: invalid username-password pair"}
+
+
 def test_an_empty_inventory_runs_without_a_lease_and_says_so(no_gpus, capsys):
     from effopt.operators.gpu import GpuPythonOperator
 
@@ -285,7 +369,7 @@ def test_the_sensor_is_done_when_it_fits_defers_when_not_and_fails_when_it_never
     assert poking.poke({}).is_done is True
     with pytest.raises(AirflowFailException, match="unknown GPU model 'H100'"):
         GpuCapacitySensor(task_id="x", models=["H100"]).execute({})
-    with pytest.raises(TimeoutError, match="no GPU capacity for 2 GPUs within 600 s"):
+    with pytest.raises(AirflowSensorTimeout, match="no GPU capacity for 2 GPUs within 600 s"):
         GpuCapacitySensor(task_id="s", gpus=2, timeout=600).execute_complete({}, {"status": "timeout"})
 
 

@@ -34,8 +34,12 @@ class _GpuPythonDecoratedOperator(GpuTaskMixin, _PythonDecoratedOperator):
 def gpu_task(python_callable: Any = None, *, gpus: int = 1, gpu_milli: int | None = None,
              gpu_memory_gib: float | None = None, models: Iterable[str] | str | None = None, policy: str | None = None,
              tenant: str | None = None, gpu_wait_timeout_s: float | None = None, multiple_outputs: bool | None = None,
-             **kwargs: Any) -> Any:
-    """Decorate a function into a GPU task (also ``@gpu_task`` without parentheses: one GPU)."""
+             gpu_policy: str | None = None, **kwargs: Any) -> Any:
+    """Decorate a function into a GPU task (also ``@gpu_task`` without parentheses: one GPU); ``gpu_policy``,
+    the operators' name for it, is the same as ``policy``."""
+    if policy is not None and gpu_policy is not None and policy != gpu_policy:
+        raise ValueError(f"@gpu_task got policy={policy!r} and gpu_policy={gpu_policy!r}: give one")
+    policy = policy if policy is not None else gpu_policy
     # Pool and slots are set here, not only by the operator, so a mapped task (.expand) has them too.
     kwargs.setdefault("pool", gpu_pool(models, tenant))
     kwargs.setdefault("pool_slots", gpu_pool_slots(gpus, gpu_milli, gpu_memory_gib, models))

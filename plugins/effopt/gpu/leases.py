@@ -174,7 +174,14 @@ class Lease:
         return self.model[len(MIG_PREFIX):] if self.model.startswith(MIG_PREFIX) else ""
 
     def visible_devices(self) -> str:
-        """``CUDA_VISIBLE_DEVICES``: the devices' UUIDs where known (MIG slices need them), else their indices."""
+        """``CUDA_VISIBLE_DEVICES``: the devices' UUIDs where known, else their indices.  A MIG slice has no
+        index of its own (CUDA would read its position as a whole GPU's): without its UUID this is a
+        LeaseRequestError."""
+        if self.mig_profile and not all(self.uuids):
+            raise LeaseRequestError(
+                f"lease {self.lease_id}: the MIG slice(s) {self.model} on node {self.node} have no UUID in the "
+                "inventory, and CUDA_VISIBLE_DEVICES needs MIG-<uuid> to address a slice; use the nvml inventory "
+                "(it reads them) or run the task as a pod (GpuKubernetesPodOperator asks the MIG resource)")
         return ",".join(u if u else str(d) for d, u in zip(self.devices, self.uuids, strict=True))
 
     def to_dict(self) -> dict[str, Any]:

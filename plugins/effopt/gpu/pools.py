@@ -13,7 +13,8 @@ Rules: a pool already right is left alone (a second run changes nothing). A pool
 description ends with :data:`MARK`) that is no longer wanted is deleted, unless tasks still run, wait or are
 queued in it: then it is emptied (0 slots) and kept. Shrinking a pool below its occupied slots is done and
 reported: running tasks go on, new ones wait. An empty inventory changes no GPU pool (an inventory that found
-nothing is no reason to stop every GPU task): the plan says so.
+nothing is no reason to stop every GPU task): the plan says so; only a missing ``effopt_gpu`` is created, with
+one GPU's worth of slots, since GPU tasks are in it and Airflow never schedules a task in a pool it lacks.
 """
 
 from __future__ import annotations
@@ -146,8 +147,15 @@ def plan_pools(inventory: Inventory, unit: str, quotas: Iterable[Quota],
             pool = existing[name]
             if name == ALL_POOL or name.startswith((MODEL_PREFIX, QUOTA_PREFIX)):
                 out.append(PoolChange(name, "left-as-is", pool.get("slots"), pool.get("slots"), _occupied(pool), why))
-        if not any(c.pool != SERIAL_POOL for c in out):
-            out.append(PoolChange(ALL_POOL, "left-as-is", None, None, 0, why))
+        if ALL_POOL not in existing:
+            # GPU tasks are in effopt_gpu; a pool Airflow does not know never schedules them.  Without GPUs they
+            # run without a lease: one GPU's worth of slots lets them run, one at a time.
+            one = MILLI if unit == "milli" else 1
+            out.append(PoolChange(ALL_POOL, "create", None, one, 0,
+                                  f"no GPUs in the inventory ({inventory.source}: {inventory.detail}); one GPU's "
+                                  "worth of slots so GPU tasks run (without a lease, one at a time) instead of "
+                                  "never being scheduled",
+                                  f"effopt: no GPUs in the inventory yet, one GPU's worth of slots {MARK}"))
         return out
     wanted = wanted_pools(inventory, unit, quotas)
     for name, (n, description, why) in sorted(wanted.items()):

@@ -54,9 +54,18 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT_ERRORS)
 
 
+def _rejected_credentials(exc: BaseException) -> bool:
+    """A server that refused the credentials (Redis AUTH): the same on every retry."""
+    try:
+        from redis.exceptions import AuthenticationError, AuthorizationError
+    except ImportError:  # pragma: no cover - redis is a dependency
+        return False
+    return isinstance(exc, (AuthenticationError, AuthorizationError))
+
+
 def classify(exc: BaseException) -> str:
     """``config`` (fail now), ``transient`` (retry) or ``unknown`` (retry: it may be either)."""
-    if isinstance(exc, AirflowFailException):
+    if isinstance(exc, AirflowFailException) or _rejected_credentials(exc):
         return "config"
     if is_transient(exc):
         return "transient"

@@ -38,6 +38,16 @@ NO_INVENTORY = ("effopt: no GPU inventory ([effopt] gpu_inventory found no GPUs:
                 "with CUDA_VISIBLE_DEVICES=''")
 
 
+def check_gpu_policy(name: str | None) -> str | None:
+    """``name`` when it is a placement policy (or None: ``[effopt] gpu_policy``); a typo fails when the DAG is
+    parsed, naming the known ones."""
+    from effopt.gpu.policies import REGISTRY
+
+    if name is not None and name not in REGISTRY:
+        raise LeaseRequestError(f"gpu_policy {name!r} is not a placement policy (known: {', '.join(REGISTRY)})")
+    return name
+
+
 def lease_request(gpus: int = 1, gpu_milli: int | None = None, gpu_memory_gib: float | None = None,
                   models: Iterable[str] | str | None = None, nodes: Sequence[str] = ()) -> LeaseRequest:
     """A :class:`LeaseRequest` from a GPU task's arguments (ValueError names a bad one)."""
@@ -161,7 +171,7 @@ class GpuTaskMixin:
             kwargs["pool_slots"] = gpu_pool_slots(gpus, gpu_milli, gpu_memory_gib, models)
         super().__init__(**kwargs)
         self.gpu_request = request
-        self.gpu_policy = gpu_policy
+        self.gpu_policy = check_gpu_policy(gpu_policy)
         self.gpu_tenant = tenant
         self.gpu_wait_timeout_s = gpu_wait_timeout_s
         self._gpu_lease: Lease | None = None
@@ -172,16 +182,32 @@ class GpuTaskMixin:
     def execute(self, context: Any) -> Any:
         return self._gpu_run(context, self._gpu_begin(context))
 
-    def _gpu_resume(self, context: Any, event: dict[str, Any] | None = None) -> Any:
+    def _gpu_resume(self, context: Any, event: dict[str, Any] | None = None,
+                    gpu_timeout_at: float | None = None) -> Any:
+        from airflow.sdk.exceptions import AirflowSensorTimeout
+
         event = event or {}
         if event.get("status") == "error":
             raise AirflowFailException(f"effopt: this GPU request can no longer be placed: {event.get('reason')}")
-        if event.get("status") == "timeout":
-            raise TimeoutError(f"effopt: no GPU capacity for {self.gpu_request.describe()} within "
-                               f"{self.gpu_wait_timeout_s} s ({event.get('reason', '')})")
-        return self._gpu_run(context, self._gpu_begin(context))
+        if event.get("status") == "timeout":  # the wait the task asked for is over: failed, not retried
+            raise AirflowSensorTimeout(f"effopt: no GPU capacity for {self.gpu_request.describe()} within "
+                                       f"{self.gpu_wait_timeout_s} s ({event.get('reason', '')})")
+        # Resumed because it fits: another task may take it first, and then the wait goes on to the same end.
+        return self._gpu_run(context, self._gpu_begin(context, gpu_timeout_at))
 
-    def _gpu_begin(self, context: Any) -> Lease | None:
+    def _gpu_begin(self, context: Any, timeout_at: float | None = None) -> Lease | None:
+        """The lease (None without GPUs); defers while nothing fits, until ``timeout_at`` (default: now +
+        ``gpu_wait_timeout_s``).  A configuration error fails the task at once; a transient one is retried."""
+        from effopt.operators.errors import as_fail, classify
+
+        try:
+            return self._gpu_lease_or_defer(context, timeout_at)
+        except Exception as exc:
+            if classify(exc) != "config":  # (TaskDeferred is a BaseException: it passes through)
+                raise
+            raise as_fail(exc) from exc
+
+    def _gpu_lease_or_defer(self, context: Any, timeout_at: float | None) -> Lease | None:
         import time
 
         from effopt.airflow_settings import get_settings
@@ -213,13 +239,14 @@ class GpuTaskMixin:
             from effopt.triggers.gpu import GpuCapacityTrigger
 
             settings = get_settings()
-            timeout_at = time.time() + float(self.gpu_wait_timeout_s) if self.gpu_wait_timeout_s else None
+            if timeout_at is None and self.gpu_wait_timeout_s:
+                timeout_at = time.time() + float(self.gpu_wait_timeout_s)
             log.info("effopt: no GPU capacity now for %s (%s); waiting in the triggerer (deferred, no worker slot "
                      "held), checking every %.0f s", request.describe(), got.reason, settings.gpu_capacity_poll_s)
             self.defer(  # type: ignore[attr-defined]
                 trigger=GpuCapacityTrigger(request.to_dict(), self.gpu_policy, settings.gpu_capacity_poll_s,
                                            timeout_at),
-                method_name="_gpu_resume")
+                method_name="_gpu_resume", kwargs={"gpu_timeout_at": timeout_at})
         self._gpu_manager = manager
         log.info("effopt: GPU lease %s on node %s: %s %s (%s thousandths each) from %s, %s policy, expires in %.0f s "
                  "unless renewed", got.lease_id, got.node, got.model, ",".join(map(str, got.devices)), got.gpu_milli,
@@ -229,12 +256,14 @@ class GpuTaskMixin:
     def _gpu_run(self, context: Any, lease: Lease | None) -> Any:
         saved = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")}
         self._gpu_lease = lease
-        if lease is not None:
-            self._gpu_renewer = _Renewer(self._gpu_manager, lease, self.log).start()  # type: ignore[attr-defined]
-            ti = context.get("ti")
-            if ti is not None:
-                ti.xcom_push(key=LEASE_XCOM, value={**lease.to_dict(), "visible_devices": lease.visible_devices()})
-        try:
+        try:  # from here on, whatever fails releases the lease
+            self._gpu_check_hand_over(lease)
+            if lease is not None:
+                self._gpu_renewer = _Renewer(self._gpu_manager, lease, self.log).start()  # type: ignore[attr-defined]
+                ti = context.get("ti")
+                if ti is not None:
+                    devices = lease.visible_devices() if self.local_devices else None
+                    ti.xcom_push(key=LEASE_XCOM, value={**lease.to_dict(), "visible_devices": devices})
             self._gpu_hand_over(lease)
             return super().execute(context)  # type: ignore[misc]
         finally:
@@ -245,6 +274,14 @@ class GpuTaskMixin:
                         os.environ.pop(k, None)
                     else:
                         os.environ[k] = v
+
+    def _gpu_check_hand_over(self, lease: Lease | None) -> None:
+        """A lease this task cannot hand over (a MIG slice without its UUID) fails it at once."""
+        if lease is not None and self.local_devices:
+            try:
+                lease.visible_devices()
+            except LeaseRequestError as exc:
+                raise AirflowFailException(f"effopt: {exc}") from exc
 
     def _gpu_hand_over(self, lease: Lease | None) -> None:
         """Give the devices to the task: this process's environment (its children inherit it)."""

@@ -7,9 +7,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
 
-from effopt.operators.gpu import lease_request
+from effopt.operators.gpu import check_gpu_policy, lease_request
 
 
 class GpuCapacitySensor(BaseSensorOperator):
@@ -30,7 +30,7 @@ class GpuCapacitySensor(BaseSensorOperator):
                  poll_interval_s: Any = None, deferrable: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.request = lease_request(gpus, gpu_milli, gpu_memory_gib, models)
-        self.gpu_policy = gpu_policy
+        self.gpu_policy = check_gpu_policy(gpu_policy)
         self.poll_interval_s = poll_interval_s
         self.deferrable = deferrable
 
@@ -92,4 +92,4 @@ class GpuCapacitySensor(BaseSensorOperator):
         message = f"no GPU capacity for {self.request.describe()} within {self.timeout:.0f} s"
         if self.soft_fail:
             raise AirflowSkipException(message)
-        raise TimeoutError(message)
+        raise AirflowSensorTimeout(message)  # the wait asked for is over: failed, not retried

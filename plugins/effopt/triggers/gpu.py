@@ -37,8 +37,9 @@ class GpuCapacityTrigger(BaseTrigger):
 
     Fires ``{"status": "fits", "node", "gpus"}`` (nothing is leased yet: the task leases when it resumes, and
     waits again if another task was faster), ``{"status": "error", "reason"}`` when the request can no longer fit
-    the inventory at all, or ``{"status": "timeout"}`` at ``timeout_at``. A source or backend that does not answer
-    is reported in the triggerer's log and asked again at the next poll.
+    the inventory at all or a configuration error makes every check fail (a rejected password, no NVIDIA driver
+    for ``nvml``), or ``{"status": "timeout"}`` at ``timeout_at``. A source or backend that does not answer is
+    reported in the triggerer's log and asked again at the next poll.
     """
 
     def __init__(self, request: dict[str, Any], policy: str | None = None, poll_interval_s: float = 10.0,
@@ -55,10 +56,15 @@ class GpuCapacityTrigger(BaseTrigger):
             "timeout_at": self.timeout_at})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from effopt.operators.errors import classify
+
         while True:
             try:
                 found = await asyncio.to_thread(where_it_fits, self.request, self.policy)
             except Exception as exc:  # noqa: BLE001 - an outage is reported and the wait goes on
+                if classify(exc) == "config":  # waiting cannot mend it (a bad connection, a driverless host)
+                    yield TriggerEvent({"status": "error", "reason": f"{type(exc).__name__}: {exc}"})
+                    return
                 self.log.warning("effopt: GPU capacity check failed (%s: %s); trying again in %.0f s",
                                  type(exc).__name__, exc, self.poll_interval_s)
                 found = {"fits": False}
