@@ -93,7 +93,8 @@ class CachedResumeMixin:
         return self.execute(context)  # type: ignore[attr-defined]
 
 
-def _defer(task: Any, cache: Any, held: Any, namespace: str, resume: Mapping[str, Any] | None) -> None:
+def _defer(task: Any, cache: Any, held: Any, namespace: str, resume: Mapping[str, Any] | None,
+           host: str = "") -> None:
     """Defer ``task`` to a trigger watching the entry and the lock of ``held.key`` (raises TaskDeferred)."""
     from effopt.cache import SingleFlightTimeout
     from effopt.hooks.cache import CacheHook
@@ -109,7 +110,7 @@ def _defer(task: Any, cache: Any, held: Any, namespace: str, resume: Mapping[str
     trigger = CacheEntryTrigger(key=str(held.key), backend=CacheHook(namespace).backend_reference(cache.backend),
                                 deadline=deadline)
     log.info("effopt cache: another worker is computing %s (key %s); deferring until it is stored, "
-             "without holding a worker slot", held.function, held.key)
+             "without holding a worker slot, on %s", held.function, held.key, host or socket.gethostname())
     task.defer(trigger=trigger, method_name=RESUME_METHOD, kwargs={"deadline": deadline})
 
 
@@ -157,15 +158,15 @@ def run_cached(
     resume = getattr(task, _RESUME_STATE, None)
     can_defer = (callable(getattr(task, RESUME_METHOD, None)) and callable(getattr(task, "defer", None))
                  and (resume or {}).get("status") != "unavailable")
+    # Which worker computed, deferred or hit: the host name Airflow records for this task instance.
+    ti = context.get("ti") if context is not None else None
+    host = getattr(ti, "hostname", None) or socket.gethostname()
     try:
         result = cache.call(spec, args, kwargs, refresh=refresh, wait=not can_defer)
     except LockHeld as held:
-        _defer(task, cache, held, namespace, resume)
+        _defer(task, cache, held, namespace, resume, host)
         raise  # not reached: defer() raises TaskDeferred
     cache.flush_stats()
-    # Which worker computed and which one hit: the host name Airflow records for this task instance.
-    ti = context.get("ti") if context is not None else None
-    host = getattr(ti, "hostname", None) or socket.gethostname()
     if result.error:
         log.warning("effopt cache bypassed (%s): computed in %.2f s, key %s, on %s", result.error, result.compute_s,
                     result.key, host)
