@@ -366,6 +366,14 @@ OPTIONS: tuple[Option, ...] = (
         maximum=600,
     ),
     Option(
+        "deployment_id",
+        "",
+        "Name of this Airflow deployment in the effopt:deployment tag of the spot instances it launches (their "
+        "ClientTokens, release and cleanup use it too, so deployments sharing an AWS account never touch each "
+        "other's instances); empty: a 12-hex-digit sha256 of store_url. Set it when two deployments could have "
+        "the same store_url.",
+    ),
+    Option(
         "spot_price_source",
         "snapshot",
         "Prices of spot placement in Airflow: snapshot (the catalog embedded in the package, no AWS account needed) or "
@@ -553,6 +561,7 @@ class Settings:
     gpu_policy: str
     gpu_lease_ttl_s: float
     gpu_capacity_poll_s: float
+    deployment_id: str
     spot_price_source: str
     spot_unavailable_minutes: float
     spot_interruption_poll_s: float

@@ -22,7 +22,7 @@ import urllib.request
 import boto3
 import pytest
 
-from effopt.spot.fleet import Owner, client_token
+from effopt.spot.fleet import Owner, client_token, deployment_of
 
 pytestmark = pytest.mark.slow
 DAG = "effopt_spot_example"
@@ -82,7 +82,8 @@ def test_the_spot_example_launches_relaunches_after_an_interruption_and_cleans_u
     (inst,) = fleet["instances"]
     first = place["pools"][0]
     assert (inst["instance_type"], inst["az_id"]) == (first["instance_type"], first["az_id"])
-    token = client_token(Owner(DAG, "fleet", run_id, -1, 1), 0)
+    deployment = deployment_of("", airflow.store_url)  # no [effopt] deployment_id: the store URL's hash
+    token = client_token(Owner(DAG, "fleet", run_id, -1, 1, deployment=deployment), 0)
     assert inst["client_token"] == token and fleet["calls"][0]["client_token"] == token
     (described,) = ec2.describe_fleets(FleetIds=fleet["fleet_ids"])["Fleets"]
     assert described["Type"] == "instant"
@@ -98,12 +99,14 @@ def test_the_spot_example_launches_relaunches_after_an_interruption_and_cleans_u
     tags = {t["Key"]: t["Value"] for t in live["Tags"]}
     assert tags["effopt:managed"] == "true" and tags["effopt:dag"] == DAG and tags["effopt:run"] == run_id
     assert tags["effopt:task"] == "fleet" and tags["effopt:try"] == "1" and tags["effopt:client-token"] == token
+    assert tags["effopt:deployment"] == deployment
     assert live["InstanceLifecycle"] == "spot" and live["Placement"]["AvailabilityZone"] == inst["zone"]
 
     # -- the hourly cleanup, while the job runs: the orphan goes, the job's instance stays --------------------
+    gone = Owner(DAG, "fleet", "manual__a_run_long_gone", -1, 1, deployment=deployment)
     orphan = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, InstanceType="t3.medium", TagSpecifications=[
-        {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in Owner(
-            DAG, "fleet", "manual__a_run_long_gone", -1, 1).tags().items()]}])["Instances"][0]["InstanceId"]
+        {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in gone.tags().items()]}])[
+        "Instances"][0]["InstanceId"]
     cleanup_run, state = client.run_dag("effopt_spot_cleanup", conf={
         "min_age_minutes": 0, "aws_conn_id": conf["aws_conn_id"], "dag_ids": [DAG]})
     client.request("PATCH", "/api/v2/dags/effopt_spot_cleanup", {"is_paused": True})

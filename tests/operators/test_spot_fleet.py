@@ -143,6 +143,7 @@ def test_the_cleanup_operator_terminates_orphans_by_the_rest_api_s_states(ec2, m
     gone = SpotFleetOperator(task_id="fleet2", placement=placement, launch_template="effopt-spot").execute(
         _context("fleet2", run_id, dag_id=dag))
     states = {"fleet": {"state": "success", "try_number": 1}, "fleet2": {"state": "failed", "try_number": 1}}
+    monkeypatch.setattr(AirflowApiHook, "request", lambda self, method, path, payload=None: {"version": "3.3.0"})
     monkeypatch.setattr(AirflowApiHook, "dag_run", lambda self, dag_id, rid: {"state": "running"})
     monkeypatch.setattr(AirflowApiHook, "task_instance", lambda self, dag_id, rid, task_id, mi: states.get(task_id))
     dry = SpotCleanupOperator(task_id="cleanup", dry_run=True, min_age_minutes=0, dag_ids=[dag]).execute(
@@ -222,3 +223,183 @@ def test_an_interruption_from_the_metadata_stand_in_relaunches_on_another_offeri
     (moved,) = again["instances"]
     assert moved["offering"] != inst["offering"] and moved["az_id"] != inst["az_id"]
     assert set(fake.live()) == {inst["instance_id"], moved["instance_id"]}
+
+
+# -- deployments, the REST API check, AWS configuration errors, regions (on the fake EC2 client) -----------------
+@pytest.fixture
+def fake_aws(monkeypatch):
+    """``aws_default`` defined (us-east-1) and every EC2 client of the operators the fake one."""
+    from effopt.operators import spot as spot_ops
+    from tests.spot.fake_ec2 import FakeEc2
+
+    fake = FakeEc2(default_capacity={"spot": 5, "on-demand": 5})
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({"conn_type": "aws", "extra": {
+        "region_name": "us-east-1"}}))
+    monkeypatch.setattr(spot_ops, "ec2_client", lambda conn_id: fake.client())
+    return fake
+
+
+@pytest.fixture
+def as_deployment(monkeypatch):
+    """``as_deployment("prod")``: ``[effopt] deployment_id`` from now on ("" unsets it)."""
+    from effopt.airflow_settings import get_settings
+
+    def switch(name: str) -> None:
+        monkeypatch.setenv("AIRFLOW__EFFOPT__DEPLOYMENT_ID", name)
+        get_settings.cache_clear()
+
+    yield switch
+    monkeypatch.delenv("AIRFLOW__EFFOPT__DEPLOYMENT_ID", raising=False)
+    get_settings.cache_clear()
+
+
+def _api_ok(monkeypatch, dag_run=lambda self, dag_id, rid: None, task_instance=lambda self, *a: None):
+    from effopt.hooks.airflow_api import AirflowApiHook
+
+    monkeypatch.setattr(AirflowApiHook, "request", lambda self, method, path, payload=None: {"version": "3.3.0"})
+    monkeypatch.setattr(AirflowApiHook, "dag_run", dag_run)
+    monkeypatch.setattr(AirflowApiHook, "task_instance", task_instance)
+
+
+def test_release_and_cleanup_touch_only_this_deployment_s_instances(fake_aws, as_deployment, monkeypatch):
+    """Prod and staging share an AWS account and run the same DAG with the same scheduled run id."""
+    import hashlib
+
+    from effopt.airflow_settings import get_settings
+    from effopt.operators.spot import owner_of
+
+    run_id = "scheduled__2026-12-01T00:00:00+00:00"
+    dag = f"shared_{time.time_ns()}"
+    placement = SpotPlacementOperator(task_id="place", **JOB).execute(_context("place", run_id, dag_id=dag))
+    as_deployment("prod")
+    prod = SpotFleetOperator(task_id="fleet", placement=placement, launch_template="effopt-spot").execute(
+        _context("fleet", run_id, dag_id=dag))
+    (prod_id,) = prod["instance_ids"]
+    assert fake_aws.tags(prod_id)["effopt:deployment"] == "prod"
+    as_deployment("staging")
+    staging = SpotFleetOperator(task_id="fleet", placement=placement, launch_template="effopt-spot").execute(
+        _context("fleet", run_id, dag_id=dag))
+    (staging_id,) = staging["instance_ids"]
+    assert staging_id != prod_id and staging["calls"][0]["client_token"] != prod["calls"][0]["client_token"]
+    released = SpotReleaseOperator(task_id="cleanup").execute(_context("cleanup", run_id, dag_id=dag))
+    assert released["terminated"] == [staging_id] and set(fake_aws.live()) == {prod_id}
+    _api_ok(monkeypatch)  # staging's REST API has never heard of prod's run: 404
+    out = SpotCleanupOperator(task_id="cleanup", min_age_minutes=0, dag_ids=[dag]).execute(
+        _context("cleanup", "r-cleanup", dag_id="effopt_spot_cleanup"))
+    assert out["seen"] == 0 and out["terminated"] == [] and set(fake_aws.live()) == {prod_id}
+    # Without [effopt] deployment_id: 12 hex digits of sha256 of the store URL (never the URL itself).
+    as_deployment("")
+    expected = hashlib.sha256(get_settings().store_url.encode()).hexdigest()[:12]
+    assert owner_of(_context("fleet", run_id)).deployment == expected
+
+
+class _ApiStandIn:
+    """Airflow's REST API as the cleanup meets it: ``POST /auth/token`` and ``GET /api/v2/...`` answer with the
+    status codes set in ``token`` and ``get``."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from threading import Thread
+
+        self.token, self.get = 200, 200
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _send(self, code: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self._send(standin.token, {"access_token": "tok"} if standin.token == 200 else {"detail": "no"})
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._send(standin.get, {"version": "3.3.0"} if standin.get == 200 else {"detail": "no"})
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def uri(self) -> str:
+        return f"http://effopt:pw@127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_cleanup_fails_at_once_without_the_api_connection_or_with_a_refused_login(fake_aws, monkeypatch):
+    run_id = f"r-api-{time.time_ns()}"
+    dag = f"api_{time.time_ns()}"
+    placement = SpotPlacementOperator(task_id="place", **JOB).execute(_context("place", run_id, dag_id=dag))
+    (inst,) = SpotFleetOperator(task_id="fleet", placement=placement, launch_template="effopt-spot").execute(
+        _context("fleet", run_id, dag_id=dag))["instance_ids"]
+    ctx = _context("cleanup", "r-cleanup", dag_id="effopt_spot_cleanup")
+    monkeypatch.delenv("AIRFLOW_CONN_EFFOPT_AIRFLOW_API", raising=False)
+    with pytest.raises(AirflowFailException, match="connection 'effopt_airflow_api'.*AIRFLOW_CONN_EFFOPT_AIRFLOW_API"):
+        SpotCleanupOperator(task_id="cleanup", min_age_minutes=0, dag_ids=[dag]).execute(ctx)
+    api = _ApiStandIn()
+    try:
+        monkeypatch.setenv("AIRFLOW_CONN_EFFOPT_AIRFLOW_API", api.uri)
+        for token, get, code in ((401, 200, 401), (200, 403, 403)):
+            api.token, api.get = token, get
+            with pytest.raises(AirflowFailException, match=f"'effopt_airflow_api'.*HTTP {code}") as failed:
+                SpotCleanupOperator(task_id="cleanup", min_age_minutes=0, dag_ids=[dag]).execute(ctx)
+            assert "\n" not in str(failed.value)
+        # The API down (5xx): not a configuration error; every owner's state is unknown and its instances kept.
+        api.token, api.get = 200, 503
+        out = SpotCleanupOperator(task_id="cleanup", min_age_minutes=0, dag_ids=[dag]).execute(ctx)
+    finally:
+        api.close()
+    assert out["seen"] == 1 and out["terminated"] == [] and "unknown" in out["errors"][0]
+    assert inst in fake_aws.live()
+
+
+def test_an_aws_connection_without_a_region_or_credentials_fails_at_once_naming_it(monkeypatch):
+    for key in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE",
+                "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-profile lookup here
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({"conn_type": "aws", "extra": {}}))
+    # The snapshot needs no AWS account, but with no regions given the placement asks the connection for its own.
+    with pytest.raises(AirflowFailException, match="connection 'aws_default'.*no region: set region_name") as failed:
+        SpotPlacementOperator(task_id="place", hours=1, vcpus=2, memory_gib=4, price_source="snapshot").execute(
+            _context("place", "r-noregion"))
+    assert "\n" not in str(failed.value)
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({"conn_type": "aws", "extra": {
+        "region_name": "us-east-1"}}))
+    with pytest.raises(AirflowFailException, match="connection 'aws_default'.*no usable credentials"):
+        SpotReleaseOperator(task_id="cleanup").execute(_context("cleanup", "r-nocreds"))
+    # Any effopt task (the SQS sensor, say) classifies them as configuration errors too: not retried.
+    from botocore.exceptions import NoCredentialsError, NoRegionError, PartialCredentialsError
+
+    from effopt.operators.errors import classify
+
+    assert {classify(e) for e in (NoRegionError(), NoCredentialsError(),
+                                  PartialCredentialsError(provider="env", cred_var="secret_key"))} == {"config"}
+
+
+def test_the_cleanup_reconciles_only_the_instances_recorded_in_its_region(fake_aws, monkeypatch):
+    store = get_store()
+    stamp = time.time_ns()
+    row = {"fleet_id": None, "client_token": "effopt-x", "dag_id": "regions", "task_id": "fleet",
+           "run_id": f"r-{stamp}", "map_index": -1, "try_number": 1, "instance_type": "m5.large", "az_id": None,
+           "zone": None, "capacity": "spot", "usd_per_hour": 0.04, "launched_at": time.time() - 60}
+    eu, us = f"i-eu{stamp}", f"i-us{stamp}"
+    store.record_spot_instances([{**row, "instance_id": eu, "region": "eu-west-1"},
+                                 {**row, "instance_id": us, "region": "us-east-1"}])
+    _api_ok(monkeypatch)
+    out = SpotCleanupOperator(task_id="cleanup", min_age_minutes=0).execute(
+        _context("cleanup", "r-cleanup", dag_id="effopt_spot_cleanup"))
+    # us-east-1's EC2 no longer runs its recorded instance; eu-west-1's is not its to judge.
+    assert us in out["recorded_gone"] and eu not in out["recorded_gone"]
+    ended = {r["instance_id"]: r["ended_at"] for r in store.spot_instances(run_id=f"r-{stamp}")}
+    assert ended[eu] is None and ended[us] is not None

@@ -284,3 +284,48 @@ def test_the_sensor_skips_when_there_is_nothing_to_watch(monkeypatch):
         timeout.execute_complete(_context(), {"status": "timeout"})
     with pytest.raises(AirflowSkipException, match="finished"):
         timeout.execute_complete(_context(), {"status": "finished", "instances": ["i-mine"]})
+
+
+def test_with_imds_the_sensor_polls_in_its_own_task_and_never_defers(imds):
+    """The metadata service answers for the machine that asks: deferring would poll the triggerer's machine."""
+    from effopt.sensors.spot import SpotInterruptionSensor
+
+    imds.action_after = 1
+    sensor = SpotInterruptionSensor(task_id="watch", imds_url=imds.url, poll_interval_s=0.05, wait_s=30)
+    assert sensor.deferrable and sensor.source == "auto"  # the defaults: auto is imds without a queue_url
+    out = in_thread(sensor.execute, _context())  # a TaskDeferred would be raised here
+    assert out["status"] == "interruption" and out["notice"]["instance_id"] == "i-0abc"
+    assert out["exclude"] == [["m5.large", "use1-az1"]] and len(imds.gets(ACTION_PATH)) == 2
+
+
+def test_the_end_of_a_deferred_wait_is_a_sensor_timeout_not_retried():
+    from airflow.sdk.exceptions import AirflowSensorTimeout
+
+    from effopt.sensors.spot import SpotInterruptionSensor
+
+    sensor = SpotInterruptionSensor(task_id="w", source="sqs", instances=FLEET, queue_url="http://q")
+    with pytest.raises(AirflowSensorTimeout, match="no interruption"):
+        sensor.execute_complete(_context(), {"status": "timeout"})
+
+
+def test_old_foreign_ec2_events_are_deleted_so_they_cannot_hide_the_watched_instance_s_notice(queue):
+    """More than one poll's worth (SQS_BATCHES x 10) of events about instances nobody here watches, then the
+    notice: put back, they would fill every poll; older than FOREIGN_MESSAGE_MAX_AGE_S, they are deleted."""
+    from effopt.triggers.spot import FOREIGN_MESSAGE_MAX_AGE_S, SQS_BATCHES, poll_sqs
+
+    sqs, url = queue
+    foreign = [_event("state", f"i-other-{n}", state="running") for n in range(SQS_BATCHES * 10 + 20)]
+    for start in range(0, len(foreign), 10):
+        sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": body}
+                                                      for i, body in enumerate(foreign[start:start + 10])])
+    sqs.send_message(QueueUrl=url, MessageBody="a message that is no EC2 event")
+    sqs.send_message(QueueUrl=url, MessageBody=_event("interruption", "i-mine", **{"instance-action": "terminate"}))
+    # Fresh foreign events are put back: another watcher may be about to read them.
+    assert poll_sqs("aws_default", url, ["i-someone"], client=sqs) == []
+    assert int(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])[
+        "Attributes"]["ApproximateNumberOfMessages"]) == len(foreign) + 2
+    later = time.time() + FOREIGN_MESSAGE_MAX_AGE_S + 60
+    found = [n for _ in range(2) for n in poll_sqs("aws_default", url, ["i-mine"], client=sqs, now=later)]
+    assert [n.instance_id for n in found] == ["i-mine"]
+    left = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0).get("Messages") or []
+    assert [m["Body"] for m in left] == ["a message that is no EC2 event"]  # not an EC2 event: not ours to judge

@@ -49,6 +49,7 @@ class PodStandIn(K8sStandIn):
         self.script = list(script)
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
         self.created: list[dict[str, Any]] = []
+        self.namespaces: set[str] | None = None  # None: every namespace exists
 
     def _advance(self, pod: dict[str, Any]) -> dict[str, Any] | None:
         life = pod["_life"]
@@ -87,6 +88,8 @@ class PodStandIn(K8sStandIn):
             return 200, {"kind": "EventList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": []}
         with self._lock:
             if len(parts) == 5 and method == "POST":
+                if self.namespaces is not None and ns not in self.namespaces:
+                    return 404, _status(404, "NotFound", f'namespaces "{ns}" not found')
                 pod = copy.deepcopy(body)
                 life = self.script.pop(0) if self.script else "succeed"
                 pod["metadata"].update({"namespace": ns, "uid": f"uid-{len(self.created)}",
@@ -246,6 +249,22 @@ def test_an_ordinary_failure_is_not_relaunched_and_the_limit_ends_the_try(pods):
     with pytest.raises(AirflowException, match="relaunch limit is 1"):
         in_thread(_operator(max_relaunches=1).execute, _context())
     assert len(server.created) == 2
+
+
+def test_a_404_on_the_create_is_an_ordinary_failure_not_a_disruption(pods):
+    """No such namespace: the create answers 404 before any pod exists; nothing to relaunch."""
+    from effopt.airflow_settings import get_store
+
+    server = pods("succeed")
+    server.namespaces = {"ml"}
+    op = _operator(namespace="nowhere")
+    since = time.time()
+    with pytest.raises(Exception) as failed:
+        in_thread(op.execute, _context("train_nowhere"))
+    assert "relaunch limit" not in str(failed.value) and "not found" in str(failed.value)
+    assert server.created == [] and op.disruptions == []
+    assert not [e for e in get_store().spot_events(since=since, kinds=["disruption"])
+                if e["task_id"] == "train_nowhere"]
 
 
 def test_the_cluster_policy_puts_an_opted_in_pod_on_spot(kube_hook):

@@ -16,6 +16,7 @@ import pytest
 from effopt.spot.cleanup import OwnerState, cleanup, orphan_reason
 from effopt.spot.fleet import (
     TAG_DAG,
+    TAG_DEPLOYMENT,
     TAG_MANAGED,
     TAG_RUN,
     TAG_TOKEN,
@@ -29,6 +30,7 @@ from effopt.spot.fleet import (
     MemoryUnavailable,
     Owner,
     client_token,
+    deployment_of,
     error_kind,
     offerings_from_placement,
 )
@@ -38,7 +40,8 @@ POOLS = (FleetOffering("m5.large", "us-east-1", "use1-az1", "spot", 0.035),
          FleetOffering("m5.large", "us-east-1", "use1-az2", "spot", 0.036),
          FleetOffering("m6i.large", "us-east-1", "use1-az4", "spot", 0.038))
 ON_DEMAND = FleetOffering("m5.large", "us-east-1", None, "on-demand", 0.096)
-OWNER = Owner("train", "fleet", "manual__2026-12-01T10:00:00+00:00", -1, 1)
+DEPLOY = "prod-eu"
+OWNER = Owner("train", "fleet", "manual__2026-12-01T10:00:00+00:00", -1, 1, deployment=DEPLOY)
 
 
 def spec(owner: Owner = OWNER, *, count: int = 1, offerings=(*POOLS, ON_DEMAND), **kw) -> FleetSpec:
@@ -57,12 +60,62 @@ def creates(ec2: FakeEc2) -> list[dict]:
 # -- tokens and tags ------------------------------------------------------------------------------------------
 def test_the_client_token_is_deterministic_per_owner_try_and_step_and_fits_ec2():
     token = client_token(OWNER, 0)
-    assert token == client_token(Owner(OWNER.dag_id, OWNER.task_id, OWNER.run_id, -1, 1), 0)
+    assert token == client_token(Owner(OWNER.dag_id, OWNER.task_id, OWNER.run_id, -1, 1, deployment=DEPLOY), 0)
     assert len(token) <= 64 and token.isascii()
-    others = {client_token(OWNER, 1), client_token(Owner("train", "fleet", OWNER.run_id, -1, 2), 0),
-              client_token(Owner("train", "fleet", OWNER.run_id, 0, 1), 0),
-              client_token(Owner("train", "fleet", "manual__other", -1, 1), 0)}
+    others = {client_token(OWNER, 1),
+              client_token(Owner("train", "fleet", OWNER.run_id, -1, 2, deployment=DEPLOY), 0),
+              client_token(Owner("train", "fleet", OWNER.run_id, 0, 1, deployment=DEPLOY), 0),
+              client_token(Owner("train", "fleet", "manual__other", -1, 1, deployment=DEPLOY), 0)}
     assert token not in others and len(others) == 4
+
+
+def test_the_deployment_tag_is_the_configured_id_or_a_hash_of_the_store_url_never_the_url():
+    import hashlib
+
+    url = "postgresql+psycopg2://effopt:hunter2-secret@db.prod:5432/effopt"
+    assert deployment_of("prod-eu", url) == "prod-eu"
+    derived = deployment_of("", url)
+    assert derived == hashlib.sha256(url.encode()).hexdigest()[:12] and len(derived) == 12
+    assert "hunter2" not in derived and derived != deployment_of("", url.replace("db.prod", "db.staging"))
+    with pytest.raises(ValueError, match="deployment"):
+        Owner("d", "t", "r", deployment="")
+    tags = OWNER.tags()
+    assert tags[TAG_DEPLOYMENT] == DEPLOY and Owner.from_tags(tags) == OWNER
+    assert {"Name": f"tag:{TAG_DEPLOYMENT}", "Values": [DEPLOY]} in OWNER.filters()
+    legacy = {k: v for k, v in tags.items() if k != TAG_DEPLOYMENT}
+    assert Owner.from_tags(legacy) is None
+
+
+def test_two_deployments_sharing_an_account_never_touch_each_others_instances():
+    """Staging and prod run the same DAG with the same scheduled run id in one AWS account: different tokens
+    (EC2 never hands prod's fleet to staging), a staging launch or try never terminates prod's instances, and
+    staging's cleanup (its REST API has never heard of prod's run) never even sees them."""
+    ec2 = FakeEc2()
+    ec2.capacity[("m5.large", "use1-az1", "spot")] = 5
+    run = "scheduled__2026-12-01T00:00:00+00:00"
+    prod = Owner("train", "fleet", run, -1, 1, deployment="prod")
+    staging = Owner("train", "fleet", run, -1, 1, deployment="staging")
+    assert client_token(prod, 0) != client_token(staging, 0)
+    mine = launcher(ec2).launch(spec(prod, count=1))
+    prod_id = mine.instances[0].instance_id
+    # Staging's try 1: its own token, so its own fleet (with prod's token EC2 would answer with prod's fleet).
+    first = launcher(ec2).launch(spec(staging, count=1))
+    assert first.adopted == [] and first.instances[0].instance_id != prod_id
+    # Staging's try 2 terminates what its try 1 left, and not prod's try 1 (same DAG, task, run and try tags).
+    second = launcher(ec2).launch(spec(Owner("train", "fleet", run, -1, 2, deployment="staging"), count=1))
+    assert second.terminated_earlier == [first.instances[0].instance_id]
+    assert ec2.tags(second.instances[0].instance_id)[TAG_DEPLOYMENT] == "staging"
+    # Staging's cleanup: no such run in its REST API.  Only its own instance is an orphan; prod's is not seen.
+    report = cleanup(ec2.client(), lambda owner: OwnerState(None), deployment="staging", now=ec2.clock)
+    assert report.seen == 1 and report.terminated == [second.instances[0].instance_id]
+    assert set(ec2.live()) == {prod_id}
+    # An instance launched before the tag existed is left alone by every cleanup.
+    legacy = ec2._launch("m5.large", "use1-az1", "spot", [{"Key": k, "Value": v} for k, v in prod.tags().items()
+                                                          if k != TAG_DEPLOYMENT])
+    report = cleanup(ec2.client(), lambda owner: OwnerState(None), deployment="prod", now=ec2.clock, dry_run=True)
+    assert report.seen == 1 and legacy not in [o["instance_id"] for o in report.orphans]
+    with pytest.raises(ValueError, match="deployment"):
+        cleanup(ec2.client(), lambda owner: OwnerState(None), deployment="", now=ec2.clock)
 
 
 def test_a_launch_is_one_well_formed_instant_fleet_tagged_with_its_owner():
@@ -153,7 +206,8 @@ def test_an_earlier_try_s_instances_are_terminated_before_a_new_try_launches():
     ec2 = FakeEc2()
     ec2.capacity[("m5.large", "use1-az1", "spot")] = 5
     first = launcher(ec2).launch(spec(count=1))
-    second = launcher(ec2).launch(spec(Owner(OWNER.dag_id, OWNER.task_id, OWNER.run_id, -1, 2), count=1))
+    second = launcher(ec2).launch(spec(Owner(OWNER.dag_id, OWNER.task_id, OWNER.run_id, -1, 2, deployment=DEPLOY),
+                                       count=1))
     assert second.terminated_earlier == [first.instances[0].instance_id]
     assert list(ec2.live()) == [second.instances[0].instance_id]
     assert ec2.tags(second.instances[0].instance_id)[TAG_TRY] == "2"
@@ -183,11 +237,11 @@ def test_an_ice_on_the_first_offering_falls_through_to_the_next_then_to_on_deman
     assert cache.unavailable_offerings(ec2.clock + 181) == {}
     # A launcher sharing the cache does not ask the marked pools again while they are marked ...
     ec2.capacity[("m5.large", "use1-az1", "spot")] = 1
-    launcher(ec2, cache).launch(spec(Owner("train", "fleet", "manual__2", -1, 1), count=1))
+    launcher(ec2, cache).launch(spec(Owner("train", "fleet", "manual__2", -1, 1, deployment=DEPLOY), count=1))
     assert creates(ec2)[-1]["TargetCapacitySpecification"]["DefaultTargetCapacityType"] == "on-demand"
     # ... and asks them once the marks expired.
     ec2.clock += 181
-    again = launcher(ec2, cache).launch(spec(Owner("train", "fleet", "manual__3", -1, 1), count=1))
+    again = launcher(ec2, cache).launch(spec(Owner("train", "fleet", "manual__3", -1, 1, deployment=DEPLOY), count=1))
     assert [i.offering.key for i in again.instances] == ["m5.large|us-east-1|use1-az1|spot"]
 
 
@@ -263,7 +317,7 @@ def test_offerings_outside_the_client_s_region_or_account_are_skipped_with_the_r
     assert [s["offering"] for s in result.skipped_offerings] == [elsewhere.key, gone.key]
     assert "us-west-2" in result.skipped_offerings[0]["reason"]
     with pytest.raises(FleetConfigError, match="no offering can be launched"):
-        launcher(ec2).launch(spec(Owner("d", "t", "r"), offerings=(elsewhere,)))
+        launcher(ec2).launch(spec(Owner("d", "t", "r", deployment=DEPLOY), offerings=(elsewhere,)))
 
 
 def test_error_codes_are_classified():
@@ -299,10 +353,10 @@ def test_a_crash_between_the_launch_and_the_xcom_leaves_no_orphan_after_cleanup(
     # The process dies before the XCom is written: the try fails, its instances are still running.
     assert len(ec2.live()) == 2
     # While the try was still running, the cleanup keeps them (a launch is never raced) ...
-    report = cleanup(ec2.client(), _state_of("running", "running", 1), now=ec2.clock)
+    report = cleanup(ec2.client(), _state_of("running", "running", 1), deployment=DEPLOY, now=ec2.clock)
     assert report.terminated == [] and report.seen == 2 and len(report.kept) == 2
     # ... and once Airflow marked it failed (or up for retry), they are orphans: terminated.
-    report = cleanup(ec2.client(), _state_of("running", "up_for_retry", 1), now=ec2.clock)
+    report = cleanup(ec2.client(), _state_of("running", "up_for_retry", 1), deployment=DEPLOY, now=ec2.clock)
     assert sorted(report.terminated) == sorted(i.instance_id for i in result.instances)
     assert ec2.live() == {} and "up_for_retry" in report.orphans[0]["reason"]
 
@@ -333,9 +387,10 @@ def test_cleanup_keeps_an_owner_it_cannot_read_and_dry_run_terminates_nothing():
     def broken(owner):
         raise ConnectionError("Airflow API unreachable")
 
-    report = cleanup(ec2.client(), broken, now=ec2.clock)
+    report = cleanup(ec2.client(), broken, deployment=DEPLOY, now=ec2.clock)
     assert report.terminated == [] and "unknown" in report.errors[0] and len(ec2.live()) == 1
-    report = cleanup(ec2.client(), _state_of("success", "success", 1), now=ec2.clock, dry_run=True)
+    report = cleanup(ec2.client(), _state_of("success", "success", 1), deployment=DEPLOY, now=ec2.clock,
+                     dry_run=True)
     assert len(report.orphans) == 1 and report.terminated == [] and len(ec2.live()) == 1
     assert "would terminate 1" in report.summary()
 
@@ -369,7 +424,7 @@ def _sequence(seed: int) -> dict[str, int]:
         """The cleanup DAG runs every hour: a run that failed or reported errors is followed by the next."""
         for _ in range(5):
             try:
-                report = cleanup(ec2.client(), state, now=ec2.clock, sleep=lambda s: None)
+                report = cleanup(ec2.client(), state, deployment=DEPLOY, now=ec2.clock, sleep=lambda s: None)
             except (FleetError, Crash):  # a cleanup run can die or fail as well: the next one comes
                 continue
             counters["cleanup_terminated"] += len(report.terminated)
@@ -382,7 +437,7 @@ def _sequence(seed: int) -> dict[str, int]:
     may_leave: set[str] = set()  # tries that died, or whose rollback could not reach EC2
     for n in range(1, tries + 1):
         last_try = n
-        owner = Owner("train", "fleet", f"run-{seed}", -1, n)
+        owner = Owner("train", "fleet", f"run-{seed}", -1, n, deployment=DEPLOY)
         logs: list[str] = []
         try:
             result = launcher(ec2, cache, log=logs.append).launch(

@@ -27,6 +27,16 @@ CONFIG_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, ValueError, TypeError, LookupError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
     PermissionError,
 )
+def aws_config_errors() -> tuple[type[BaseException], ...]:
+    """botocore's "the AWS connection is incomplete" errors (no region, no or partial credentials): a retry
+    finds the same connection."""
+    try:
+        from botocore.exceptions import NoCredentialsError, NoRegionError, PartialCredentialsError
+    except ImportError:  # pragma: no cover - botocore comes with the amazon provider
+        return ()
+    return (NoRegionError, NoCredentialsError, PartialCredentialsError)
+
+
 #: Errors that mean "try again later".
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, ConnectionError)
 
@@ -71,7 +81,7 @@ def classify(exc: BaseException) -> str:
         return "transient"
     if getattr(exc, "transient", None) is False:  # its source says retrying cannot help (e.g. an HTTP 400)
         return "config"
-    if isinstance(exc, (AirflowNotFoundException, *CONFIG_ERRORS)):
+    if isinstance(exc, (AirflowNotFoundException, *CONFIG_ERRORS, *aws_config_errors())):
         return "config"
     return "unknown"
 

@@ -12,27 +12,31 @@
   on-demand) instead of failing and spending one of the task's retries.
 
 Without the AWS connection (``[effopt] aws_conn_id``, ``aws_default`` by default) the operators that need one
-skip at once, saying which connection to define.  AWS credentials stay in the connection: nothing here logs,
-returns or stores them.
+skip at once, saying which connection to define; a connection without a region or usable credentials fails
+the task at once (no retry), saying what to set.  Every instance is tagged with this Airflow deployment
+(``effopt:deployment``, :func:`deployment`): release and cleanup never touch another deployment's instances.
+AWS credentials stay in the connection: nothing here logs, returns or stores them.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from effopt.operators.errors import connection_env, fail_fast
+from effopt.operators.errors import aws_config_errors, connection_env, fail_fast
 from effopt.units import HOUR
 
 #: Ranked offerings kept in a placement's XCom (the decision's pools and fallback are always there).
 RANKED_IN_XCOM = 10
 AWS_EXAMPLE = '{"conn_type": "aws", "extra": {"region_name": "us-east-1"}}'
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 # -- shared helpers ----------------------------------------------------------------------------------------
@@ -58,6 +62,50 @@ def require_aws(conn_id: str, what: str) -> None:
             "another connection")
 
 
+def aws_config_failure(exc: BaseException, conn_id: str) -> AirflowFailException | None:
+    """One line naming what connection ``conn_id`` lacks when ``exc`` is botocore's no-region or
+    no-credentials error (a retry finds the same connection), else None."""
+    if not isinstance(exc, aws_config_errors()):
+        return None
+    from botocore.exceptions import NoRegionError
+
+    if isinstance(exc, NoRegionError):
+        return AirflowFailException(
+            f"connection {conn_id!r} (the AWS account) names no region: set region_name in its extra, e.g. "
+            f"{connection_env(conn_id)}='{AWS_EXAMPLE}' (not retried)")
+    return AirflowFailException(
+        f"connection {conn_id!r} (the AWS account) has no usable credentials ({exc}): give its login and password "
+        "(access key id and secret access key), or credentials from the environment or an instance profile "
+        "(not retried)")
+
+
+def aws_fail_fast(execute: F) -> F:
+    """:func:`~effopt.operators.errors.fail_fast`, and botocore's no-region / no-credentials errors fail the task
+    at once with a line naming the operator's AWS connection (:func:`aws_config_failure`)."""
+
+    @functools.wraps(execute)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return execute(self, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - re-raised as it was, or as a fail naming the connection
+            fail = aws_config_failure(exc, aws_conn_id(getattr(self, "aws_conn_id", "")))
+            if fail is not None:
+                raise fail from exc
+            raise
+
+    return fail_fast(wrapper)  # type: ignore[return-value]
+
+
+def deployment() -> str:
+    """This Airflow deployment's ``effopt:deployment`` tag: ``[effopt] deployment_id``, or a hash of the store
+    URL (:func:`effopt.spot.fleet.deployment_of`)."""
+    from effopt.airflow_settings import get_settings
+    from effopt.spot.fleet import deployment_of
+
+    settings = get_settings()
+    return deployment_of(settings.deployment_id, settings.store_url)
+
+
 def ec2_client(conn_id: str) -> Any:
     from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
 
@@ -70,7 +118,8 @@ def owner_of(context: Mapping[str, Any]) -> Any:
     ti = context["ti"]
     map_index = getattr(ti, "map_index", -1)
     return Owner(ti.dag_id, ti.task_id, context.get("run_id") or ti.run_id,
-                 -1 if map_index is None else int(map_index), int(getattr(ti, "try_number", 1) or 1))
+                 -1 if map_index is None else int(map_index), int(getattr(ti, "try_number", 1) or 1),
+                 deployment=deployment())
 
 
 def _owner_dict(context: Mapping[str, Any]) -> dict[str, Any]:
@@ -205,7 +254,7 @@ class SpotPlacementOperator(BaseOperator):
                 return (region,), f"the region of connection {conn_id!r}"
         return (), "every region of the catalog"
 
-    @fail_fast
+    @aws_fail_fast
     def execute(self, context: Any) -> dict[str, Any]:
         from effopt.airflow_settings import get_settings, get_store
         from effopt.spot import JobSpec, catalog_for, choose
@@ -289,7 +338,7 @@ class SpotFleetOperator(BaseOperator):
         self.launch_timeout_s = launch_timeout_s
         self._launcher: Any = None
 
-    @fail_fast
+    @aws_fail_fast
     def execute(self, context: Any) -> dict[str, Any]:
         from effopt.airflow_settings import get_settings, get_store
         from effopt.spot.fleet import FleetLauncher, FleetSpec, offerings_from_placement
@@ -385,8 +434,8 @@ def remaining_work(fleet: Mapping[str, Any], notice: Mapping[str, Any], *, hours
 
 # -- release and cleanup ----------------------------------------------------------------------------------------
 class SpotReleaseOperator(BaseOperator):
-    """Terminate the effopt-launched instances of this DAG run (of ``fleet_task_ids`` only, when given):
-    the run's teardown.  Returns ``{"terminated": [...]}``."""
+    """Terminate the effopt-launched instances of this DAG run (of ``fleet_task_ids`` only, when given) that
+    this deployment launched (``effopt:deployment``): the run's teardown.  Returns ``{"terminated": [...]}``."""
 
     template_fields: Sequence[str] = ("fleet_task_ids", "aws_conn_id")
 
@@ -395,12 +444,13 @@ class SpotReleaseOperator(BaseOperator):
         self.fleet_task_ids = fleet_task_ids
         self.aws_conn_id = aws_conn_id
 
-    @fail_fast
+    @aws_fail_fast
     def execute(self, context: Any) -> dict[str, Any]:
         from effopt.airflow_settings import get_store
         from effopt.spot.fleet import (
             LIVE_STATES,
             TAG_DAG,
+            TAG_DEPLOYMENT,
             TAG_MANAGED,
             TAG_RUN,
             TAG_TASK,
@@ -413,6 +463,7 @@ class SpotReleaseOperator(BaseOperator):
         client = ec2_client(conn_id)
         run_id = context.get("run_id") or context["ti"].run_id
         filters = [{"Name": f"tag:{TAG_MANAGED}", "Values": ["true"]},
+                   {"Name": f"tag:{TAG_DEPLOYMENT}", "Values": [deployment()]},
                    {"Name": f"tag:{TAG_DAG}", "Values": [context["ti"].dag_id]},
                    {"Name": f"tag:{TAG_RUN}", "Values": [run_id]},
                    {"Name": "instance-state-name", "Values": list(LIVE_STATES)}]
@@ -429,7 +480,9 @@ class SpotReleaseOperator(BaseOperator):
 class SpotCleanupOperator(BaseOperator):
     """Terminate effopt-launched instances whose owning task try is no longer running (or handing over).
 
-    Task states come from the Airflow REST API (``[effopt] airflow_api_conn_id``), never the metadata DB.
+    Task states come from the Airflow REST API (``[effopt] airflow_api_conn_id``), never the metadata DB; the
+    API is asked once first, and a missing connection or a refused login (401/403) fails the task at once.
+    Only this deployment's instances (``effopt:deployment``) are looked at.
     :param dry_run: list the orphans, terminate nothing
     :param min_age_minutes: leave instances younger than this alone (a launch is never raced)
     :param dag_ids: look at these DAGs' instances only (empty: all)
@@ -449,7 +502,7 @@ class SpotCleanupOperator(BaseOperator):
         self.aws_conn_id = aws_conn_id
         self.airflow_api_conn_id = airflow_api_conn_id
 
-    @fail_fast
+    @aws_fail_fast
     def execute(self, context: Any) -> dict[str, Any]:
         from effopt.airflow_settings import get_store
         from effopt.hooks.airflow_api import AirflowApiHook
@@ -460,6 +513,7 @@ class SpotCleanupOperator(BaseOperator):
         dry_run = self.dry_run if isinstance(self.dry_run, bool) else str(self.dry_run).lower() in ("true", "1", "yes")
         client = ec2_client(conn_id)
         api = AirflowApiHook(self.airflow_api_conn_id)
+        self._check_api(api)
 
         def owner_state(owner: Any) -> OwnerState:
             run = api.dag_run(owner.dag_id, owner.run_id)
@@ -471,7 +525,8 @@ class SpotCleanupOperator(BaseOperator):
             return OwnerState(run.get("state"), ti.get("state"), ti.get("try_number"))
 
         now = time.time()
-        report = cleanup(client, owner_state, dry_run=dry_run, min_age_s=float(self.min_age_minutes) * 60, now=now,
+        report = cleanup(client, owner_state, deployment=deployment(), dry_run=dry_run,
+                         min_age_s=float(self.min_age_minutes) * 60, now=now,
                          dag_ids=[str(d) for d in _as_list(self.dag_ids)])
         store = get_store()
         reasons = {o["instance_id"]: o["reason"] for o in report.orphans}
@@ -491,11 +546,37 @@ class SpotCleanupOperator(BaseOperator):
                 "terminated": report.terminated, "recorded_gone": gone, "summary": report.summary()})
         return out
 
+    def _check_api(self, api: Any) -> None:
+        """Ask the REST API once before the cleanup: without the connection, or with a login the API refuses
+        (401/403), every owner's state would be unknown and every instance kept, a cleanup that terminates
+        nothing and succeeds; that fails the task at once.  An API that is down (5xx, unreachable) is left to
+        the per-owner rule: those instances are kept and reported, and the next run tries again."""
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        from effopt.hooks.airflow_api import AirflowApiError
+
+        conn_id = api.airflow_api_conn_id
+        try:
+            api.request("GET", "/api/v2/version")
+        except AirflowNotFoundException as exc:
+            raise AirflowFailException(f"{exc} (the cleanup reads task states through it; not retried)") from None
+        except AirflowApiError as exc:
+            if exc.status in (401, 403):
+                raise AirflowFailException(
+                    f"connection {conn_id!r} (Airflow's REST API) was refused with HTTP {exc.status}: give it the "
+                    "login and password of an Airflow user allowed to read DAG runs and task instances "
+                    "(not retried)") from None
+            self.log.warning("Airflow REST API through %r not answering now (%s); owners whose state cannot be "
+                             "read keep their instances", conn_id, exc)
+
     def _reconcile(self, client: Any, store: Any, now: float) -> list[str]:
-        """Recorded instances EC2 no longer runs (an interruption, a console click): marked ended in the store."""
+        """Recorded instances EC2 no longer runs (an interruption, a console click): marked ended in the store.
+        Only the instances recorded in this client's region are looked at: another region's are not in its
+        answer, which says nothing about them."""
         from effopt.spot.fleet import LIVE_STATES, describe_instances
 
-        open_ids = [r["instance_id"] for r in store.spot_instances(open_only=True)]
+        region = getattr(getattr(client, "meta", None), "region_name", None)
+        open_ids = [r["instance_id"] for r in store.spot_instances(open_only=True) if r.get("region") == region]
         gone: list[str] = []
         for start in range(0, len(open_ids), 200):
             chunk = open_ids[start:start + 200]

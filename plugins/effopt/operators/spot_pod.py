@@ -22,7 +22,8 @@ class SpotKubernetesPodOperator(KubernetesPodOperator):
     The pod gets the spot node selector and toleration (``[effopt] spot_capacity_label``) and a
     ``termination_grace_period`` inside the two-minute notice (``[effopt] spot_pod_grace_period_s``).  When
     the pod is lost to a disruption (its ``DisruptionTarget`` condition, its node lost, or the pod gone
-    while it ran), the same try launches it again: on spot for the first ``relaunches_on_spot``
+    while it ran: a 404 after it was created; a 404 on the create itself, such as a missing namespace, is an
+    ordinary failure), the same try launches it again: on spot for the first ``relaunches_on_spot``
     relaunches, then on on-demand, up to ``max_relaunches`` (``[effopt] spot_pod_relaunches``); none of this
     spends one of the task's ``retries``.  Any other failure fails the try as usual.  Each disruption is
     recorded in the effopt store (the effopt page counts them).
@@ -75,7 +76,10 @@ class SpotKubernetesPodOperator(KubernetesPodOperator):
         while seen is not None and len(chain) < 10:
             chain.append(seen)
             seen = seen.__cause__ or seen.__context__
-        gone = any(isinstance(e, ApiException) and e.status == 404 for e in chain)
+        # A 404 means "the pod is gone" only once the pod exists: before, it is the create that failed (no such
+        # namespace, say), an ordinary error.  ``self.pod`` is set by the create and reset before each launch.
+        created = getattr(self, "pod", None) is not None
+        gone = created and any(isinstance(e, ApiException) and e.status == 404 for e in chain)
         return disruption(self._pod_dict(), gone=gone)
 
     def execute(self, context: Any) -> Any:

@@ -1,4 +1,5 @@
-"""Waits for a spot interruption notice or a rebalance recommendation, without holding a worker slot."""
+"""Waits for a spot interruption notice or a rebalance recommendation: from SQS in the triggerer (no worker slot
+held), or from the instance metadata service in the task itself, which must run on the watched instance."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
 from effopt.operators.errors import fail_fast
 from effopt.spot.interruptions import DEFAULT_IMDS, KINDS
@@ -49,19 +50,23 @@ class SpotInterruptionSensor(BaseSensorOperator):
 
     :param source: ``sqs`` (an SQS queue fed by an EventBridge rule for ``EC2 Spot Instance Interruption
         Warning``, ``EC2 Instance Rebalance Recommendation`` and ``EC2 Instance State-change Notification``;
-        read through ``aws_conn_id``), ``imds`` (the metadata service of the instance this runs on) or
-        ``auto`` (``sqs`` when ``queue_url`` is set)
+        read through ``aws_conn_id``), ``imds`` (the metadata service of the instance this task runs on) or
+        ``auto`` (``sqs`` when ``queue_url`` is set, else ``imds``).  With ``imds`` the sensor never defers: it
+        polls in its own task (poke mode), because the metadata service answers for the machine that asks, and
+        a triggerer runs elsewhere; the task must run ON the spot instance (a worker or queue on it)
     :param instances: what to watch: a fleet XCom (``fleet.output``), or instance ids
     :param events: ``interruption`` and/or ``rebalance``
     :param poll_interval_s: default ``[effopt] spot_interruption_poll_s`` (5 s)
     :param wait_s: how long the wait lasts (default the sensor's ``timeout``)
-    :param deferrable: wait in the triggerer (:class:`~effopt.triggers.spot.SpotInterruptionTrigger`, default)
+    :param deferrable: with ``sqs``, wait in the triggerer (:class:`~effopt.triggers.spot.SpotInterruptionTrigger`,
+        default); ``imds`` always polls in the task
 
     Returns (XCom) ``{"status": "interruption" | "rebalance", "notice": ..., "offering": ..., "exclude":
     [[instance type, AZ ID]], "at": ...}``: give it to :class:`~effopt.operators.spot.SpotPlacementOperator`'s
     ``exclude`` to relaunch elsewhere.  The interrupted offering is also marked unavailable for every fleet
     (``[effopt] spot_unavailable_minutes``).  When the watched instances finish without a notice, or the wait
-    ends (``soft_fail=True``), the task is skipped, and so is the relaunch after it.
+    ends (``soft_fail=True``), the task is skipped, and so is the relaunch after it; without ``soft_fail`` the
+    end of the wait is an :class:`AirflowSensorTimeout` (failed, not retried: a retry would only wait again).
     """
 
     template_fields: Sequence[str] = ("source", "instances", "queue_url", "aws_conn_id", "imds_url", "events",
@@ -124,7 +129,11 @@ class SpotInterruptionSensor(BaseSensorOperator):
     def execute(self, context: Any) -> Any:
         trigger = self._make_trigger()
         what = ", ".join(trigger.instance_ids) or "this instance"
-        if not self.deferrable:
+        if not self.deferrable or trigger.source == "imds":
+            if trigger.source == "imds":
+                self.log.info("polling the instance metadata service at %s in this task (imds never defers: the "
+                              "triggerer's machine is not the spot instance) up to %.0f s, every %.0f s",
+                              trigger.imds_url, self._wait_s, self._poll_s)
             self._trigger = trigger
             self.timeout, self.poke_interval = self._wait_s, self._poll_s
             return super().execute(context)
@@ -191,4 +200,4 @@ class SpotInterruptionSensor(BaseSensorOperator):
         message = "no interruption notice in this wait"
         if self.soft_fail:
             raise AirflowSkipException(message)
-        raise TimeoutError(message)
+        raise AirflowSensorTimeout(message)

@@ -1,7 +1,11 @@
 """The orphan rule: an effopt-launched instance whose owning task try is no longer running or handing over.
 
 Every instance :mod:`effopt.spot.fleet` launches carries its owner's tags
-(DAG, task, run, map index, try).  Given the owner's state as Airflow reports
+(deployment, DAG, task, run, map index, try).  A cleanup looks only at the
+instances tagged with its own deployment (``effopt:deployment``): another
+Airflow deployment sharing the AWS account has runs this one's REST API has
+never heard of, and instances without the tag (launched before it existed)
+are left to whoever launched them.  Given the owner's state as Airflow reports
 it (:class:`OwnerState`, read over the REST API by the Airflow layer), an
 instance is **kept** while
 
@@ -24,7 +28,18 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from effopt.spot.fleet import LIVE_STATES, TAG_MANAGED, Owner, _epoch, describe_instances, tags_of, terminate
+from effopt.spot.errors import SpotError
+from effopt.spot.fleet import (
+    LIVE_STATES,
+    TAG_DAG,
+    TAG_DEPLOYMENT,
+    TAG_MANAGED,
+    Owner,
+    _epoch,
+    describe_instances,
+    tags_of,
+    terminate,
+)
 
 #: Run states in which instances may still be in use.
 ACTIVE_RUN_STATES = frozenset({"running", "queued"})
@@ -108,22 +123,27 @@ class CleanupReport:
                 f"{verb} {done}" + (f", {len(self.errors)} error(s)" if self.errors else ""))
 
 
-def managed_instances(client: Any, *, now: float | None = None, dag_ids: Iterable[str] = (),
+def managed_instances(client: Any, *, deployment: str, now: float | None = None, dag_ids: Iterable[str] = (),
                       sleep: Callable[[float], None] = time.sleep) -> list[ManagedInstance]:
-    """Live instances tagged ``effopt:managed=true`` (of ``dag_ids`` only, when given)."""
+    """Live instances tagged ``effopt:managed=true`` and ``effopt:deployment=<deployment>`` (of ``dag_ids``
+    only, when given)."""
+    if not deployment:
+        raise SpotError("the cleanup needs its deployment id (effopt:deployment): it never looks at another "
+                        "deployment's instances")
     filters: list[dict[str, Any]] = [{"Name": f"tag:{TAG_MANAGED}", "Values": ["true"]},
+                                     {"Name": f"tag:{TAG_DEPLOYMENT}", "Values": [deployment]},
                                      {"Name": "instance-state-name", "Values": list(LIVE_STATES)}]
     dags = list(dag_ids)
     if dags:
-        filters.append({"Name": "tag:effopt:dag", "Values": dags})
+        filters.append({"Name": f"tag:{TAG_DAG}", "Values": dags})
     t = time.time() if now is None else now
     return [ManagedInstance.from_ec2(i, t) for i in describe_instances(client, filters=filters, sleep=sleep)]
 
 
-def cleanup(client: Any, owner_state: Callable[[Owner], OwnerState], *, dry_run: bool = False,
+def cleanup(client: Any, owner_state: Callable[[Owner], OwnerState], *, deployment: str, dry_run: bool = False,
             min_age_s: float = 0.0, now: float | None = None, dag_ids: Iterable[str] = (),
             sleep: Callable[[float], None] = time.sleep) -> CleanupReport:
-    """Find orphans among the effopt-managed instances and terminate them (none with ``dry_run``).
+    """Find orphans among ``deployment``'s effopt-managed instances and terminate them (none with ``dry_run``).
 
     ``owner_state`` is asked once per task instance (the Airflow layer reads it over the REST API); an error
     there keeps that owner's instances (never terminate on a guess) and is reported.
@@ -132,7 +152,7 @@ def cleanup(client: Any, owner_state: Callable[[Owner], OwnerState], *, dry_run:
     report = CleanupReport(dry_run)
     states: dict[tuple[str, str, str, int], OwnerState | BaseException] = {}
     orphan_ids: list[str] = []
-    for inst in managed_instances(client, now=t, dag_ids=dag_ids, sleep=sleep):
+    for inst in managed_instances(client, deployment=deployment, now=t, dag_ids=dag_ids, sleep=sleep):
         report.seen += 1
         state: OwnerState | None = None
         if inst.owner is not None:

@@ -4,9 +4,12 @@ Plain Python over a boto3 EC2 client passed in (the Airflow layer passes
 ``EC2Hook(api_type="client_type").conn``):
 
 * **one owner, one token.**  Every instance carries the tags of the task try
-  that launched it (:class:`Owner`: DAG, task, run, map index, try) and the
-  ``ClientToken`` of the call that made it.  Tokens are deterministic
-  (:func:`client_token`: a hash of the owner and the call's step), so a call
+  that launched it (:class:`Owner`: deployment, DAG, task, run, map index,
+  try) and the ``ClientToken`` of the call that made it.  The deployment
+  (:func:`deployment_of`) tells two Airflow deployments sharing one AWS account
+  apart: their scheduled run ids are the same, and without it one would
+  terminate, or be handed by its token, the other's instances.  Tokens are
+  deterministic (:func:`client_token`: a hash of the owner and the call's step), so a call
   repeated after a timeout or a throttling error returns the first result
   instead of a second fleet (EC2: same token and same parameters, the first
   result; different parameters, ``IdempotentParameterMismatch``, answered
@@ -53,6 +56,7 @@ SPOT_STRATEGIES = ("price-capacity-optimized", "capacity-optimized", "capacity-o
 DEFAULT_UNAVAILABLE_S = 180.0  # Karpenter's unavailable-offerings cache TTL
 
 TAG_MANAGED = "effopt:managed"
+TAG_DEPLOYMENT = "effopt:deployment"
 TAG_DAG = "effopt:dag"
 TAG_TASK = "effopt:task"
 TAG_RUN = "effopt:run"
@@ -113,18 +117,29 @@ class CapacityUnavailable(FleetError):
 
 
 # -- owners and tokens ----------------------------------------------------------------------------------------
+def deployment_of(deployment_id: str, store_url: str) -> str:
+    """The ``effopt:deployment`` tag value: ``deployment_id`` when set, else a short stable hash (sha256, 12
+    hex digits) of the deployment's effopt store URL.  Never the URL itself: it may hold a password."""
+    if deployment_id.strip():
+        return deployment_id.strip()
+    if not store_url:
+        raise SpotError("no deployment id and no store URL to derive one from: set [effopt] deployment_id")
+    return hashlib.sha256(store_url.encode()).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
 class Owner:
-    """The task try that owns an instance."""
+    """The task try that owns an instance, and the Airflow deployment it runs in (:func:`deployment_of`)."""
 
     dag_id: str
     task_id: str
     run_id: str
     map_index: int = -1
     try_number: int = 1
+    deployment: str = field(kw_only=True)
 
     def __post_init__(self) -> None:
-        for name in ("dag_id", "task_id", "run_id"):
+        for name in ("dag_id", "task_id", "run_id", "deployment"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise SpotError(f"owner {name} {value!r} must be a non-empty string")
@@ -141,12 +156,13 @@ class Owner:
         return f"{where} run {self.run_id} try {self.try_number}"
 
     def tags(self) -> dict[str, str]:
-        return {TAG_MANAGED: "true", TAG_DAG: self.dag_id, TAG_TASK: self.task_id, TAG_RUN: self.run_id,
-                TAG_MAP_INDEX: str(self.map_index), TAG_TRY: str(self.try_number)}
+        return {TAG_MANAGED: "true", TAG_DEPLOYMENT: self.deployment, TAG_DAG: self.dag_id, TAG_TASK: self.task_id,
+                TAG_RUN: self.run_id, TAG_MAP_INDEX: str(self.map_index), TAG_TRY: str(self.try_number)}
 
     def filters(self, *, same_try: bool | None = None) -> list[dict[str, Any]]:
         """``describe_instances`` filters for this task instance's live instances (any try, or this try only)."""
         out = [{"Name": f"tag:{TAG_MANAGED}", "Values": ["true"]},
+               {"Name": f"tag:{TAG_DEPLOYMENT}", "Values": [self.deployment]},
                {"Name": f"tag:{TAG_DAG}", "Values": [self.dag_id]},
                {"Name": f"tag:{TAG_TASK}", "Values": [self.task_id]},
                {"Name": f"tag:{TAG_RUN}", "Values": [self.run_id]},
@@ -161,7 +177,7 @@ class Owner:
         """The owner an instance's tags name, or None when a tag is missing or malformed."""
         try:
             return cls(tags[TAG_DAG], tags[TAG_TASK], tags[TAG_RUN], int(tags.get(TAG_MAP_INDEX, "-1")),
-                       int(tags[TAG_TRY]))
+                       int(tags[TAG_TRY]), deployment=tags[TAG_DEPLOYMENT])
         except (KeyError, ValueError, SpotError):
             return None
 
@@ -172,8 +188,8 @@ class Owner:
 
 def client_token(owner: Owner, step: int = 0) -> str:
     """The CreateFleet ``ClientToken`` of ``owner``'s ``step``-th call: deterministic, 55 ASCII characters."""
-    payload = json.dumps([owner.dag_id, owner.task_id, owner.run_id, owner.map_index, owner.try_number, step],
-                         separators=(",", ":"))
+    payload = json.dumps([owner.deployment, owner.dag_id, owner.task_id, owner.run_id, owner.map_index,
+                          owner.try_number, step], separators=(",", ":"))
     return "effopt-" + hashlib.sha256(payload.encode()).hexdigest()[:48]
 
 

@@ -1,8 +1,14 @@
 """Waits in the triggerer for a spot interruption notice or a rebalance recommendation.
 
-Sources (:mod:`effopt.spot.interruptions`): the instance metadata service of the instance the triggerer runs
-on (``imds``: IMDSv2), or an SQS queue fed by EventBridge for a fleet's instances (``sqs``, through the
-amazon provider's :class:`~airflow.providers.amazon.aws.hooks.sqs.SqsHook`).
+Sources (:mod:`effopt.spot.interruptions`): an SQS queue fed by EventBridge for a fleet's instances (``sqs``,
+through the amazon provider's :class:`~airflow.providers.amazon.aws.hooks.sqs.SqsHook`), or the instance
+metadata service (``imds``: IMDSv2), which answers for the machine that asks: the sensor polls it in its own
+task, on the instance, and never defers with it (a triggerer runs elsewhere).
+
+One queue per fleet (one EventBridge rule per fleet, matching its instance ids or tags) is best: a shared
+queue makes every watcher read the others' messages.  A shared queue still works: messages about other
+instances go back at once, and EC2 events older than :data:`FOREIGN_MESSAGE_MAX_AGE_S` about instances nobody
+here watches are deleted, so they cannot pile up past what one poll reads (:data:`SQS_BATCHES` x 10).
 """
 
 from __future__ import annotations
@@ -18,26 +24,37 @@ from effopt.spot.interruptions import DEFAULT_IMDS, GONE_STATES, KINDS, STATE, I
 
 #: Messages one SQS poll reads at most (10 per receive, EventBridge may have queued more than ours).
 SQS_BATCHES = 10
+#: Age (from SQS's ``SentTimestamp``) past which an EC2 event about an instance this watcher does not watch is
+#: deleted instead of put back.  Every watcher reads the queue at least every 300 s (the most ``[effopt]
+#: spot_interruption_poll_s`` allows), so the watcher of that instance has had two polls to take it; and an
+#: interruption warning is two minutes ahead of the reclaim, so by then its instance is gone.  Kept, such
+#: messages would fill the first SQS_BATCHES x 10 a poll reads and hide the watched instance's notice.
+FOREIGN_MESSAGE_MAX_AGE_S = 600.0
 
 
-def poll_sqs(aws_conn_id: str, queue_url: str, watched: Sequence[str], *, client: Any = None) -> list[Notice]:
-    """The notices about ``watched`` instances in the queue now; those are deleted, the other messages are
-    made visible again at once (another watcher's fleet may share the queue)."""
+def poll_sqs(aws_conn_id: str, queue_url: str, watched: Sequence[str], *, client: Any = None,
+             now: float | None = None) -> list[Notice]:
+    """The notices about ``watched`` instances in the queue now; those are deleted.  EC2 events about other
+    instances sent more than :data:`FOREIGN_MESSAGE_MAX_AGE_S` before ``now`` are deleted too; the other
+    messages are made visible again at once (another watcher's fleet may share the queue)."""
     if client is None:
         from airflow.providers.amazon.aws.hooks.sqs import SqsHook
 
         client = SqsHook(aws_conn_id=aws_conn_id).conn
+    t = time.time() if now is None else now
     mine: list[Notice] = []
     others: list[str] = []
     ids = set(watched)
     for _ in range(SQS_BATCHES):
         resp = client.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
-                                      VisibilityTimeout=30)
+                                      VisibilityTimeout=30, AttributeNames=["SentTimestamp"])
         messages = resp.get("Messages") or []
         for message in messages:
             notice = parse_event(message.get("Body") or "")
             if notice is not None and notice.instance_id in ids:
                 mine.append(notice)
+                client.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+            elif notice is not None and _age_s(message, t) > FOREIGN_MESSAGE_MAX_AGE_S:
                 client.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
             else:
                 others.append(message["ReceiptHandle"])
@@ -46,6 +63,15 @@ def poll_sqs(aws_conn_id: str, queue_url: str, watched: Sequence[str], *, client
     for handle in others:
         client.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=handle, VisibilityTimeout=0)
     return mine
+
+
+def _age_s(message: Any, now: float) -> float:
+    """Seconds since SQS received ``message`` (its ``SentTimestamp``, ms); 0 when it does not say."""
+    try:
+        sent = float((message.get("Attributes") or {})["SentTimestamp"]) / 1000.0
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+    return now - sent
 
 
 class SpotInterruptionTrigger(BaseTrigger):
