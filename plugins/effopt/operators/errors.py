@@ -27,6 +27,8 @@ CONFIG_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, ValueError, TypeError, LookupError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
     PermissionError,
 )
+
+
 def aws_config_errors() -> tuple[type[BaseException], ...]:
     """botocore's "the AWS connection is incomplete" errors (no region, no or partial credentials): a retry
     finds the same connection."""
