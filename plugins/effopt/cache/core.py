@@ -735,9 +735,10 @@ class ComputationCache:
                 break
             if wait_started is None:
                 wait_started = time.monotonic()
-                log.info("effopt cache: another worker holds the single-flight lock of %s; waiting for its result "
-                         "(up to %g s; a crashed holder's lock is taken over after its %g s lease)",
-                         key, self.lock_timeout_s, self.lock_lease_s)
+                if wait:  # (not waiting: the caller says what it does instead, e.g. defer)
+                    log.info("effopt cache: another worker holds the single-flight lock of %s; waiting for its "
+                             "result (up to %g s; a crashed holder's lock is taken over after its %g s lease)",
+                             key, self.lock_timeout_s, self.lock_lease_s)
             if not refresh:
                 found = yield _Io(self._read, (key,))
                 rejected += found.rejected
