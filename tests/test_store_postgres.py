@@ -49,3 +49,24 @@ def test_task_processes_on_many_workers_creating_the_schema_at_once(postgres_ser
         assert len(store.task_usage()) == 16 * 10
     finally:
         store.dispose()
+
+
+def test_gpu_leases_on_postgres_run_on_the_database_s_clock(postgres_server, monkeypatch):
+    """Workers on several machines share the lease table: a worker whose clock runs an hour ahead must not
+    stamp (or expire) leases by it."""
+    import time
+
+    from effopt.gpu.inventory import GpuDevice, Inventory, InventoryNode
+    from effopt.gpu.leases import GpuLeaseManager, Holder, LeaseRequest, StoreLeaseBackend
+
+    store = EffoptStore(_fresh(postgres_server))
+    try:
+        inventory = Inventory.of([InventoryNode("box", (GpuDevice(0, "T4"), GpuDevice(1, "T4")))], "static")
+        manager = GpuLeaseManager(StoreLeaseBackend(store), inventory, ttl_s=60)
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() + 3600)  # this process's clock, an hour fast
+        lease = manager.acquire(LeaseRequest(1), Holder("d", "t", "r"))
+        monkeypatch.undo()
+        assert abs(lease.acquired_at - time.time()) < 30 and lease.expires_at - lease.acquired_at == 60
+    finally:
+        store.dispose()

@@ -336,8 +336,8 @@ def test_a_pod_is_pinned_to_the_leased_node_with_the_devices_in_its_limits(gpus,
     op._gpu_hand_over(lease)
     pod = op.build_pod_request_obj()
     terms = pod.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution.node_selector_terms
-    assert [(e.key, e.operator, e.values) for e in terms[0].match_expressions] == \
-        [("kubernetes.io/hostname", "In", [lease.node])]
+    assert [(e.key, e.operator, e.values) for e in terms[0].match_fields] == [("metadata.name", "In", [lease.node])]
+    assert terms[0].match_expressions is None  # the Node's name, not its hostname label
     assert pod.spec.affinity.pod_anti_affinity is not None  # what the user gave stays
     resources = pod.spec.containers[0].resources
     assert resources.limits == {"memory": "8Gi", "nvidia.com/gpu": "2"}

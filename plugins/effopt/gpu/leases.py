@@ -557,9 +557,9 @@ class StoreLeaseBackend(LeaseBackend):
 
     kind = "store"
 
-    def __init__(self, store: Any, clock: Any = time.time, history_max: int = HISTORY_MAX) -> None:
+    def __init__(self, store: Any, clock: Any = None, history_max: int = HISTORY_MAX) -> None:
         self.store = store
-        self.clock = clock
+        self.clock = clock  # None: the database's clock where it is shared (PostgreSQL), else time.time
         self.history_max = history_max
 
     @staticmethod
@@ -567,6 +567,18 @@ class StoreLeaseBackend(LeaseBackend):
         from effopt.store import gpu_leases
 
         return gpu_leases
+
+    def _now(self, conn: Any) -> float:
+        """The database's clock on PostgreSQL, where workers on several machines share the lease table and their
+        own clocks may drift apart (a fast one would expire live leases); this process's clock on SQLite (one
+        machine) or when a test gives one."""
+        if self.clock is not None:
+            return self.clock()
+        if conn.dialect.name == "postgresql":
+            import sqlalchemy as sa
+
+            return float(conn.execute(sa.text("SELECT extract(epoch FROM clock_timestamp())")).scalar())
+        return time.time()
 
     def _expire(self, conn: Any, now: float) -> None:
         import sqlalchemy as sa
@@ -586,9 +598,9 @@ class StoreLeaseBackend(LeaseBackend):
         import sqlalchemy as sa
 
         t = self._table()
-        now = self.clock()
         self.store.ensure_schema()
         with self.store.engine.connect() as conn:
+            now = self._now(conn)
             leases = self._live(conn, now)
             rows = conn.execute(sa.select(t.c.document).order_by(t.c.acquired_at.desc()).limit(self.history_max)).all()
         history = [(len(r[0]["columns"]), int(r[0]["gpu_milli"]), tuple(r[0]["request"].get("models") or ()))
@@ -603,7 +615,7 @@ class StoreLeaseBackend(LeaseBackend):
 
         t = self._table()
         with self.store.exclusive() as conn:
-            now = self.clock()
+            now = self._now(conn)
             self._expire(conn, now)
             live = self._live(conn, now)
             held = next((x for x in live if x.holder == lease.holder), None)
@@ -630,7 +642,7 @@ class StoreLeaseBackend(LeaseBackend):
 
         t = self._table()
         with self.store.exclusive() as conn:
-            now = self.clock()
+            now = self._now(conn)
             self._expire(conn, now)
             row = conn.execute(sa.select(t.c.document).where(t.c.id == lease.lease_id, t.c.state == "active",
                                                              t.c.holder == lease.holder)).first()
@@ -646,9 +658,10 @@ class StoreLeaseBackend(LeaseBackend):
 
         t = self._table()
         with self.store.exclusive() as conn:
+            now = self._now(conn)
             res = conn.execute(sa.update(t).where(t.c.id == lease.lease_id, t.c.holder == lease.holder,
-                                                  t.c.state == "active", t.c.expires_at > self.clock())
-                               .values(state="released", ended_at=self.clock()))
+                                                  t.c.state == "active", t.c.expires_at > now)
+                               .values(state="released", ended_at=now))
             return bool(res.rowcount)
 
     def describe(self) -> str:

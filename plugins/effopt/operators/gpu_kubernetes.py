@@ -2,7 +2,7 @@
 
 The lease (see :class:`~effopt.operators.gpu.GpuTaskMixin`) may land on any node of the inventory (set
 ``[effopt] gpu_inventory = kubernetes`` so it is the cluster's). Before the pod is built the operator adds a
-required node affinity ``kubernetes.io/hostname In [<node>]`` (beside any affinity you gave), puts
+required node affinity ``metadata.name In [<node>]`` (``matchFields``) (beside any affinity you gave), puts
 ``nvidia.com/gpu: <n>`` (or ``nvidia.com/mig-<profile>: <n>`` for a MIG slice) in the container's limits and
 requests, and labels the pod ``effopt.io/gpu-lease: <lease id>`` (the Kubernetes inventory counts such a pod
 through its lease, not twice). A request for part of a GPU asks one device: the node shares it (time-slicing or
@@ -35,18 +35,20 @@ def gpu_pod_resources(lease: Lease, existing: Any = None) -> Any:
 
 
 def gpu_node_affinity(node: str, existing: Any = None) -> Any:
-    """Required node affinity to ``kubernetes.io/hostname = node``, kept beside any affinity given."""
+    """Required node affinity to the node named ``node`` (``matchFields`` on ``metadata.name``: the inventory's
+    node names are the Node objects' names, which the ``kubernetes.io/hostname`` label need not equal), kept
+    beside any affinity given."""
     from kubernetes.client import models as k8s
 
-    term = k8s.V1NodeSelectorTerm(match_expressions=[
-        k8s.V1NodeSelectorRequirement(key="kubernetes.io/hostname", operator="In", values=[node])])
+    term = k8s.V1NodeSelectorTerm(match_fields=[
+        k8s.V1NodeSelectorRequirement(key="metadata.name", operator="In", values=[node])])
     affinity = existing if existing is not None else k8s.V1Affinity()
     node_affinity = affinity.node_affinity or k8s.V1NodeAffinity()
     prior = node_affinity.required_during_scheduling_ignored_during_execution
     if prior is not None and prior.node_selector_terms:
-        # Terms are ORed: add the hostname to every one, so each still holds and all land on the node.
+        # Terms are ORed: add the node to every one, so each still holds and all land on the node.
         for t in prior.node_selector_terms:
-            t.match_expressions = list(t.match_expressions or []) + term.match_expressions
+            t.match_fields = list(t.match_fields or []) + term.match_fields
     else:
         node_affinity.required_during_scheduling_ignored_during_execution = k8s.V1NodeSelector(
             node_selector_terms=[term])
