@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -58,6 +59,9 @@ def fresh_airflow(tmp_path_factory):
             if not line or time.monotonic() > deadline:
                 raise AssertionError("Airflow did not come up:\n" + "".join(lines[-80:]))
             lines.append(line)
+        # Keep reading what Airflow prints: a pipe nobody reads fills up (64 KiB) and blocks every component
+        # that writes to it, the scheduler first.
+        threading.Thread(target=_drain, args=(proc.stdout, lines), daemon=True).start()
         password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
         yield AirflowClient(f"http://127.0.0.1:{port}", "admin", password)
     finally:
@@ -66,6 +70,14 @@ def fresh_airflow(tmp_path_factory):
             proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _drain(stream, lines: list[str], keep: int = 400) -> None:
+    """Read ``stream`` to its end, keeping its last ``keep`` lines in ``lines``."""
+    for line in stream:
+        lines.append(line)
+        if len(lines) > 2 * keep:
+            del lines[:-keep]
 
 
 def _bundled_dag_ids(client: AirflowClient) -> list[str]:
