@@ -33,6 +33,7 @@ import gzip
 import hashlib
 import json
 import statistics
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -120,30 +121,34 @@ def advisor_band(index: int, savings_pct: float | None = None) -> AdvisorBand:
     return AdvisorBand(index, label, low, high, savings_pct)
 
 
-class PriceCatalog:
+class PriceCatalog(ABC):
     """The interface both sources implement."""
 
     source: str = ""
 
+    @abstractmethod
     def instance_types(self) -> list[str]:
-        raise NotImplementedError
+        """Every instance type the source knows."""
 
+    @abstractmethod
     def instance(self, instance_type: str) -> InstanceSpec:
-        raise NotImplementedError
+        """The type's vCPUs, memory and GPUs (UnknownInstanceType names an unknown one)."""
 
+    @abstractmethod
     def regions(self, instance_type: str) -> list[str]:
         """Regions with an on-demand or spot price for the type."""
-        raise NotImplementedError
 
+    @abstractmethod
     def zones(self, instance_type: str, region: str) -> list[str]:
         """AZ IDs of the region for which the source has a spot price record of the type."""
-        raise NotImplementedError
 
+    @abstractmethod
     def on_demand(self, instance_type: str, region: str) -> PriceQuote:
-        raise NotImplementedError
+        """The on-demand price of the type in the region."""
 
+    @abstractmethod
     def spot(self, instance_type: str, region: str, az_id: str, at: datetime | None = None) -> PriceQuote:
-        raise NotImplementedError
+        """The spot price of the type in one AZ ID (at ``at``, default now)."""
 
     def advisor(self, instance_type: str, region: str) -> AdvisorBand | None:
         return None

@@ -45,6 +45,7 @@ work), so no deadline is missed when on-demand is always obtainable.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -150,7 +151,7 @@ class Market:
         return None
 
 
-class Policy:
+class Policy(ABC):
     """``reset`` once per job, then ``decide`` every tick.
 
     ``history`` is the (zones x ticks) availability observed before the job
@@ -167,8 +168,9 @@ class Policy:
         self.tick_h = tick_h
         self.market = market
 
+    @abstractmethod
     def decide(self, obs: Observation) -> Action:
-        raise NotImplementedError
+        """What to run during the next tick, given what is observed now."""
 
 
 def _work_at_risk(job: Job, obs: Observation) -> float:
