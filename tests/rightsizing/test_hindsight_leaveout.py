@@ -16,7 +16,7 @@ from effopt.metrics.series import UsageSeries, make_series
 from effopt.rightsizing import EffoptRecommender, backtest, get_recommender
 from effopt.rightsizing.backtest import fold_of, gap_closed
 from effopt.rightsizing.base import Evidence, Recommendation, Recommender
-from effopt.rightsizing.effopt import FleetPool, FleetPrior
+from effopt.rightsizing.effopt import FleetPool, FleetPrior, interval_spreads
 
 GIB = 1024**3
 T0 = 1_700_000_000.0
@@ -213,24 +213,80 @@ def test_a_young_container_gets_the_prior_of_containers_of_its_size():
     assert r_small.target / young_small.values.max() > r_large.target / young_large.values.max()
 
 
+def test_interval_spreads_are_each_hours_range_in_the_order_of_the_statistics():
+    ts = T0 + 600.0 * np.arange(18)  # 3 hours of 10-minute samples, aligned to the last one
+    vs = np.array([5.0] * 6 + [4.0, 8.0, 8.0, 6.0, 8.0, 8.0] + [0.0, 2.0, 2.0, 2.0, 2.0, 2.0])
+    # interval_stats aligns intervals to the last sample: [ts0..ts4] is partly the oldest hour (ts0 alone falls
+    # in a fourth, older interval)
+    starts, peaks = EffoptRecommender()._replay(make_series("w", "c", "gpu_memory", ts, vs))[:2]
+    spreads = interval_spreads(ts, vs, 3600.0)
+    assert spreads.size == peaks.size == starts.size
+    idx = np.floor((ts[-1] - ts) / 3600.0).astype(int)
+    for k, i in enumerate(sorted(set(idx.tolist()), reverse=True)):  # oldest first
+        chunk = vs[idx == i]
+        assert peaks[k] == chunk.max()
+        assert spreads[k] == pytest.approx(1 - chunk.min() / chunk.max())
+    assert interval_spreads(ts, np.zeros(ts.size), 3600.0).tolist() == [0.0] * spreads.size  # no 0/0
+
+
+def test_a_steady_container_gets_the_prior_of_rises_that_followed_steady_hours():
+    """Leave-out conditioning on the container's state: in this fleet, an hour whose usage moved (a range of
+    30%) is followed by a rise of 1.3x one time in five, a flat hour never.  A young container whose last
+    hour was flat gets a smaller prior margin than one whose last hour moved, with the same size; without
+    ``localize_by_spread`` both get the same."""
+    ts = T0 + 60.0 * np.arange(20 * 60)
+    hour = ((ts - T0) // 3600).astype(int)
+    rng = np.random.default_rng(11)
+    fleet_ = []
+    for i in range(16):
+        moving = rng.random(20) < 0.5  # which hours move within themselves
+        base = np.ones(20)
+        for h in range(1, 20):  # after a moving hour, one time in five, the next hour's peak is 1.3x
+            base[h] = base[h - 1] * (1.3 if moving[h - 1] and rng.random() < 0.2 else 1.0)
+        wobble = np.where(moving[hour], 1.0 - 0.3 * ((ts - T0) % 3600 < 1800), 1.0)
+        fleet_.append(make_series(f"w{i}", "c", "gpu_memory", ts, 10 * GIB * base[hour] * wobble))
+    rec = EffoptRecommender()
+    prior = rec.calibrate(fleet_)
+    size = 10 * GIB
+    pool, q = prior.pools["gpu_memory"], rec.quantile
+    assert pool.localized(math.log(size), q, 0.0)[0] == pytest.approx(1.0)  # after flat hours: no rise
+    assert pool.localized(math.log(size), q, 0.3)[0] == pytest.approx(1.3)  # after moving ones: the jumps
+    steady = rec.prior_margin("gpu_memory", prior, size, spread=0.0)[0]
+    moved = rec.prior_margin("gpu_memory", prior, size, spread=0.3)[0]
+    whole = prior.margins["gpu_memory"][0]
+    assert steady < whole <= moved  # each shrunk toward the whole fleet's with fleet_min_ratios ratios
+    young = ts[:4 * 60]
+    flat = rec.recommend(make_series("y1", "c", "gpu_memory", young, np.full(young.size, size)), None, prior)
+    wavy = rec.recommend(make_series("y2", "c", "gpu_memory", young, size * np.where(
+        (young - T0) % 3600 < 1800, 0.7, 1.0)), None, prior)
+    assert flat.target < wavy.target
+    plain = EffoptRecommender(localize_by_spread=False)
+    p2 = plain.calibrate(fleet_)
+    assert plain.prior_margin("gpu_memory", p2, size, spread=0.0) == plain.prior_margin("gpu_memory", p2, size,
+                                                                                          spread=0.3)
+    assert p2.pools["gpu_memory"].spreads is None
+
+
 # -- honest output ---------------------------------------------------------------------------------------------
 def test_evidence_and_confidence_say_when_a_recommendation_rests_on_the_fleet():
     series = fleet(6, hours=30)
     rec = EffoptRecommender()
+    k, burn = rec.settings.prior_weight_intervals, rec.settings.burn_in_intervals
     prior = rec.calibrate(series)
-    young = series[0].before(T0 + 2.5 * 3600)  # 3 intervals: 1 own ratio after the start-up one
+    young = series[0].before(T0 + (burn + 1.5) * 3600)  # burn + 2 intervals: 1 own ratio after the start-up ones
     r = rec.recommend(young, None, prior)
-    # the prior counts as 3 intervals against 1 of the container's own: 3/4 of the margin
-    assert r.evidence.fleet_weight == pytest.approx(3 / 4) and r.evidence.rests_on_fleet
-    assert any(n.startswith("rests mostly on the fleet prior: it supplies 75% of the margin") for n in r.evidence.notes)
+    # the prior counts as k intervals against 1 of the container's own
+    assert r.evidence.fleet_weight == pytest.approx(k / (k + 1)) and r.evidence.rests_on_fleet
+    assert any(n.startswith(f"rests mostly on the fleet prior: it supplies {k / (k + 1):.0%} of the margin")
+               for n in r.evidence.notes)
     assert r.as_dict()["evidence"]["rests_on"] == "fleet"
     days = min(float(young.timestamps[-1] - young.timestamps[0]) / 86400, young.values.size / 1440)
-    assert r.confidence == pytest.approx(days / (1 + days) * (1 - 3 / 4))
-    old = rec.recommend(series[0], None, prior)  # 30 intervals: 28 own ratios
-    assert old.evidence.fleet_weight == pytest.approx(3 / 31) and not old.evidence.rests_on_fleet
+    assert r.confidence == pytest.approx(days / (1 + days) * (1 - k / (k + 1)))
+    old = rec.recommend(series[0], None, prior)  # 30 intervals: 29 ratios, the first burn of them start-up ones
+    assert old.evidence.fleet_weight == pytest.approx(k / (29 - burn + k)) and not old.evidence.rests_on_fleet
     assert old.as_dict()["evidence"]["rests_on"] == "own history"
     assert not any(n.startswith("rests mostly") for n in old.evidence.notes)
     assert get_recommender("vpa").recommend(series[0]).evidence.fleet_weight is None  # no prior at all
     uncalibrated = rec.recommend(young)
     assert any(n.startswith("rests mostly on the fixed prior margin") for n in uncalibrated.evidence.notes)
-    assert math.isclose(uncalibrated.evidence.fleet_weight, 3 / 4)
+    assert math.isclose(uncalibrated.evidence.fleet_weight, k / (k + 1))

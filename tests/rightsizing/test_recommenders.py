@@ -161,11 +161,11 @@ def test_krr_simple():
 def test_effopt_constant_and_margin_prior():
     ts = minutes(2)
     r = EffoptRecommender().recommend(make_series("w", "c", "memory", ts, np.full(ts.size, GIB)))
-    # 48 hourly peaks, 46 replayed rises of exactly 1.0 after the start-up one: learned margin 0, blended with
-    # the 15% prior weighted 3 intervals: 0.45 / 49 = 0.009 -> floor of 2%
+    # 48 hourly peaks, 45 replayed rises of exactly 1.0 after the two start-up ones: learned margin 0, blended
+    # with the 15% prior weighted 5 intervals: 0.75 / 50 = 0.015 -> floor of 2%
     assert r.target == pytest.approx(GIB * 1.02)
     assert r.lower == pytest.approx(GIB)
-    assert "learned 0.000 from 46 interval(s) after 1 start-up interval(s)" in " ".join(r.evidence.notes)
+    assert "learned 0.000 from 45 interval(s) after 2 start-up interval(s)" in " ".join(r.evidence.notes)
 
 
 def test_effopt_follows_a_drop_gradually_and_bumps_after_overrun():
@@ -234,7 +234,7 @@ def test_effopt_trend_ignores_a_single_burst_and_the_start_up():
     start = np.where(hour == 0, 0.4 * GIB, GIB)
     r = EffoptRecommender().recommend(make_series("w", "c", "memory", ts, start))
     assert not any("trend" in n for n in r.evidence.notes)
-    assert any("learned 0.000 from 10 interval(s) after 1 start-up" in n for n in r.evidence.notes), r.evidence.notes
+    assert any("learned 0.000 from 9 interval(s) after 2 start-up" in n for n in r.evidence.notes), r.evidence.notes
     assert r.target < 1.1 * GIB
     counted = EffoptRecommender(burn_in_intervals=0).recommend(make_series("w", "c", "memory", ts, start))
     assert counted.target > 2 * GIB, counted.evidence.notes

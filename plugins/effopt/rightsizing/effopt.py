@@ -25,9 +25,13 @@
    weighted by age (a weighted conformal quantile), *localized to
    containers like the one decided*: each pooled ratio is also weighted by
    a Gaussian kernel in the log of the size its container had then (its
-   largest interval statistic so far) around the decided container's size,
-   bandwidth by Silverman's rule, and the localized quantile is shrunk
-   toward the whole fleet's with a weight of ``fleet_min_ratios`` ratios.
+   largest interval statistic so far) around the decided container's size
+   and, with ``localize_by_spread``, in the range (``1 - min / max``) of the
+   interval before it around the range of the decided container's last
+   interval (a steady hour is rarely followed by a jump, a moving one more
+   often), bandwidths by Silverman's rule, and the localized quantile is
+   shrunk toward the whole fleet's with a weight of ``fleet_min_ratios``
+   ratios.
    With fewer than ``fleet_min_ratios`` effective pooled ratios, or
    uncalibrated, the prior is ``prior_margin``.
 4. *OOM / overrun bump*: after an OOM kill, or usage above the previous
@@ -96,7 +100,7 @@ class EffoptSettings(RecommenderSettings):
                                     "used (the fixed prior_margin is)", ge=1)
     prior_margin: float = setting(0.15, "prior margin without a fleet calibration (VPA's and KRR's 15%)", ge=0)
     min_margin: float = setting(0.02, "smallest margin", ge=0)
-    prior_weight_intervals: float = setting(3.0, "weight of the prior margin, in replayed intervals, against the "
+    prior_weight_intervals: float = setting(5.0, "weight of the prior margin, in replayed intervals, against the "
                                             "container's own", ge=0)
     season_s: float = setting(DAY, "length of the daily cycle, seconds", gt=0)
     season_min_cycles: float = setting(1.0, "daily cycles of history before the daily profile is used (inf: "
@@ -112,10 +116,12 @@ class EffoptSettings(RecommenderSettings):
     max_decrease: float = setting(0.1, "largest decrease of the target per decision", gt=0, le=1)
     min_samples: int = setting(10, "fewest usable samples to recommend from", ge=1)
     trend: bool = setting(True, "project the robust growth trend of the interval statistics one interval ahead")
-    burn_in_intervals: int = setting(1, "first replayed intervals left out of the container's own margin and the "
+    burn_in_intervals: int = setting(2, "first replayed intervals left out of the container's own margin and the "
                                      "trend", ge=0)
     localize_prior: bool = setting(True, "the fleet prior of containers of the container's size (its largest usage "
                                    "seen) rather than of the whole fleet")
+    localize_by_spread: bool = setting(True, "the fleet prior also of containers whose last interval was as steady "
+                                       "(its range, 1 - min / max): rises that followed a steady hour")
     min_cpu_cores: float = setting(0.010, "smallest CPU request, cores", ge=0)
     min_memory_bytes: float = setting(100 * MIB, "smallest memory request, bytes", ge=0)
 
@@ -150,6 +156,20 @@ def interval_stats(ts: np.ndarray, vs: np.ndarray, interval_s: float, percentile
     starts = ts[-1] - (np.arange(n) + 1) * interval_s
     keep = np.flatnonzero(have)[::-1]  # oldest first
     return starts[keep], stat[keep]
+
+
+def interval_spreads(ts: np.ndarray, vs: np.ndarray, interval_s: float) -> np.ndarray:
+    """The range ``1 - min / max`` of each interval that has samples (0: flat), the intervals of
+    :func:`interval_stats` in its order (oldest first); 0 for an interval whose max is not above 0."""
+    idx = np.floor((ts[-1] - ts) / interval_s).astype(int)  # 0 = newest, as in interval_stats
+    change = np.empty(idx.size, dtype=bool)
+    change[0] = True
+    np.not_equal(idx[1:], idx[:-1], out=change[1:])
+    first = np.flatnonzero(change)
+    hi, lo = np.maximum.reduceat(vs, first), np.minimum.reduceat(vs, first)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spread = np.where(hi > 0, 1.0 - np.maximum(lo, 0.0) / hi, 0.0)
+    return spread  # samples are in time order, so runs are oldest first: the order interval_stats keeps
 
 
 @lru_cache(maxsize=64)  # the trend's window sizes: a handful with any settings
@@ -206,25 +226,33 @@ class _Replay(NamedTuple):
     levels: np.ndarray  # level known at the end of each interval
     envelopes: np.ndarray  # seasonal envelope of each interval and, last, of the coming one (NaN: none)
     periods: np.ndarray  # the cycle each envelope came from, seconds (0: none)
+    spreads: np.ndarray  # range of each interval, 1 - min / max (0: flat)
 
 
 @dataclass(frozen=True)
 class FleetPool:
     """One resource kind's replayed rises pooled over the fleet, for the localized prior: the ratios sorted,
-    their age weights and the log size (the level they were measured against), and the kernel bandwidth in
-    log size (Silverman's rule of thumb)."""
+    their age weights, the log size (the container's largest statistic when the level they were measured
+    against was known) and the range of the interval before them (``1 - min / max``), with the kernel
+    bandwidths in each (Silverman's rule of thumb; a bandwidth of 0 leaves that feature out)."""
 
     ratios: np.ndarray
     weights: np.ndarray
     log_sizes: np.ndarray
     bandwidth: float
+    spreads: np.ndarray | None = None
+    spread_bandwidth: float = 0.0
 
-    def localized(self, log_size: float, q: float) -> tuple[float, float] | None:
-        """(``q`` quantile of the ratios weighted by age x a Gaussian kernel in log size around ``log_size``,
-        effective number of ratios it rests on); None when no ratio is near enough to weigh anything."""
+    def localized(self, log_size: float, q: float, spread: float | None = None) -> tuple[float, float] | None:
+        """(``q`` quantile of the ratios weighted by age x a Gaussian kernel in log size around ``log_size``
+        (and in the range around ``spread``, when given and the pool has ranges), effective number of ratios
+        it rests on); None when no ratio is near enough to weigh anything."""
         if not (self.bandwidth > 0 and np.isfinite(log_size)):
             return None
-        w = self.weights * np.exp(-0.5 * ((self.log_sizes - log_size) / self.bandwidth) ** 2)
+        z = ((self.log_sizes - log_size) / self.bandwidth) ** 2
+        if spread is not None and self.spreads is not None and self.spread_bandwidth > 0:
+            z = z + ((self.spreads - spread) / self.spread_bandwidth) ** 2
+        w = self.weights * np.exp(-0.5 * z)
         top = float(w.max()) if w.size else 0.0
         if not top > 0:
             return None
@@ -280,7 +308,8 @@ class EffoptRecommender(Recommender[EffoptSettings]):
         starts, stats = interval_stats(series.timestamps, series.values, s.interval_s,
                                        None if peak_like else s.cpu_percentile)
         envelopes, periods = self._envelopes(starts, stats)
-        return _Replay(starts, stats, self._levels(starts, stats, envelopes), envelopes, periods)
+        spreads = interval_spreads(series.timestamps, series.values, s.interval_s)
+        return _Replay(starts, stats, self._levels(starts, stats, envelopes), envelopes, periods, spreads)
 
     def _envelopes(self, starts: np.ndarray, stats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Seasonal envelope of each interval (oldest first) and, last, of the coming one, with the cycle
@@ -331,15 +360,17 @@ class EffoptRecommender(Recommender[EffoptSettings]):
         """(start time of each ratio's interval, :meth:`replayed_ratios`)."""
         return self._replayed_with_size(series)[:2]
 
-    def _replayed_with_size(self, series: UsageSeries) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _replayed_with_size(self, series: UsageSeries) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(start time of each ratio's interval, :meth:`replayed_ratios`, the container's size when the level
-        each was taken against was known: its largest interval statistic so far)."""
+        each was taken against was known: its largest interval statistic so far, and the range of the
+        interval before each ratio's: the last one known then)."""
         if series.values.size < 2:
-            return np.empty(0), np.empty(0), np.empty(0)
+            return np.empty(0), np.empty(0), np.empty(0), np.empty(0)
         r = self._replay(series)
         basis = self._basis(r.levels, r.envelopes)
         ok = basis > 0
-        return r.starts[1:][ok], r.stats[1:][ok] / basis[ok], np.maximum.accumulate(r.stats)[:-1][ok]
+        return (r.starts[1:][ok], r.stats[1:][ok] / basis[ok], np.maximum.accumulate(r.stats)[:-1][ok],
+                r.spreads[:-1][ok])
 
     def calibrate(self, series: Sequence[UsageSeries]) -> FleetPrior:
         """The fleet prior calibrated on ``series``, to pass to :meth:`recommend`.
@@ -360,7 +391,7 @@ class EffoptRecommender(Recommender[EffoptSettings]):
         strictly before the decision time, so a calibration cannot see data
         at or after it.
         """
-        pooled: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+        pooled: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = {}
         end: float | None = None
         keys: set[tuple[str, str, str]] = set()
         self._calibrated_replays = {}
@@ -371,9 +402,9 @@ class EffoptRecommender(Recommender[EffoptSettings]):
             keys.add(x.key)
             replay = self._replay(x)
             self._calibrated_replays[id(x)] = (x, replay)
-            starts, ratios, sizes = self._replayed_with_size(x)
+            starts, ratios, sizes, spreads = self._replayed_with_size(x)
             if ratios.size:
-                pooled.setdefault(x.resource, []).append((starts, ratios, sizes))
+                pooled.setdefault(x.resource, []).append((starts, ratios, sizes, spreads))
         margins: dict[str, tuple[float, int, int]] = {}
         pools: dict[str, FleetPool] = {}
         for kind, parts in pooled.items():
@@ -382,24 +413,34 @@ class EffoptRecommender(Recommender[EffoptSettings]):
             w = 2.0 ** ((starts - starts.max()) / self.settings.half_life_s)
             effective = w.sum() ** 2 / np.sum(w * w)
             margins[kind] = (_weighted_quantile(ratios, w, self.quantile) - 1.0, int(effective), len(parts))
-            pools[kind] = self._pool(ratios, w, np.log(np.concatenate([p[2] for p in parts])), effective)
+            spreads = np.concatenate([p[3] for p in parts]) if self.settings.localize_by_spread else None
+            pools[kind] = self._pool(ratios, w, np.log(np.concatenate([p[2] for p in parts])), effective, spreads)
         return FleetPrior(margins, end, pools, frozenset(keys))
 
     @staticmethod
-    def _pool(ratios: np.ndarray, w: np.ndarray, log_sizes: np.ndarray, effective: float) -> FleetPool:
+    def _pool(ratios: np.ndarray, w: np.ndarray, log_sizes: np.ndarray, effective: float,
+              spreads: np.ndarray | None = None) -> FleetPool:
         """The pool the localized prior reads: ratios weighing at least 2**-16 (older ones change no quantile
-        that matters, and the pool stays small), sorted by value, with Silverman's bandwidth
-        ``1.06 sigma n ** (-1/5)`` (sigma the weighted standard deviation of the log sizes, n the effective
-        number of ratios)."""
+        that matters, and the pool stays small), sorted by value, with Silverman's bandwidths: ``1.06 sigma
+        n ** (-1/5)`` in log size alone, ``sigma n ** (-1/6)`` per feature for the product kernel in log size
+        and range (sigma the weighted standard deviation of the feature, n the effective number of ratios)."""
         keep = w >= 2.0 ** -16
         ratios, w, log_sizes = ratios[keep], w[keep], log_sizes[keep]
         order = np.argsort(ratios, kind="stable")
-        mean = float(np.sum(w * log_sizes) / w.sum())
-        sigma = float(np.sqrt(np.sum(w * (log_sizes - mean) ** 2) / w.sum()))
-        return FleetPool(ratios[order], w[order], log_sizes[order], 1.06 * sigma * effective ** -0.2)
+
+        def sigma(x: np.ndarray) -> float:
+            mean = float(np.sum(w * x) / w.sum())
+            return float(np.sqrt(np.sum(w * (x - mean) ** 2) / w.sum()))
+
+        if spreads is None:
+            return FleetPool(ratios[order], w[order], log_sizes[order], 1.06 * sigma(log_sizes) * effective ** -0.2)
+        spreads = spreads[keep]
+        h = effective ** (-1.0 / 6.0)
+        return FleetPool(ratios[order], w[order], log_sizes[order], sigma(log_sizes) * h, spreads[order],
+                         sigma(spreads) * h)
 
     def prior_margin(self, resource: str, fleet: FleetPrior | None,
-                     size: float | None = None) -> tuple[float, str]:
+                     size: float | None = None, spread: float | None = None) -> tuple[float, str]:
         """(prior margin for ``resource``, where it comes from).
 
         Calibrated on enough ratios, it is the fleet's, localized to containers of size ``size`` (when given:
@@ -413,8 +454,8 @@ class EffoptRecommender(Recommender[EffoptSettings]):
         margin, n, k = fleet.margins[resource]
         margin = max(margin, 0.0)
         pool = fleet.pools.get(resource)
-        local = pool.localized(float(np.log(size)), self.quantile) if pool is not None and size and size > 0 \
-            else None
+        local = pool.localized(float(np.log(size)), self.quantile, spread) if pool is not None and size and \
+            size > 0 else None
         if local is None:
             return margin, f"fleet prior margin {margin:.3f} from {n} effective ratio(s) of {k} series"
         near, m = max(local[0] - 1.0, 0.0), local[1]
@@ -554,7 +595,8 @@ class EffoptRecommender(Recommender[EffoptSettings]):
         s = self.settings
         starts, ratios = self._own_ratios(replay)
         size = float(replay.stats.max()) if s.localize_prior else None
-        fleet, prior_note = self.prior_margin(series.resource, prior, size)
+        spread = float(replay.spreads[-1]) if s.localize_prior and s.localize_by_spread else None
+        fleet, prior_note = self.prior_margin(series.resource, prior, size, spread)
         notes.append(prior_note)
         share = s.prior_weight_intervals / (ratios.size + s.prior_weight_intervals) if (
             ratios.size + s.prior_weight_intervals) > 0 else 1.0
