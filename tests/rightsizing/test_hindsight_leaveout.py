@@ -260,6 +260,8 @@ def test_a_steady_container_gets_the_prior_of_rises_that_followed_steady_hours()
     wavy = rec.recommend(make_series("y2", "c", "gpu_memory", young, size * np.where(
         (young - T0) % 3600 < 1800, 0.7, 1.0)), None, prior)
     assert flat.target < wavy.target
+    assert any("after an hour that moved as much as its last one (0%)" in n for n in flat.evidence.notes)
+    assert any("after an hour that moved as much as its last one (30%)" in n for n in wavy.evidence.notes)
     plain = EffoptRecommender(localize_by_spread=False)
     p2 = plain.calibrate(fleet_)
     assert plain.prior_margin("gpu_memory", p2, size, spread=0.0) == plain.prior_margin("gpu_memory", p2, size,

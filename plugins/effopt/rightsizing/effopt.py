@@ -460,9 +460,11 @@ class EffoptRecommender(Recommender[EffoptSettings]):
             return margin, f"fleet prior margin {margin:.3f} from {n} effective ratio(s) of {k} series"
         near, m = max(local[0] - 1.0, 0.0), local[1]
         blended = (near * m + margin * s.fleet_min_ratios) / (m + s.fleet_min_ratios)
+        like = "containers of its size"
+        if spread is not None and pool.spreads is not None and pool.spread_bandwidth > 0:
+            like += f" after an hour that moved as much as its last one ({spread:.0%})"
         return blended, (f"fleet prior margin {blended:.3f}: {near:.3f} from {m:.0f} effective ratio(s) of "
-                         f"containers of its size, shrunk toward the fleet's {margin:.3f} from {n} effective "
-                         f"ratio(s) of {k} series")
+                         f"{like}, shrunk toward the fleet's {margin:.3f} from {n} effective ratio(s) of {k} series")
 
     def _levels(self, starts: np.ndarray, stats: np.ndarray, envelopes: np.ndarray) -> np.ndarray:
         """level[k] = decayed ``level_percentile`` of statistics 0..k, times the growth trend known then
