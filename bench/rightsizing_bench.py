@@ -219,8 +219,9 @@ def credibility(path: Path) -> list[str]:
     rec = get_recommender("effopt")
     out = []
     for label, metric in METRICS:
-        groups = [np.log(rec._own_ratios(rec._replay(x))[1]) for x in source.series(metric)  # type: ignore[arg-type]
-                  if x.values.size >= 2]
+        with np.errstate(divide="ignore"):  # a rise to 0 has log -inf: buhlmann_straub_k leaves it out
+            groups = [np.log(rec._own_ratios(rec._replay(x))[1])
+                      for x in source.series(metric) if x.values.size >= 2]  # type: ignore[arg-type]
         k = buhlmann_straub_k(groups)
         report(f"{label} Buhlmann-Straub credibility k of the replayed rises (whole trace)",
                "-" if k is None else f"{k:.2f} intervals")
