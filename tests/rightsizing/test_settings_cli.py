@@ -125,6 +125,8 @@ def test_cli_by_history_folds_and_settings(tmp_path, capsys):
     assert main(["rightsize", "settings", "--recommender", "effopt"]) == 0
     listing = capsys.readouterr().out
     assert all(f.name in listing for f in fields(EffoptSettings)) and "(0, 1)" in listing
+    trend = next(line for line in listing.splitlines() if " trend " in line)
+    assert "true, false" in trend and "inf" not in trend  # a switch has no numeric range
     assert main(["rightsize", "recommend", "--trace", str(path), "--set", "min_samples=5000"]) == 0
     assert "needs at least 5000" in capsys.readouterr().out
 

@@ -252,6 +252,7 @@ def _settings(args: argparse.Namespace) -> int:
     rows = []
     for name in [args.recommender] if args.recommender else _names():
         for info in describe(recommender_class(name).settings_class):
-            rows.append((name, info.name, info.type, repr(info.default), str(info.bounds), info.description))
+            bounds = "true, false" if info.type == "bool" else str(info.bounds)  # a number's range means nothing
+            rows.append((name, info.name, info.type, repr(info.default), bounds, info.description))
     print(render(("recommender", "setting", "type", "default", "bounds", "description"), rows))
     return 0
