@@ -11,8 +11,8 @@ in-sample (each decision's fleet prior pools every container cut before the
 decision time, its own past included) and leaving containers out (5 groups
 of containers by a hash of their id; a container's prior is calibrated only
 on the other groups).  ``effopt (fleet prior)`` is effopt with the whole
-fleet's prior instead of the one localized to containers of the same size
-(issue 5's effopt), for comparison.
+fleet's prior instead of the localized one (as in issue 5), its other
+settings the same, for comparison.
 
 Target (issue 19), in the leave-out evaluation: on both metrics effopt closes
 >= 50% of VPA's gap with no more overrun events than VPA; stretch: >= 70% on
@@ -293,7 +293,8 @@ def _write(path: str, trace: Path, step_s: float, warmup_s: float, results: list
                  "decision's fleet prior pools every container cut before the decision time; *leave-out*: "
                  f"containers are split into {FOLDS} groups by a hash of their id and a container's prior is "
                  "calibrated on the other groups only. `effopt (fleet prior)` is effopt with the whole fleet's "
-                 "prior (issue 5's effopt). Deployed = the limits the trace ran with (pod_memory_util is a "
+                 "prior instead of the localized one (as in issue 5), its other settings the same. Deployed = "
+                 "the limits the trace ran with (pod_memory_util is a "
                  "fraction of it, so 1.0).\n\n")
         fh.write("## Target (issue 19)\n\n")
         fh.writelines(f"- {v}\n" for v in verdicts)
