@@ -81,10 +81,12 @@ def gpu_pool_slots(gpus: int = 1, gpu_milli: int | None = None, gpu_memory_gib: 
 
 
 def holder_of(context: Any) -> Holder:
+    """The task try asking for a lease, on the host Airflow records for it (``[core] hostname_callable``)."""
     ti = context["ti"]
     return Holder(ti.dag_id, ti.task_id, ti.run_id, int(getattr(ti, "map_index", -1) if
                                                         getattr(ti, "map_index", None) is not None else -1),
-                  int(getattr(ti, "try_number", 1) or 1), socket.gethostname(), os.getpid())
+                  int(getattr(ti, "try_number", 1) or 1), getattr(ti, "hostname", None) or socket.gethostname(),
+                  os.getpid())
 
 
 def worker_nodes(inventory: Any) -> tuple[str, ...]:
@@ -229,7 +231,8 @@ class GpuTaskMixin:
             request = LeaseRequest(self.gpu_request.gpus, self.gpu_request.gpu_milli, self.gpu_request.gpu_memory_mib,
                                    self.gpu_request.models, nodes)
             manager = hook.lease_manager(inventory, self.gpu_policy)
-            got = manager.acquire(request, holder_of(context))
+            holder = holder_of(context)
+            got = manager.acquire(request, holder)
         except LeaseRequestError as exc:
             raise AirflowFailException(f"effopt: GPU request {self.gpu_request.describe()} cannot be placed: {exc}") \
                 from exc
@@ -242,7 +245,8 @@ class GpuTaskMixin:
             if timeout_at is None and self.gpu_wait_timeout_s:
                 timeout_at = time.time() + float(self.gpu_wait_timeout_s)
             log.info("effopt: no GPU capacity now for %s (%s); waiting in the triggerer (deferred, no worker slot "
-                     "held), checking every %.0f s", request.describe(), got.reason, settings.gpu_capacity_poll_s)
+                     "held), checking every %.0f s; gave the slot back on %s", request.describe(), got.reason,
+                     settings.gpu_capacity_poll_s, holder.host)
             self.defer(  # type: ignore[attr-defined]
                 trigger=GpuCapacityTrigger(request.to_dict(), self.gpu_policy, settings.gpu_capacity_poll_s,
                                            timeout_at),
