@@ -150,11 +150,16 @@ def above_vpa(result: BacktestResult, name: str = "effopt") -> list[int]:
     return [b.hours for b in result.by_history if b.recommenders[name].mean_slack > b.recommenders["vpa"].mean_slack]
 
 
-def run(path: Path, step_s: float, warmup_s: float) -> list[dict[str, object]]:
+def load(path: Path) -> dict[str, list]:
+    """Each metric's series of the trace, read once for every part of the benchmark."""
     source = TraceSource(path)
+    return {metric: source.series(metric) for _, metric in METRICS}  # type: ignore[arg-type]
+
+
+def run(data: dict[str, list], step_s: float, warmup_s: float) -> list[dict[str, object]]:
     out = []
     for label, metric in METRICS:
-        series = source.series(metric)  # type: ignore[arg-type]
+        series = data[metric]
         entry: dict[str, object] = {"label": label, "metric": metric}
         for folds in (1, FOLDS):
             windows = Windows()
@@ -167,10 +172,8 @@ def run(path: Path, step_s: float, warmup_s: float) -> list[dict[str, object]]:
     return out
 
 
-def sweep(path: Path, step_s: float, warmup_s: float) -> str:
+def sweep(data: dict[str, list], step_s: float, warmup_s: float) -> str:
     """Backtest each :data:`SWEEP` variant of effopt against VPA on both metrics, leaving containers out."""
-    source = TraceSource(path)
-    data = {metric: source.series(metric) for _, metric in METRICS}  # type: ignore[arg-type]
     rows = []
     for label, settings in SWEEP:
         row: list[object] = [label]
@@ -210,33 +213,26 @@ def buhlmann_straub_k(groups: Sequence[np.ndarray]) -> float | None:
     return within / between if between > 0 else math.inf
 
 
-
-def credibility(path: Path) -> list[str]:
+def credibility(data: dict[str, list]) -> None:
     """Buhlmann-Straub's k of each metric's replayed rises (effopt's own margins' input, after the burn-in) over
     the whole trace: the weight, in intervals, that credibility theory gives the fleet against a container's own
     history; ``prior_weight_intervals`` is the fixed counterpart."""
-    source = TraceSource(path)
     rec = get_recommender("effopt")
-    out = []
     for label, metric in METRICS:
         with np.errstate(divide="ignore"):  # a rise to 0 has log -inf: buhlmann_straub_k leaves it out
             groups = [np.log(rec._own_ratios(rec._replay(x))[1])
-                      for x in source.series(metric) if x.values.size >= 2]  # type: ignore[arg-type]
+                      for x in data[metric] if x.values.size >= 2]
         k = buhlmann_straub_k(groups)
         report(f"{label} Buhlmann-Straub credibility k of the replayed rises (whole trace)",
                "-" if k is None else f"{k:.2f} intervals")
-        out.append(f"{label}: {'-' if k is None else f'{k:.2f}'}")
-    return out
 
 
-def other_groupings(path: Path, step_s: float, warmup_s: float) -> None:
+def other_groupings(data: dict[str, list], step_s: float, warmup_s: float) -> None:
     """effopt's defaults against VPA leaving containers out in 3 and 10 groups instead of 5: how much the
     verdict depends on the split."""
-    source = TraceSource(path)
     for label, metric in METRICS:
-        series = source.series(metric)  # type: ignore[arg-type]
         for folds in (3, 10):
-            res = backtest(series, {"effopt": get_recommender("effopt"), "vpa": get_recommender("vpa")},
+            res = backtest(data[metric], {"effopt": get_recommender("effopt"), "vpa": get_recommender("vpa")},
                            step_s=step_s, warmup_s=warmup_s, folds=folds)
             e, v = res.recommenders["effopt"], res.recommenders["vpa"]
             report(f"{label} leave-out in {folds} groups effopt gap closed", f"{res.gap_closed('effopt'):.1%} with "
@@ -459,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args.path)
     if not path.is_dir():
         parser.error(f"trace directory {path} does not exist")
-    results = run(path, args.step, args.warmup)
+    data = load(path)
+    results = run(data, args.step, args.warmup)
     verdicts: list[str] = []
     for entry in results:
         verdicts += _figures(entry)
@@ -468,9 +465,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{entry['label']}, {kind}\n{render_backtest(res)}\n{render_by_history(res)}\n", flush=True)
     for v in verdicts:
         print("target " + v)
-    other_groupings(path, args.step, args.warmup)
-    credibility(path)
-    sweep_table = sweep(path, args.step, args.warmup) if args.sweep else None
+    other_groupings(data, args.step, args.warmup)
+    credibility(data)
+    sweep_table = sweep(data, args.step, args.warmup) if args.sweep else None
     if sweep_table:
         print(sweep_table)
     if args.results:

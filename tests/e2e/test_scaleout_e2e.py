@@ -61,10 +61,15 @@ def _wait_idle(client, timeout: float = 300) -> None:
         time.sleep(1)
 
 
+def _hosts_after(log: str, prefix: str) -> list[str]:
+    """The host names the task log lines name after ``prefix`` (e.g. ``..., on worker-b``), in order."""
+    return [ln.split(prefix, 1)[1].split()[0].rstrip(".,;") for ln in log.splitlines() if prefix in ln]
+
+
 def _host_after(log: str, prefix: str) -> str:
-    """The host name a task log line names after ``prefix`` (e.g. ``..., on worker-b``)."""
-    (line,) = [ln for ln in log.splitlines() if prefix in ln]
-    return line.split(prefix, 1)[1].split()[0].rstrip(".,;")
+    """The host name the one task log line with ``prefix`` names."""
+    (host,) = _hosts_after(log, prefix)
+    return host
 
 
 def _store(topology) -> EffoptStore:
@@ -247,9 +252,7 @@ def test_gpu_tasks_on_both_workers_never_over_commit_the_inventory(celery_topolo
     # a task that found the GPU taken gave its slot back where it was (it may resume on either worker).
     ran = {_ti(client, dag, run, f"gpu_task_{n}")["hostname"] for n in (1, 2, 3)}
     logs = [client.task_log(dag, run, f"gpu_task_{n}") for n in (1, 2, 3)]
-    mark = "gave the slot back on "
-    deferred = {line.split(mark, 1)[1].split()[0].rstrip(".,;") for log in logs for line in log.splitlines()
-                if mark in line}
+    deferred = {host for log in logs for host in _hosts_after(log, "gave the slot back on ")}
     assert deferred, "no task waited for the one GPU"
     assert ran | deferred == WORKERS, (ran, deferred)
 

@@ -126,6 +126,20 @@ class EffoptSettings(RecommenderSettings):
     min_memory_bytes: float = setting(100 * MIB, "smallest memory request, bytes", ge=0)
 
 
+def _interval_index(ts: np.ndarray, interval_s: float) -> np.ndarray:
+    """Each sample's interval, counted back from the one ending at the last sample (0 = newest)."""
+    return np.floor((ts[-1] - ts) / interval_s).astype(int)
+
+
+def _run_starts(idx: np.ndarray) -> np.ndarray:
+    """Where each interval's samples begin: samples are sorted by time, so an interval's samples are one run of
+    equal ``idx``, the oldest interval first."""
+    change = np.empty(idx.size, dtype=bool)
+    change[0] = True
+    np.not_equal(idx[1:], idx[:-1], out=change[1:])
+    return np.flatnonzero(change)
+
+
 def interval_stats(ts: np.ndarray, vs: np.ndarray, interval_s: float, percentile: float | None
                    ) -> tuple[np.ndarray, np.ndarray]:
     """(interval start times, statistic) of the intervals that have samples; statistic = max or a percentile.
@@ -133,15 +147,11 @@ def interval_stats(ts: np.ndarray, vs: np.ndarray, interval_s: float, percentile
     Intervals are aligned to the LAST sample: the newest interval ends at it, so the
     level always includes the most recent full interval.
     """
-    idx = np.floor((ts[-1] - ts) / interval_s).astype(int)  # 0 = newest
+    idx = _interval_index(ts, interval_s)
     n = int(idx.max()) + 1
     if percentile is None:
-        # samples are sorted by time, so each interval's samples are one run of equal idx: a max per run
         stat = np.full(n, -np.inf)
-        change = np.empty(idx.size, dtype=bool)
-        change[0] = True
-        np.not_equal(idx[1:], idx[:-1], out=change[1:])
-        first = np.flatnonzero(change)
+        first = _run_starts(idx)
         stat[idx[first]] = np.maximum.reduceat(vs, first)
     else:
         stat = np.full(n, np.nan)
@@ -161,11 +171,7 @@ def interval_stats(ts: np.ndarray, vs: np.ndarray, interval_s: float, percentile
 def interval_spreads(ts: np.ndarray, vs: np.ndarray, interval_s: float) -> np.ndarray:
     """The range ``1 - min / max`` of each interval that has samples (0: flat), the intervals of
     :func:`interval_stats` in its order (oldest first); 0 for an interval whose max is not above 0."""
-    idx = np.floor((ts[-1] - ts) / interval_s).astype(int)  # 0 = newest, as in interval_stats
-    change = np.empty(idx.size, dtype=bool)
-    change[0] = True
-    np.not_equal(idx[1:], idx[:-1], out=change[1:])
-    first = np.flatnonzero(change)
+    first = _run_starts(_interval_index(ts, interval_s))
     hi, lo = np.maximum.reduceat(vs, first), np.minimum.reduceat(vs, first)
     with np.errstate(divide="ignore", invalid="ignore"):
         spread = np.where(hi > 0, 1.0 - np.maximum(lo, 0.0) / hi, 0.0)
@@ -243,6 +249,11 @@ class FleetPool:
     spreads: np.ndarray | None = None
     spread_bandwidth: float = 0.0
 
+    @property
+    def by_spread(self) -> bool:
+        """Whether the pool is localized by range too (it has ranges and a bandwidth for them)."""
+        return self.spreads is not None and self.spread_bandwidth > 0
+
     def localized(self, log_size: float, q: float, spread: float | None = None) -> tuple[float, float] | None:
         """(``q`` quantile of the ratios weighted by age x a Gaussian kernel in log size around ``log_size``
         (and in the range around ``spread``, when given and the pool has ranges), effective number of ratios
@@ -250,7 +261,7 @@ class FleetPool:
         if not (self.bandwidth > 0 and np.isfinite(log_size)):
             return None
         z = ((self.log_sizes - log_size) / self.bandwidth) ** 2
-        if spread is not None and self.spreads is not None and self.spread_bandwidth > 0:
+        if spread is not None and self.by_spread:
             z = z + ((self.spreads - spread) / self.spread_bandwidth) ** 2
         w = self.weights * np.exp(-0.5 * z)
         top = float(w.max()) if w.size else 0.0
@@ -461,7 +472,7 @@ class EffoptRecommender(Recommender[EffoptSettings]):
         near, m = max(local[0] - 1.0, 0.0), local[1]
         blended = (near * m + margin * s.fleet_min_ratios) / (m + s.fleet_min_ratios)
         like = "containers of its size"
-        if spread is not None and pool.spreads is not None and pool.spread_bandwidth > 0:
+        if spread is not None and pool.by_spread:
             like += f" after an hour that moved as much as its last one ({spread:.0%})"
         return blended, (f"fleet prior margin {blended:.3f}: {near:.3f} from {m:.0f} effective ratio(s) of "
                          f"{like}, shrunk toward the fleet's {margin:.3f} from {n} effective ratio(s) of {k} series")
